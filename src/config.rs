@@ -1,0 +1,111 @@
+//! Process configuration, read once from the environment (and `.env`).
+
+use std::time::Duration;
+
+/// Which database a `DATABASE_URL` selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// Everything medbook reads from its environment. See the README's configuration table.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_url: String,
+    pub listen: String,
+    pub admin_email: Option<String>,
+    pub admin_password: Option<String>,
+    pub pool_size: u32,
+    pub pool_timeout: Duration,
+    pub pg_lock_timeout: Duration,
+    pub pg_statement_timeout: Duration,
+    pub sqlite_busy_timeout: Duration,
+    pub retry_attempts: u32,
+    pub workers: usize,
+}
+
+impl Config {
+    /// Reads the configuration; a malformed number is a start-up error naming the variable.
+    pub fn from_env() -> Result<Config, String> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let millis = |name: &str, default: u64| -> Result<Duration, String> {
+            Ok(Duration::from_millis(number(name, var(name), default)?))
+        };
+        Ok(Config {
+            database_url: var("DATABASE_URL").unwrap_or_else(|| "medbook.db".to_owned()),
+            listen: var("MEDBOOK_LISTEN").unwrap_or_else(|| "127.0.0.1:8080".to_owned()),
+            admin_email: var("MEDBOOK_ADMIN_EMAIL"),
+            admin_password: var("MEDBOOK_ADMIN_PASSWORD"),
+            pool_size: number("MEDBOOK_POOL_SIZE", var("MEDBOOK_POOL_SIZE"), 8)? as u32,
+            pool_timeout: millis("MEDBOOK_POOL_TIMEOUT_MS", 2_000)?,
+            pg_lock_timeout: millis("MEDBOOK_LOCK_TIMEOUT_MS", 5_000)?,
+            pg_statement_timeout: millis("MEDBOOK_STATEMENT_TIMEOUT_MS", 15_000)?,
+            sqlite_busy_timeout: millis("MEDBOOK_SQLITE_BUSY_TIMEOUT_MS", 5_000)?,
+            retry_attempts: number("MEDBOOK_RETRY_ATTEMPTS", var("MEDBOOK_RETRY_ATTEMPTS"), 3)?
+                as u32,
+            workers: number("MEDBOOK_WORKERS", var("MEDBOOK_WORKERS"), 0)? as usize,
+        })
+    }
+
+    /// A configuration with defaults for `database_url`, as tests and tools use it.
+    pub fn for_database(database_url: &str) -> Config {
+        Config {
+            database_url: database_url.to_owned(),
+            listen: "127.0.0.1:0".to_owned(),
+            admin_email: None,
+            admin_password: None,
+            pool_size: 8,
+            pool_timeout: Duration::from_secs(2),
+            pg_lock_timeout: Duration::from_secs(5),
+            pg_statement_timeout: Duration::from_secs(15),
+            sqlite_busy_timeout: Duration::from_secs(5),
+            retry_attempts: 3,
+            workers: 2,
+        }
+    }
+
+    /// The backend selected by the URL scheme.
+    pub fn backend(&self) -> Backend {
+        backend_of(&self.database_url)
+    }
+}
+
+/// `postgres://` and `postgresql://` select PostgreSQL; anything else is a SQLite path.
+pub fn backend_of(url: &str) -> Backend {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Backend::Postgres
+    } else {
+        Backend::Sqlite
+    }
+}
+
+fn number(name: &str, value: Option<String>, default: u64) -> Result<u64, String> {
+    match value {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| format!("{name} must be a non-negative integer, got {v:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_scheme_selects_backend() {
+        assert_eq!(backend_of("postgres://u@h/db"), Backend::Postgres);
+        assert_eq!(backend_of("postgresql://u@h/db"), Backend::Postgres);
+        assert_eq!(backend_of("medbook.db"), Backend::Sqlite);
+        assert_eq!(backend_of("sqlite://data/medbook.db"), Backend::Sqlite);
+    }
+
+    #[test]
+    fn malformed_numbers_name_the_variable() {
+        let err = number("MEDBOOK_POOL_SIZE", Some("many".into()), 8).unwrap_err();
+        assert!(err.contains("MEDBOOK_POOL_SIZE"));
+        assert_eq!(number("X", None, 8).unwrap(), 8);
+    }
+}

@@ -1,0 +1,67 @@
+//! The only module that knows which database it is on (vaultwarden's `db_run!` idea):
+//! write transactions and row locks, which diesel's `MultiConnection` cannot express.
+
+use diesel::connection::{AnsiTransactionManager, TransactionManager};
+use diesel::prelude::*;
+
+use super::DbConn;
+use crate::models::user::User;
+use crate::schema::users;
+
+/// Runs `f` in a write transaction.
+///
+/// PostgreSQL: an ordinary `BEGIN` (READ COMMITTED); row locks are taken explicitly where
+/// needed. SQLite: `BEGIN IMMEDIATE`, which takes the database's single write lock up front,
+/// so a transaction that reads before it writes can never fail half-way with
+/// `SQLITE_BUSY_SNAPSHOT`; waiting for the lock is bounded by `busy_timeout`.
+pub fn write_transaction<T, E, F>(conn: &mut DbConn, f: F) -> Result<T, E>
+where
+    F: FnOnce(&mut DbConn) -> Result<T, E>,
+    E: From<diesel::result::Error>,
+{
+    match conn {
+        DbConn::Pg(_) => conn.transaction(f),
+        DbConn::Sqlite(inner) => {
+            AnsiTransactionManager::begin_transaction_sql(inner, "BEGIN IMMEDIATE")?;
+            match f(conn) {
+                Ok(value) => {
+                    <DbConn as Connection>::TransactionManager::commit_transaction(conn)?;
+                    Ok(value)
+                }
+                Err(err) => {
+                    if let Err(rollback) =
+                        <DbConn as Connection>::TransactionManager::rollback_transaction(conn)
+                    {
+                        log::error!("rollback after a failed transaction failed: {rollback}");
+                    }
+                    Err(err)
+                }
+            }
+        }
+    }
+}
+
+/// Locks the given users' rows for the rest of the transaction, in ascending id order (so two
+/// bookings can never wait on each other in a cycle), and returns the rows that exist.
+///
+/// PostgreSQL: `SELECT … FOR UPDATE`, one row at a time in id order. SQLite: the surrounding
+/// [`write_transaction`] already holds the database's only write lock, so a plain read is
+/// enough. Must be called inside [`write_transaction`].
+pub fn lock_users_in_order(conn: &mut DbConn, ids: &[i32]) -> QueryResult<Vec<User>> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut rows = Vec::with_capacity(ids.len());
+    for id in ids {
+        let row = match conn {
+            DbConn::Pg(pg) => users::table
+                .find(id)
+                .for_update()
+                .first::<User>(pg)
+                .optional()?,
+            DbConn::Sqlite(_) => users::table.find(id).first::<User>(conn).optional()?,
+        };
+        rows.extend(row);
+    }
+    Ok(rows)
+}

@@ -1,0 +1,26 @@
+//! Database access: the backend-neutral connection, the pool, migrations, and the few
+//! operations that differ between PostgreSQL and SQLite (see [`backend`]).
+
+pub mod backend;
+pub mod errors;
+pub mod pool;
+pub mod retry;
+
+use diesel::pg::PgConnection;
+use diesel::sqlite::SqliteConnection;
+
+pub use backend::{lock_users_in_order, write_transaction};
+pub use errors::{classify, DbErrorClass};
+pub use pool::{build_pool, run_blocking, run_migrations, DbPool};
+pub use retry::{with_retry, RetryPolicy};
+
+/// One connection type for both databases. Everything outside [`backend`] is written
+/// against this type and never asks which database it is on.
+#[derive(diesel::MultiConnection)]
+pub enum DbConn {
+    Pg(PgConnection),
+    Sqlite(SqliteConnection),
+}
+
+/// The backend type of [`DbConn`], for boxed queries.
+pub type DbBackend = <DbConn as diesel::Connection>::Backend;

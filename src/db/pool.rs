@@ -1,0 +1,131 @@
+//! The r2d2 pool, per-connection settings, embedded migrations and the `run_blocking` bridge
+//! from async handlers to blocking diesel code.
+
+use diesel::connection::{SimpleConnection, TransactionManager};
+use diesel::prelude::*;
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+use super::DbConn;
+use crate::config::{Backend, Config};
+use crate::error::AppError;
+
+const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+/// The shared pool of [`DbConn`]s.
+pub type DbPool = r2d2::Pool<ConnectionManager>;
+
+/// Opens connections of the backend the URL names, with medbook's session settings.
+///
+/// diesel's derived `MultiConnection::establish` tries every backend and discards their errors;
+/// choosing by scheme keeps the real one ("password authentication failed", …) for the logs.
+#[derive(Debug)]
+pub struct ConnectionManager {
+    url: String,
+    backend: Backend,
+    session_sql: String,
+}
+
+impl ConnectionManager {
+    /// A manager for `config.database_url` with the configured timeouts.
+    pub fn new(config: &Config) -> Self {
+        let backend = config.backend();
+        let session_sql = match backend {
+            Backend::Postgres => format!(
+                "SET lock_timeout = {}; SET statement_timeout = {}; SET TIME ZONE 'UTC';",
+                config.pg_lock_timeout.as_millis(),
+                config.pg_statement_timeout.as_millis()
+            ),
+            // WAL lets readers work beside the one writer; synchronous=FULL keeps every
+            // acknowledged booking on disk across a power loss.
+            Backend::Sqlite => format!(
+                "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; \
+                 PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+                config.sqlite_busy_timeout.as_millis()
+            ),
+        };
+        let url = match backend {
+            Backend::Postgres => config.database_url.clone(),
+            Backend::Sqlite => sqlite_path(&config.database_url).to_owned(),
+        };
+        ConnectionManager {
+            url,
+            backend,
+            session_sql,
+        }
+    }
+}
+
+/// The file path of a SQLite `DATABASE_URL` (an optional `sqlite://` prefix is dropped).
+pub fn sqlite_path(url: &str) -> &str {
+    url.strip_prefix("sqlite://").unwrap_or(url)
+}
+
+impl r2d2::ManageConnection for ConnectionManager {
+    type Connection = DbConn;
+    type Error = diesel::ConnectionError;
+
+    fn connect(&self) -> Result<DbConn, Self::Error> {
+        let mut conn = match self.backend {
+            Backend::Postgres => DbConn::Pg(diesel::PgConnection::establish(&self.url)?),
+            Backend::Sqlite => DbConn::Sqlite(diesel::SqliteConnection::establish(&self.url)?),
+        };
+        conn.batch_execute(&self.session_sql)
+            .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+        Ok(conn)
+    }
+
+    fn is_valid(&self, conn: &mut DbConn) -> Result<(), Self::Error> {
+        conn.batch_execute("SELECT 1")
+            .map_err(diesel::ConnectionError::CouldntSetupConfiguration)
+    }
+
+    fn has_broken(&self, conn: &mut DbConn) -> bool {
+        std::thread::panicking()
+            || <DbConn as Connection>::TransactionManager::is_broken_transaction_manager(conn)
+    }
+}
+
+/// Builds the pool without waiting for the database: a pool that starts while the database is
+/// down serves 503s and recovers by itself once it returns.
+pub fn build_pool(config: &Config) -> DbPool {
+    r2d2::Pool::builder()
+        .max_size(config.pool_size.max(1))
+        .min_idle(Some(1))
+        .connection_timeout(config.pool_timeout)
+        .test_on_check_out(false)
+        .build_unchecked(ConnectionManager::new(config))
+}
+
+/// Applies the embedded migrations of the connection's backend.
+pub fn run_migrations(conn: &mut DbConn) -> Result<(), String> {
+    let migrations = match conn {
+        DbConn::Pg(_) => PG_MIGRATIONS,
+        DbConn::Sqlite(_) => SQLITE_MIGRATIONS,
+    };
+    conn.run_pending_migrations(migrations)
+        .map(|applied| {
+            for version in applied {
+                log::info!("applied migration {version}");
+            }
+        })
+        .map_err(|e| format!("migrations failed: {e}"))
+}
+
+/// Runs blocking database work on actix's blocking thread pool.
+///
+/// The pooled connection is taken inside the closure, so waiting for the pool blocks a
+/// blocking thread and never an async worker; a pool time-out becomes 503 `UNAVAILABLE`.
+pub async fn run_blocking<T, F>(pool: &DbPool, f: F) -> Result<T, AppError>
+where
+    F: FnOnce(&mut DbConn) -> Result<T, AppError> + Send + 'static,
+    T: Send + 'static,
+{
+    let pool = pool.clone();
+    actix_web::web::block(move || {
+        let mut conn = pool.get().map_err(AppError::pool)?;
+        f(&mut conn)
+    })
+    .await
+    .map_err(|e| AppError::internal(format!("blocking task failed: {e}")))?
+}

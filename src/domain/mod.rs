@@ -1,0 +1,47 @@
+//! Pure domain rules, free of I/O: roles, appointment types and the status machine.
+
+pub mod status;
+
+pub use status::{transition, Party, Status, TransitionError};
+
+/// A user's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Patient,
+    Doctor,
+    Admin,
+}
+
+impl Role {
+    /// The stored and serialized form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Patient => "patient",
+            Role::Doctor => "doctor",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// Parses the stored form.
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "patient" => Some(Role::Patient),
+            "doctor" => Some(Role::Doctor),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// The consultation types an appointment can have.
+pub const APPOINTMENT_TYPES: [&str; 4] = [
+    "text_consultation",
+    "video_consultation",
+    "voice_consultation",
+    "in_person",
+];
+
+/// Allowed appointment lengths in minutes; the upper bound also bounds the overlap queries.
+pub const MIN_DURATION_MINUTES: i32 = 5;
+pub const MAX_DURATION_MINUTES: i32 = 240;
+pub const DEFAULT_DURATION_MINUTES: i32 = 30;

@@ -1,0 +1,218 @@
+//! Request extractors that answer in the API's error shape: a JSON body with a 64 KiB limit,
+//! query strings, path ids, and the expected version from `If-Match` or the body.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::web::BytesMut;
+use actix_web::{FromRequest, HttpRequest};
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+
+use crate::error::AppError;
+
+/// Largest accepted request body.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// A JSON request body. Invalid JSON or a non-JSON content type → 400; JSON of the wrong shape
+/// (missing, unknown or mistyped fields) → 422 with the failing field in `details`; more than
+/// [`BODY_LIMIT`] bytes → 413. An empty body reads as `{}`.
+#[derive(Debug)]
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
+    type Error = AppError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, AppError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let content_type_ok = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                let mime = v
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
+                mime == "application/json" || mime.ends_with("+json")
+            });
+        let declared_len = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let mut payload = payload.take();
+        Box::pin(async move {
+            if declared_len.is_some_and(|len| len > BODY_LIMIT) {
+                return Err(AppError::PayloadTooLarge(BODY_LIMIT));
+            }
+            let mut body = BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk =
+                    chunk.map_err(|e| AppError::BadRequest(format!("Could not read body: {e}")))?;
+                if body.len() + chunk.len() > BODY_LIMIT {
+                    return Err(AppError::PayloadTooLarge(BODY_LIMIT));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            if body.iter().all(u8::is_ascii_whitespace) {
+                return parse_json::<T>(b"{}").map(Json);
+            }
+            if content_type_ok == Some(false) {
+                return Err(AppError::BadRequest(
+                    "Content-Type must be application/json".to_owned(),
+                ));
+            }
+            parse_json::<T>(&body).map(Json)
+        })
+    }
+}
+
+/// Parses JSON, telling a syntax error (400) from a shape error (422 naming the field).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                let field = if path == "." { "body".to_owned() } else { path };
+                AppError::invalid(&field, strip_position(&inner.to_string()))
+            }
+            _ => AppError::BadRequest(format!("Body is not valid JSON: {inner}")),
+        }
+    })
+}
+
+fn strip_position(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// Parses a query string into `T` (whose fields are all optional strings or numbers and which
+/// denies unknown fields); a malformed query or unknown parameter → 400.
+pub fn parse_query<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, AppError> {
+    serde_urlencoded::from_str(req.query_string())
+        .map_err(|e| AppError::BadRequest(format!("Invalid query string: {e}")))
+}
+
+/// A path segment that must be a positive integer id; anything else cannot name a resource: 404.
+pub fn path_id(req: &HttpRequest, name: &str) -> Result<i32, AppError> {
+    req.match_info()
+        .get(name)
+        .and_then(|raw| raw.parse::<i32>().ok())
+        .filter(|id| *id > 0)
+        .ok_or(AppError::NotFound)
+}
+
+/// Where the expected version of an update came from; it decides 409 vs 412 on a mismatch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expected {
+    /// The body's `version` field: a mismatch is 409 `VERSION_CONFLICT`.
+    Body(i32),
+    /// `If-Match: "<version>"`: a mismatch is 412.
+    IfMatch(i32),
+    /// Neither: the server applies the change to the version it reads.
+    Latest,
+}
+
+impl Expected {
+    /// Combines `If-Match` and the body's `version`. When both are present they must agree.
+    pub fn from_request(req: &HttpRequest, body_version: Option<i32>) -> Result<Self, AppError> {
+        let if_match = match req.headers().get(header::IF_MATCH) {
+            None => None,
+            Some(value) => Some(parse_if_match(value.to_str().unwrap_or(""))?),
+        };
+        match (if_match, body_version) {
+            (Some(Some(a)), Some(b)) if a != b => Err(AppError::invalid(
+                "version",
+                "the body's version and If-Match disagree",
+            )),
+            (Some(Some(v)), _) => Ok(Expected::IfMatch(v)),
+            (_, Some(v)) => Ok(Expected::Body(v)),
+            _ => Ok(Expected::Latest),
+        }
+    }
+}
+
+/// `"3"`, `W/"3"` and `3` name version 3; `*` matches any version (`None`).
+fn parse_if_match(raw: &str) -> Result<Option<i32>, AppError> {
+    let raw = raw.trim();
+    if raw == "*" {
+        return Ok(None);
+    }
+    let unquoted = raw.strip_prefix("W/").unwrap_or(raw).trim_matches('"');
+    unquoted
+        .parse::<i32>()
+        .map(Some)
+        .map_err(|_| AppError::BadRequest("If-Match must be an ETag like \"3\"".to_owned()))
+}
+
+/// The `ETag` header value of a version.
+pub fn etag(version: i32) -> (header::HeaderName, String) {
+    (header::ETAG, format!("\"{version}\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        doctor_id: i32,
+    }
+
+    #[test]
+    fn syntax_errors_are_400_and_shape_errors_422_with_the_field() {
+        assert_eq!(parse_json::<Body>(b"{").unwrap_err().code(), "BAD_REQUEST");
+        match parse_json::<Body>(br#"{"doctor_id":"x"}"#).unwrap_err() {
+            AppError::Validation { details, .. } => assert!(details.contains_key("doctor_id")),
+            other => panic!("{other:?}"),
+        }
+        match parse_json::<Body>(b"{}").unwrap_err() {
+            AppError::Validation { details, .. } => {
+                assert!(details["body"].contains("doctor_id"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn if_match_forms() {
+        assert_eq!(parse_if_match("\"3\"").unwrap(), Some(3));
+        assert_eq!(parse_if_match("W/\"4\"").unwrap(), Some(4));
+        assert_eq!(parse_if_match("*").unwrap(), None);
+        assert!(parse_if_match("\"abc\"").is_err());
+    }
+
+    #[test]
+    fn if_match_and_body_version_combine() {
+        let req = TestRequest::default()
+            .insert_header((header::IF_MATCH, "\"2\""))
+            .to_http_request();
+        assert_eq!(
+            Expected::from_request(&req, None).unwrap(),
+            Expected::IfMatch(2)
+        );
+        assert!(Expected::from_request(&req, Some(3)).is_err());
+        let plain = TestRequest::default().to_http_request();
+        assert_eq!(
+            Expected::from_request(&plain, Some(5)).unwrap(),
+            Expected::Body(5)
+        );
+        assert_eq!(
+            Expected::from_request(&plain, None).unwrap(),
+            Expected::Latest
+        );
+    }
+}

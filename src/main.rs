@@ -1,0 +1,71 @@
+//! `medbook` / `medbook serve`: run migrations and serve the API.
+
+use std::process::ExitCode;
+
+use medbook::config::Config;
+use medbook::server;
+
+#[actix_web::main]
+async fn main() -> ExitCode {
+    // A `.env` in the working directory is read too, as the diesel CLI does.
+    let _ = dotenvy::dotenv();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        [] | ["serve"] => {}
+        _ => {
+            eprintln!(
+                "usage: medbook [serve]\n(configuration comes from the environment; see README)"
+            );
+            return ExitCode::from(2);
+        }
+    }
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            log::error!("configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let state = match actix_web::web::block({
+        let config = config.clone();
+        move || server::prepare(&config)
+    })
+    .await
+    {
+        Ok(Ok(state)) => state,
+        Ok(Err(e)) => {
+            log::error!("start-up failed: {e}");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            log::error!("start-up failed: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (server, addrs) = match server::bind(state, &config) {
+        Ok(bound) => bound,
+        Err(e) => {
+            log::error!("cannot listen on {}: {e}", config.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    for addr in addrs {
+        log::info!("listening on http://{addr}");
+    }
+    match server.await {
+        Ok(()) => {
+            log::info!("shut down");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            log::error!("server error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! `appointments`: bookings, their slot and status.
+
+use chrono::{Duration, NaiveDateTime};
+use diesel::prelude::*;
+use serde::Serialize;
+
+use super::Versioned;
+use crate::db::DbConn;
+use crate::domain::status::ACTIVE;
+use crate::domain::{Status, MAX_DURATION_MINUTES};
+use crate::schema::appointments;
+
+/// An `appointments` row. Field order follows the table.
+#[derive(Debug, Clone, Queryable, Identifiable)]
+#[diesel(table_name = appointments)]
+pub struct Appointment {
+    pub id: i32,
+    pub patient_id: i32,
+    pub doctor_id: i32,
+    pub scheduled_at: NaiveDateTime,
+    pub duration_minutes: i32,
+    pub ends_at: NaiveDateTime,
+    pub type_: String,
+    pub reason: Option<String>,
+    pub status: String,
+    pub version: i32,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+/// A new `appointments` row.
+#[derive(Debug, Insertable)]
+#[diesel(table_name = appointments)]
+pub struct NewAppointment<'a> {
+    pub patient_id: i32,
+    pub doctor_id: i32,
+    pub scheduled_at: NaiveDateTime,
+    pub duration_minutes: i32,
+    pub ends_at: NaiveDateTime,
+    pub type_: &'a str,
+    pub reason: Option<&'a str>,
+    pub status: &'a str,
+    pub version: i32,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+impl Appointment {
+    /// The status; the CHECK constraint allows no other value.
+    pub fn status(&self) -> Status {
+        Status::parse(&self.status).unwrap_or(Status::Cancelled)
+    }
+
+    /// The API's view.
+    pub fn view(&self) -> AppointmentView {
+        AppointmentView {
+            id: self.id,
+            patient_id: self.patient_id,
+            doctor_id: self.doctor_id,
+            scheduled_at: self.scheduled_at,
+            duration_minutes: self.duration_minutes,
+            ends_at: self.ends_at,
+            type_: self.type_.clone(),
+            reason: self.reason.clone(),
+            status: self.status.clone(),
+            version: self.version,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
+impl Versioned for Appointment {
+    fn version(&self) -> i32 {
+        self.version
+    }
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self.view()).unwrap_or_default()
+    }
+}
+
+/// Appointment as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppointmentView {
+    pub id: i32,
+    pub patient_id: i32,
+    pub doctor_id: i32,
+    #[serde(serialize_with = "crate::time::serialize")]
+    pub scheduled_at: NaiveDateTime,
+    pub duration_minutes: i32,
+    #[serde(serialize_with = "crate::time::serialize")]
+    pub ends_at: NaiveDateTime,
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub reason: Option<String>,
+    pub status: String,
+    pub version: i32,
+    #[serde(serialize_with = "crate::time::serialize")]
+    pub created_at: NaiveDateTime,
+    #[serde(serialize_with = "crate::time::serialize")]
+    pub updated_at: NaiveDateTime,
+}
+
+/// Finds an appointment by id.
+pub fn find(conn: &mut DbConn, id: i32) -> QueryResult<Option<Appointment>> {
+    appointments::table.find(id).first(conn).optional()
+}
+
+/// Whose calendar an overlap check looks at.
+#[derive(Debug, Clone, Copy)]
+pub enum Calendar {
+    Doctor(i32),
+    Patient(i32),
+}
+
+/// Whether an active appointment (other than `except`) of that calendar overlaps
+/// `[start, end)`.
+///
+/// Bounded below by `start − MAX_DURATION_MINUTES`: no appointment that starts earlier can
+/// reach `start`, so the (doctor_id|patient_id, scheduled_at) index range stays small however
+/// long the calendar's history is — this runs while the booking holds its row locks.
+pub fn overlaps(
+    conn: &mut DbConn,
+    calendar: Calendar,
+    start: NaiveDateTime,
+    end: NaiveDateTime,
+    except: Option<i32>,
+) -> QueryResult<bool> {
+    let earliest = start - Duration::minutes(MAX_DURATION_MINUTES.into());
+    let mut query = appointments::table
+        .select(appointments::id)
+        .filter(appointments::status.eq_any(ACTIVE))
+        .filter(appointments::scheduled_at.gt(earliest))
+        .filter(appointments::scheduled_at.lt(end))
+        .filter(appointments::ends_at.gt(start))
+        .into_boxed();
+    query = match calendar {
+        Calendar::Doctor(id) => query.filter(appointments::doctor_id.eq(id)),
+        Calendar::Patient(id) => query.filter(appointments::patient_id.eq(id)),
+    };
+    if let Some(except) = except {
+        query = query.filter(appointments::id.ne(except));
+    }
+    query.first::<i32>(conn).optional().map(|hit| hit.is_some())
+}
+
+/// Inserts an appointment and returns the stored row.
+pub fn insert(conn: &mut DbConn, new: &NewAppointment<'_>) -> QueryResult<Appointment> {
+    diesel::insert_into(appointments::table)
+        .values(new)
+        .returning(appointments::all_columns)
+        .get_result(conn)
+}

@@ -1,0 +1,40 @@
+//! `api_tokens`: bearer tokens, stored only as SHA-256 hashes.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::user::User;
+use crate::db::DbConn;
+use crate::schema::{api_tokens, users};
+
+/// Stores the hash of a new token for `user_id`.
+pub fn insert(
+    conn: &mut DbConn,
+    user_id: i32,
+    token_hash: &str,
+    now: NaiveDateTime,
+) -> QueryResult<()> {
+    diesel::insert_into(api_tokens::table)
+        .values((
+            api_tokens::user_id.eq(user_id),
+            api_tokens::token_hash.eq(token_hash),
+            api_tokens::created_at.eq(now),
+        ))
+        .execute(conn)
+        .map(drop)
+}
+
+/// The user a token hash belongs to, if the token exists.
+pub fn user_for(conn: &mut DbConn, token_hash: &str) -> QueryResult<Option<User>> {
+    api_tokens::table
+        .inner_join(users::table)
+        .filter(api_tokens::token_hash.eq(token_hash))
+        .select(users::all_columns)
+        .first(conn)
+        .optional()
+}
+
+/// Deletes a token; it stops working at once.
+pub fn delete(conn: &mut DbConn, token_hash: &str) -> QueryResult<usize> {
+    diesel::delete(api_tokens::table.filter(api_tokens::token_hash.eq(token_hash))).execute(conn)
+}

@@ -1,0 +1,121 @@
+//! `users`: patients, doctors and admins.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use serde::Serialize;
+
+use super::Versioned;
+use crate::db::DbConn;
+use crate::domain::Role;
+use crate::schema::users;
+
+diesel::define_sql_function!(
+    /// SQL `lower(text)`, for the case-insensitive email index.
+    fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text
+);
+
+/// A `users` row. Field order follows the table.
+#[derive(Debug, Clone, Queryable, Identifiable)]
+#[diesel(table_name = users)]
+pub struct User {
+    pub id: i32,
+    pub name: String,
+    pub email: String,
+    pub password_hash: String,
+    pub role: String,
+    pub specialty: Option<String>,
+    pub is_active: bool,
+    pub version: i32,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+/// A new `users` row.
+#[derive(Debug, Insertable)]
+#[diesel(table_name = users)]
+pub struct NewUser<'a> {
+    pub name: &'a str,
+    pub email: &'a str,
+    pub password_hash: &'a str,
+    pub role: &'a str,
+    pub specialty: Option<&'a str>,
+    pub is_active: bool,
+    pub version: i32,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+impl User {
+    /// The role; the table's CHECK constraint allows no other value, and an impossible one
+    /// gets the least privilege.
+    pub fn role(&self) -> Role {
+        Role::parse(&self.role).unwrap_or(Role::Patient)
+    }
+
+    /// Whether this user is an active doctor.
+    pub fn is_active_doctor(&self) -> bool {
+        self.role() == Role::Doctor && self.is_active
+    }
+
+    /// The API's view of this user.
+    pub fn view(&self) -> UserView {
+        UserView {
+            id: self.id,
+            name: self.name.clone(),
+            email: self.email.clone(),
+            role: self.role().as_str(),
+            specialty: (self.role() == Role::Doctor).then(|| self.specialty.clone()),
+            is_active: self.is_active,
+            version: self.version,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
+impl Versioned for User {
+    fn version(&self) -> i32 {
+        self.version
+    }
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self.view()).unwrap_or_default()
+    }
+}
+
+/// User as the API shows it (never the password hash).
+#[derive(Debug, Clone, Serialize)]
+pub struct UserView {
+    pub id: i32,
+    pub name: String,
+    pub email: String,
+    pub role: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub specialty: Option<Option<String>>,
+    pub is_active: bool,
+    pub version: i32,
+    #[serde(serialize_with = "crate::time::serialize")]
+    pub created_at: NaiveDateTime,
+    #[serde(serialize_with = "crate::time::serialize")]
+    pub updated_at: NaiveDateTime,
+}
+
+/// Finds a user by id.
+pub fn find(conn: &mut DbConn, id: i32) -> QueryResult<Option<User>> {
+    users::table.find(id).first(conn).optional()
+}
+
+/// Finds a user by email, case-insensitively (backed by the unique `lower(email)` index).
+pub fn find_by_email(conn: &mut DbConn, email: &str) -> QueryResult<Option<User>> {
+    users::table
+        .filter(lower(users::email).eq(lower(email)))
+        .first(conn)
+        .optional()
+}
+
+/// Inserts a user and returns the stored row.
+pub fn insert(conn: &mut DbConn, new: &NewUser<'_>) -> QueryResult<User> {
+    diesel::insert_into(users::table)
+        .values(new)
+        .returning(users::all_columns)
+        .get_result(conn)
+}

@@ -1,0 +1,128 @@
+//! Register, login, logout, `/me`.
+
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+use crate::auth::{hash_password, new_token, verify_password, Caller};
+use crate::db::run_blocking;
+use crate::domain::Role;
+use crate::error::AppError;
+use crate::extract::{etag, Json};
+use crate::models::user::{self, NewUser};
+use crate::server::AppState;
+use crate::services::auth::{self as service, LoginInput, RegisterInput};
+use crate::services::validate::Problems;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/auth/register", web::post().to(register))
+        .route("/auth/login", web::post().to(login))
+        .route("/auth/logout", web::post().to(logout))
+        .route("/me", web::get().to(me));
+}
+
+/// Runs argon2 on a blocking thread with no connection or transaction held.
+pub async fn hash_in_background(password: String) -> Result<String, AppError> {
+    web::block(move || hash_password(&password))
+        .await
+        .map_err(|e| AppError::internal(format!("hashing task failed: {e}")))?
+}
+
+/// `POST /api/v1/auth/register`: creates a patient and logs them in.
+async fn register(
+    state: web::Data<AppState>,
+    Json(input): Json<RegisterInput>,
+) -> Result<HttpResponse, AppError> {
+    let mut problems = Problems::default();
+    service::check_account(&mut problems, &input.name, &input.email, &input.password);
+    problems.finish()?;
+    let email = input.email.trim().to_owned();
+    let probe = email.clone();
+    run_blocking(&state.pool, move |conn| {
+        service::ensure_email_free(conn, &probe)
+    })
+    .await?;
+    let password_hash = hash_in_background(input.password).await?;
+    let (token, token_hash) = new_token();
+    let name = input.name.trim().to_owned();
+    let user = run_blocking(&state.pool, move |conn| {
+        let now = crate::time::now();
+        let new = NewUser {
+            name: &name,
+            email: &email,
+            password_hash: &password_hash,
+            role: Role::Patient.as_str(),
+            specialty: None,
+            is_active: true,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        };
+        service::create_user_with_token(conn, &new, &token_hash, now)
+    })
+    .await?;
+    Ok(HttpResponse::Created()
+        .insert_header(etag(user.version))
+        .json(json!({ "user": user.view(), "token": token })))
+}
+
+/// `POST /api/v1/auth/login`.
+async fn login(
+    state: web::Data<AppState>,
+    Json(input): Json<LoginInput>,
+) -> Result<HttpResponse, AppError> {
+    let email = input.email.trim().to_owned();
+    let found = run_blocking(&state.pool, move |conn| {
+        Ok(user::find_by_email(conn, &email)?)
+    })
+    .await?;
+    let stored_hash = found.as_ref().map(|u| u.password_hash.clone());
+    let password = input.password;
+    // An unknown email costs a verification too, so timing does not tell which part was wrong.
+    let verified = web::block(move || match stored_hash {
+        Some(hash) => verify_password(&password, &hash),
+        None => {
+            let _ = hash_password(&password);
+            false
+        }
+    })
+    .await
+    .map_err(|e| AppError::internal(format!("verification task failed: {e}")))?;
+    let user = match found {
+        Some(user) if verified => user,
+        _ => return Err(service::invalid_credentials()),
+    };
+    if !user.is_active {
+        return Err(AppError::InvalidCredentials(
+            "Account is deactivated".to_owned(),
+        ));
+    }
+    let (token, token_hash) = new_token();
+    let user_id = user.id;
+    run_blocking(&state.pool, move |conn| {
+        service::issue_token(conn, user_id, &token_hash)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(json!({ "user": user.view(), "token": token })))
+}
+
+/// `POST /api/v1/auth/logout`: revokes the token used.
+async fn logout(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, AppError> {
+    run_blocking(&state.pool, move |conn| {
+        service::logout(conn, &caller.token_hash)
+    })
+    .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `GET /api/v1/me`.
+async fn me(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, AppError> {
+    let user = run_blocking(&state.pool, move |conn| {
+        user::find(conn, caller.id)?.ok_or(AppError::Unauthenticated)
+    })
+    .await?;
+    Ok(super::versioned(
+        actix_web::http::StatusCode::OK,
+        user.version,
+        &user.view(),
+    ))
+}

@@ -1,0 +1,68 @@
+//! Start-up: pool, migrations, bootstrap admin, and the HTTP server shared by `main` and the
+//! integration tests.
+
+use std::net::SocketAddr;
+
+use actix_web::dev::Server;
+use actix_web::{middleware, web, App, HttpServer};
+
+use crate::config::Config;
+use crate::db::{build_pool, run_migrations, DbPool, RetryPolicy};
+use crate::{auth, routes, services};
+
+/// What every handler can reach.
+pub struct AppState {
+    pub pool: DbPool,
+    pub retry: RetryPolicy,
+}
+
+/// Builds the pool, applies migrations and creates the bootstrap admin if configured.
+pub fn prepare(config: &Config) -> Result<web::Data<AppState>, String> {
+    let pool = build_pool(config);
+    let mut conn = pool
+        .get()
+        .map_err(|e| format!("cannot connect to the database: {e}"))?;
+    run_migrations(&mut conn)?;
+    if let (Some(email), Some(password)) = (&config.admin_email, &config.admin_password) {
+        let exists = crate::models::user::find_by_email(&mut conn, email)
+            .map_err(|e| format!("bootstrap admin lookup failed: {e}"))?
+            .is_some();
+        if !exists {
+            // Hashed with no transaction open; `ensure_admin` still tolerates a concurrent start.
+            let hash = auth::hash_password(password).map_err(|e| format!("{e:?}"))?;
+            if services::users::ensure_admin(&mut conn, email, &hash)
+                .map_err(|e| format!("{e:?}"))?
+            {
+                log::info!("created bootstrap admin {email}");
+            }
+        }
+    }
+    Ok(web::Data::new(AppState {
+        pool,
+        retry: RetryPolicy {
+            retries: config.retry_attempts,
+            ..RetryPolicy::default()
+        },
+    }))
+}
+
+/// Binds the HTTP server; returns it (not yet awaited) and the bound addresses.
+/// SIGTERM/SIGINT stop it gracefully: in-flight requests finish within 30 s.
+pub fn bind(
+    state: web::Data<AppState>,
+    config: &Config,
+) -> std::io::Result<(Server, Vec<SocketAddr>)> {
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(middleware::Logger::new("%a \"%r\" %s %b %Dms"))
+            .configure(routes::configure)
+    })
+    .shutdown_timeout(30);
+    if config.workers > 0 {
+        server = server.workers(config.workers);
+    }
+    let server = server.bind(&config.listen)?;
+    let addrs = server.addrs();
+    Ok((server.run(), addrs))
+}

@@ -1,0 +1,229 @@
+//! Reading appointments, the status lifecycle (optimistic, no row locks) and history.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use serde::Deserialize;
+
+use super::booking::{self, Reschedule};
+use super::optimistic::update_versioned;
+use super::validate::Problems;
+use super::{party_of, visible_appointment};
+use crate::auth::Caller;
+use crate::db::{write_transaction, DbConn, RetryPolicy};
+use crate::domain::{transition, Party, Role, Status, TransitionError};
+use crate::error::AppError;
+use crate::extract::Expected;
+use crate::models::appointment::Appointment;
+use crate::models::history::{self, HistoryEntry, NewHistoryEntry};
+use crate::schema::appointments;
+use crate::services::pagination::{Cursor, Page};
+use crate::time::InputTime;
+
+/// `PUT`/`PATCH /appointments/{id}` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateInput {
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub scheduled_at: Option<InputTime>,
+    #[serde(default)]
+    pub duration_minutes: Option<i32>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub version: Option<i32>,
+}
+
+/// One appointment the caller may see.
+pub fn get(conn: &mut DbConn, caller: &Caller, id: i32) -> Result<Appointment, AppError> {
+    visible_appointment(conn, caller, id).map(|(a, _)| a)
+}
+
+/// Filters of `GET /appointments`, already parsed.
+#[derive(Debug, Default, Clone)]
+pub struct ListFilter {
+    pub status: Option<Status>,
+    pub from: Option<NaiveDateTime>,
+    pub to: Option<NaiveDateTime>,
+    pub limit: i64,
+    pub cursor: Option<Cursor>,
+}
+
+/// The caller's appointments (patient: theirs; doctor: theirs; admin: all), ordered by
+/// `scheduled_at`, then id, with keyset pagination.
+pub fn list(
+    conn: &mut DbConn,
+    caller: &Caller,
+    filter: &ListFilter,
+) -> Result<Page<Appointment>, AppError> {
+    let mut query = appointments::table.into_boxed();
+    query = match caller.role {
+        Role::Patient => query.filter(appointments::patient_id.eq(caller.id)),
+        Role::Doctor => query.filter(appointments::doctor_id.eq(caller.id)),
+        Role::Admin => query,
+    };
+    if let Some(status) = filter.status {
+        query = query.filter(appointments::status.eq(status.as_str()));
+    }
+    if let Some(from) = filter.from {
+        query = query.filter(appointments::scheduled_at.ge(from));
+    }
+    if let Some(to) = filter.to {
+        query = query.filter(appointments::scheduled_at.lt(to));
+    }
+    if let Some(Cursor { at, id }) = filter.cursor {
+        query = query.filter(
+            appointments::scheduled_at
+                .gt(at)
+                .or(appointments::scheduled_at
+                    .eq(at)
+                    .and(appointments::id.gt(id))),
+        );
+    }
+    let rows: Vec<Appointment> = query
+        .order((appointments::scheduled_at.asc(), appointments::id.asc()))
+        .limit(filter.limit + 1)
+        .load(conn)?;
+    Ok(Page::from_rows(rows, filter.limit, |a| Cursor {
+        at: a.scheduled_at,
+        id: a.id,
+    }))
+}
+
+/// Applies a `PUT`/`PATCH`: a status move, a reschedule, or a new reason.
+pub fn update(
+    conn: &mut DbConn,
+    caller: &Caller,
+    id: i32,
+    input: &UpdateInput,
+    expected: Expected,
+    policy: RetryPolicy,
+) -> Result<Appointment, AppError> {
+    let moves_slot = input.scheduled_at.is_some() || input.duration_minutes.is_some();
+    if moves_slot && input.status.is_some() {
+        return Err(AppError::invalid(
+            "status",
+            "cannot be changed together with scheduled_at/duration_minutes (a reschedule sets it to pending)",
+        ));
+    }
+    if moves_slot {
+        let change = Reschedule {
+            scheduled_at: input.scheduled_at.map(|t| t.0),
+            duration_minutes: input.duration_minutes,
+            reason: input.reason.clone(),
+        };
+        return booking::reschedule(conn, caller, id, &change, expected, policy);
+    }
+    let target = match input.status.as_deref() {
+        Some(raw) => Some(
+            Status::parse(raw)
+                .ok_or_else(|| AppError::invalid("status", format!("unknown status {raw:?}")))?,
+        ),
+        None => None,
+    };
+    if target.is_none() && input.reason.is_none() {
+        return Err(AppError::invalid(
+            "body",
+            "nothing to change: give status, scheduled_at, duration_minutes or reason",
+        ));
+    }
+    let mut problems = Problems::default();
+    problems.optional_text("reason", input.reason.as_deref(), 2000);
+    problems.finish()?;
+
+    update_versioned(
+        conn,
+        expected,
+        |conn| visible_appointment(conn, caller, id).map(|(a, _)| a),
+        |_| Ok(()),
+        |conn, current| {
+            let party = party_of(caller, current.patient_id, current.doctor_id)
+                .ok_or(AppError::NotFound)?;
+            let from = current.status();
+            let to = target.unwrap_or(from);
+            if let Some(to) = target {
+                check_transition(from, to, party)?;
+            } else if !from.is_active() {
+                return Err(AppError::Unprocessable {
+                    code: "INVALID_TRANSITION",
+                    message: format!(
+                        "Invalid status transition: a {} appointment cannot be changed",
+                        from.as_str()
+                    ),
+                });
+            }
+            let action = if target.is_some() {
+                to.as_str()
+            } else {
+                "updated"
+            };
+            write_transaction(conn, |conn| {
+                let now = crate::time::now();
+                let reason = input.reason.as_deref().or(current.reason.as_deref());
+                let updated = diesel::update(
+                    appointments::table
+                        .filter(appointments::id.eq(current.id))
+                        .filter(appointments::version.eq(current.version)),
+                )
+                .set((
+                    appointments::status.eq(to.as_str()),
+                    appointments::reason.eq(reason),
+                    appointments::version.eq(appointments::version + 1),
+                    appointments::updated_at.eq(now),
+                ))
+                .returning(appointments::all_columns)
+                .get_result::<Appointment>(conn)
+                .optional()?;
+                let Some(updated) = updated else {
+                    return Ok(None);
+                };
+                history::append(
+                    conn,
+                    &NewHistoryEntry {
+                        appointment_id: id,
+                        actor_id: caller.id,
+                        action,
+                        from_status: Some(from.as_str()),
+                        to_status: to.as_str(),
+                        version: updated.version,
+                        at: now,
+                    },
+                )?;
+                log::info!(
+                    "ATOMIC appointment={id} {} -> {} version={} actor={}",
+                    from.as_str(),
+                    to.as_str(),
+                    updated.version,
+                    caller.id
+                );
+                Ok(Some(updated))
+            })
+        },
+    )
+}
+
+/// The status machine's verdict as an API error.
+fn check_transition(from: Status, to: Status, party: Party) -> Result<(), AppError> {
+    transition(from, to, party).map_err(|err| match err {
+        TransitionError::Invalid => AppError::Unprocessable {
+            code: "INVALID_TRANSITION",
+            message: format!(
+                "Invalid status transition from {} to {}",
+                from.as_str(),
+                to.as_str()
+            ),
+        },
+        TransitionError::NotAllowedFor => AppError::forbidden(format!(
+            "You may not move this appointment from {} to {}",
+            from.as_str(),
+            to.as_str()
+        )),
+    })
+}
+
+/// The history of an appointment the caller may see, oldest first.
+pub fn history(conn: &mut DbConn, caller: &Caller, id: i32) -> Result<Vec<HistoryEntry>, AppError> {
+    visible_appointment(conn, caller, id)?;
+    Ok(history::for_appointment(conn, id)?)
+}

@@ -1,0 +1,91 @@
+//! Registration, login and logout. Password hashing happens before these functions are
+//! called (see `routes::auth`), never inside a transaction.
+
+use chrono::NaiveDateTime;
+use serde::Deserialize;
+
+use super::validate::Problems;
+use crate::db::{classify, write_transaction, DbConn, DbErrorClass};
+use crate::error::{AppError, ConflictCode};
+use crate::models::token;
+use crate::models::user::{self, NewUser, User};
+
+/// `POST /auth/register` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterInput {
+    pub name: String,
+    pub email: String,
+    pub password: String,
+}
+
+/// `POST /auth/login` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginInput {
+    pub email: String,
+    pub password: String,
+}
+
+/// Checks the fields of a new account (shared by registration and admin creation).
+pub fn check_account(problems: &mut Problems, name: &str, email: &str, password: &str) {
+    problems.text("name", name, 200);
+    problems.email("email", email);
+    problems.password("password", password);
+}
+
+/// 409 `EMAIL_TAKEN` early, so that a taken email costs no password hash. The unique
+/// `lower(email)` index still decides between concurrent registrations.
+pub fn ensure_email_free(conn: &mut DbConn, email: &str) -> Result<(), AppError> {
+    match user::find_by_email(conn, email.trim())? {
+        Some(_) => Err(email_taken()),
+        None => Ok(()),
+    }
+}
+
+fn email_taken() -> AppError {
+    AppError::conflict(ConflictCode::EmailTaken, "Email is already registered")
+}
+
+/// Maps the unique-email violation of an insert to 409 `EMAIL_TAKEN`.
+pub fn map_email_conflict(err: diesel::result::Error) -> AppError {
+    match classify(&err) {
+        DbErrorClass::UniqueViolation { .. } => email_taken(),
+        _ => AppError::Database(err),
+    }
+}
+
+/// Creates a user and a first token for it in one transaction.
+pub fn create_user_with_token(
+    conn: &mut DbConn,
+    new: &NewUser<'_>,
+    token_hash: &str,
+    now: NaiveDateTime,
+) -> Result<User, AppError> {
+    write_transaction(conn, |conn| {
+        let user = user::insert(conn, new).map_err(map_email_conflict)?;
+        token::insert(conn, user.id, token_hash, now)?;
+        Ok(user)
+    })
+}
+
+/// The generic answer to a failed login: the same for an unknown email and a wrong password.
+pub fn invalid_credentials() -> AppError {
+    AppError::InvalidCredentials("Invalid email or password".to_owned())
+}
+
+/// Stores a new token for a user whose password was verified.
+pub fn issue_token(conn: &mut DbConn, user_id: i32, token_hash: &str) -> Result<(), AppError> {
+    write_transaction(conn, |conn| {
+        token::insert(conn, user_id, token_hash, crate::time::now())?;
+        Ok(())
+    })
+}
+
+/// Revokes one token.
+pub fn logout(conn: &mut DbConn, token_hash: &str) -> Result<(), AppError> {
+    write_transaction(conn, |conn| {
+        token::delete(conn, token_hash)?;
+        Ok(())
+    })
+}

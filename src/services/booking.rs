@@ -1,0 +1,364 @@
+//! The booking path, the one place with pessimistic locking: booking a slot and moving an
+//! appointment to another slot. Both lock the doctor's and the patient's user rows in
+//! ascending id order, check, and write, in one short transaction.
+
+use std::time::Instant;
+
+use chrono::{Duration, NaiveDateTime};
+use serde::Deserialize;
+
+use super::optimistic::update_versioned;
+use super::validate::Problems;
+use super::{party_of, visible_appointment};
+use crate::auth::Caller;
+use crate::db::{
+    classify, lock_users_in_order, with_retry, write_transaction, DbConn, DbErrorClass, RetryPolicy,
+};
+use crate::domain::{
+    Party, Role, Status, APPOINTMENT_TYPES, DEFAULT_DURATION_MINUTES, MAX_DURATION_MINUTES,
+    MIN_DURATION_MINUTES,
+};
+use crate::error::{AppError, ConflictCode};
+use crate::extract::Expected;
+use crate::models::appointment::{self, Appointment, Calendar, NewAppointment};
+use crate::models::history::{self, NewHistoryEntry};
+use crate::schema::appointments;
+use crate::time::InputTime;
+
+/// Name of the PostgreSQL exclusion constraint that keeps a patient's appointments apart.
+const PATIENT_OVERLAP_CONSTRAINT: &str = "appointments_patient_no_overlap";
+
+/// `POST /appointments` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BookingInput {
+    pub doctor_id: i32,
+    pub scheduled_at: InputTime,
+    #[serde(rename = "type")]
+    pub type_: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub duration_minutes: Option<i32>,
+    /// Only an admin may book for a patient.
+    #[serde(default)]
+    pub patient_id: Option<i32>,
+}
+
+/// Checks a slot's time and length; shared by booking and rescheduling.
+fn check_slot(problems: &mut Problems, start: NaiveDateTime, duration: i32, now: NaiveDateTime) {
+    if start <= now {
+        problems.add("scheduled_at", "must be in the future");
+    }
+    problems.range(
+        "duration_minutes",
+        duration.into(),
+        MIN_DURATION_MINUTES.into(),
+        MAX_DURATION_MINUTES.into(),
+    );
+}
+
+/// The end of a slot.
+pub fn slot_end(start: NaiveDateTime, duration: i32) -> NaiveDateTime {
+    start + Duration::minutes(duration.into())
+}
+
+/// Books an appointment: 201 material, or 404/409/422 as API.md says.
+pub fn book(
+    conn: &mut DbConn,
+    caller: &Caller,
+    input: &BookingInput,
+    policy: RetryPolicy,
+) -> Result<Appointment, AppError> {
+    let patient_id = match (caller.role, input.patient_id) {
+        (Role::Patient, None) => caller.id,
+        (Role::Patient, Some(id)) if id == caller.id => caller.id,
+        (Role::Patient, Some(_)) => {
+            return Err(AppError::forbidden(
+                "A patient may only book for themselves",
+            ))
+        }
+        (Role::Admin, Some(id)) => id,
+        (Role::Admin, None) => {
+            return Err(AppError::invalid("patient_id", "required for an admin"))
+        }
+        (Role::Doctor, _) => {
+            return Err(AppError::forbidden(
+                "Only patients (or an admin) book appointments",
+            ))
+        }
+    };
+    let now = crate::time::now();
+    let start = input.scheduled_at.0;
+    let duration = input.duration_minutes.unwrap_or(DEFAULT_DURATION_MINUTES);
+    let mut problems = Problems::default();
+    check_slot(&mut problems, start, duration, now);
+    if !APPOINTMENT_TYPES.contains(&input.type_.as_str()) {
+        problems.add(
+            "type",
+            format!("must be one of {}", APPOINTMENT_TYPES.join(", ")),
+        );
+    }
+    problems.optional_text("reason", input.reason.as_deref(), 2000);
+    problems.finish()?;
+    let end = slot_end(start, duration);
+    let ids = format!("doctor={} patient={patient_id}", input.doctor_id);
+
+    with_retry(policy, "book", &ids, || {
+        write_transaction(conn, |conn| {
+            let locked = hold_slot(
+                conn,
+                input.doctor_id,
+                patient_id,
+                start,
+                end,
+                None,
+                caller.role == Role::Admin,
+            )?;
+            let now = crate::time::now();
+            let booked = appointment::insert(
+                conn,
+                &NewAppointment {
+                    patient_id,
+                    doctor_id: input.doctor_id,
+                    scheduled_at: start,
+                    duration_minutes: duration,
+                    ends_at: end,
+                    type_: &input.type_,
+                    reason: input.reason.as_deref(),
+                    status: Status::Pending.as_str(),
+                    version: 1,
+                    created_at: now,
+                    updated_at: now,
+                },
+            )
+            .map_err(map_slot_conflict)?;
+            history::append(
+                conn,
+                &NewHistoryEntry {
+                    appointment_id: booked.id,
+                    actor_id: caller.id,
+                    action: "created",
+                    from_status: None,
+                    to_status: Status::Pending.as_str(),
+                    version: 1,
+                    at: now,
+                },
+            )?;
+            log::info!(
+                "ATOMIC booked appointment={} {ids} lock_held_ms={}",
+                booked.id,
+                locked.elapsed().as_millis()
+            );
+            Ok(booked)
+        })
+    })
+}
+
+/// Locks both calendars' owners and checks that `[start, end)` is free in both.
+///
+/// Runs inside [`write_transaction`]; the row locks (PostgreSQL) or the write lock (SQLite)
+/// keep every other booking of this doctor or this patient out until commit, which is what
+/// makes the overlap checks below safe. Returns when the lock was taken, for the logs.
+fn hold_slot(
+    conn: &mut DbConn,
+    doctor_id: i32,
+    patient_id: i32,
+    start: NaiveDateTime,
+    end: NaiveDateTime,
+    except: Option<i32>,
+    patient_named_by_admin: bool,
+) -> Result<Instant, AppError> {
+    let waited = Instant::now();
+    let users = lock_users_in_order(conn, &[doctor_id, patient_id])?;
+    let locked = Instant::now();
+    log::info!(
+        "LOCK users doctor={doctor_id} patient={patient_id} wait_ms={}",
+        (locked - waited).as_millis()
+    );
+    let doctor = users
+        .iter()
+        .find(|u| u.id == doctor_id && u.role() == Role::Doctor)
+        .ok_or(AppError::NotFound)?;
+    let patient = users
+        .iter()
+        .find(|u| u.id == patient_id && u.role() == Role::Patient);
+    let patient = match patient {
+        Some(patient) => patient,
+        None if patient_named_by_admin => {
+            return Err(AppError::invalid("patient_id", "does not name a patient"))
+        }
+        None => return Err(AppError::forbidden("Only patients can hold appointments")),
+    };
+    if !doctor.is_active {
+        return Err(AppError::conflict(
+            ConflictCode::DoctorInactive,
+            "Doctor is not active",
+        ));
+    }
+    if !patient.is_active {
+        return Err(AppError::conflict(
+            ConflictCode::PatientInactive,
+            "Patient is not active",
+        ));
+    }
+    if appointment::overlaps(conn, Calendar::Doctor(doctor_id), start, end, except)? {
+        return Err(slot_taken());
+    }
+    if appointment::overlaps(conn, Calendar::Patient(patient_id), start, end, except)? {
+        return Err(patient_busy());
+    }
+    Ok(locked)
+}
+
+fn slot_taken() -> AppError {
+    AppError::conflict(
+        ConflictCode::SlotTaken,
+        "Doctor already has appointment at this time",
+    )
+}
+
+fn patient_busy() -> AppError {
+    AppError::conflict(
+        ConflictCode::PatientBusy,
+        "Patient already has an appointment at this time",
+    )
+}
+
+/// A constraint that still refused the slot (the locks should have made that impossible)
+/// answers as the conflict it is, decided by error kind and constraint name.
+fn map_slot_conflict(err: diesel::result::Error) -> AppError {
+    match classify(&err) {
+        DbErrorClass::ExclusionViolation { constraint }
+            if constraint.as_deref() == Some(PATIENT_OVERLAP_CONSTRAINT) =>
+        {
+            patient_busy()
+        }
+        DbErrorClass::UniqueViolation { .. } | DbErrorClass::ExclusionViolation { .. } => {
+            slot_taken()
+        }
+        _ => AppError::Database(err),
+    }
+}
+
+/// A move to another slot (`scheduled_at` and/or `duration_minutes`).
+#[derive(Debug, Clone)]
+pub struct Reschedule {
+    pub scheduled_at: Option<NaiveDateTime>,
+    pub duration_minutes: Option<i32>,
+    pub reason: Option<String>,
+}
+
+/// Moves an appointment to another slot: same locks and checks as booking, the id is kept,
+/// the status goes back to `pending`, the version goes up by one — in one UPDATE, so there is
+/// no moment where the old slot is released and the new one not yet held.
+pub fn reschedule(
+    conn: &mut DbConn,
+    caller: &Caller,
+    id: i32,
+    change: &Reschedule,
+    expected: Expected,
+    policy: RetryPolicy,
+) -> Result<Appointment, AppError> {
+    update_versioned(
+        conn,
+        expected,
+        |conn| visible_appointment(conn, caller, id).map(|(a, _)| a),
+        |_| Ok(()),
+        |conn, current| {
+            let party = party_of(caller, current.patient_id, current.doctor_id)
+                .ok_or(AppError::NotFound)?;
+            if party == Party::Admin {
+                return Err(AppError::forbidden(
+                    "Only the patient or the doctor may reschedule",
+                ));
+            }
+            if !current.status().is_reschedulable() {
+                return Err(AppError::Unprocessable {
+                    code: "INVALID_TRANSITION",
+                    message: format!(
+                        "Invalid status transition: a {} appointment cannot be rescheduled",
+                        current.status
+                    ),
+                });
+            }
+            let start = change.scheduled_at.unwrap_or(current.scheduled_at);
+            let duration = change.duration_minutes.unwrap_or(current.duration_minutes);
+            let mut problems = Problems::default();
+            check_slot(&mut problems, start, duration, crate::time::now());
+            problems.optional_text("reason", change.reason.as_deref(), 2000);
+            problems.finish()?;
+            let end = slot_end(start, duration);
+            let ids = format!(
+                "appointment={id} doctor={} patient={}",
+                current.doctor_id, current.patient_id
+            );
+            with_retry(policy, "reschedule", &ids, || {
+                write_transaction(conn, |conn| {
+                    let locked = hold_slot(
+                        conn,
+                        current.doctor_id,
+                        current.patient_id,
+                        start,
+                        end,
+                        Some(id),
+                        false,
+                    )?;
+                    let now = crate::time::now();
+                    let reason = change.reason.as_deref().or(current.reason.as_deref());
+                    let moved = move_slot(conn, current, start, duration, end, reason, now)
+                        .map_err(map_slot_conflict)?;
+                    let Some(moved) = moved else { return Ok(None) };
+                    history::append(
+                        conn,
+                        &NewHistoryEntry {
+                            appointment_id: id,
+                            actor_id: caller.id,
+                            action: "rescheduled",
+                            from_status: Some(&current.status),
+                            to_status: Status::Pending.as_str(),
+                            version: moved.version,
+                            at: now,
+                        },
+                    )?;
+                    log::info!(
+                        "ATOMIC rescheduled {ids} version={} lock_held_ms={}",
+                        moved.version,
+                        locked.elapsed().as_millis()
+                    );
+                    Ok(Some(moved))
+                })
+            })
+        },
+    )
+}
+
+/// The conditional UPDATE of a reschedule; `None` when the version moved on.
+fn move_slot(
+    conn: &mut DbConn,
+    current: &Appointment,
+    start: NaiveDateTime,
+    duration: i32,
+    end: NaiveDateTime,
+    reason: Option<&str>,
+    now: NaiveDateTime,
+) -> diesel::QueryResult<Option<Appointment>> {
+    use diesel::prelude::*;
+    diesel::update(
+        appointments::table
+            .filter(appointments::id.eq(current.id))
+            .filter(appointments::version.eq(current.version)),
+    )
+    .set((
+        appointments::scheduled_at.eq(start),
+        appointments::duration_minutes.eq(duration),
+        appointments::ends_at.eq(end),
+        appointments::reason.eq(reason),
+        appointments::status.eq(Status::Pending.as_str()),
+        appointments::version.eq(appointments::version + 1),
+        appointments::updated_at.eq(now),
+    ))
+    .returning(appointments::all_columns)
+    .get_result(conn)
+    .optional()
+}

@@ -1,0 +1,142 @@
+//! Ratings: one per completed appointment, by its patient (unique `appointment_id`).
+
+use diesel::prelude::*;
+use serde::Deserialize;
+
+use super::optimistic::update_versioned;
+use super::validate::Problems;
+use super::{party_of, visible_appointment};
+use crate::auth::Caller;
+use crate::db::{classify, write_transaction, DbConn, DbErrorClass};
+use crate::domain::{Party, Status};
+use crate::error::{AppError, ConflictCode};
+use crate::extract::Expected;
+use crate::models::rating::{self, NewRating, Rating};
+use crate::schema::ratings;
+
+/// `POST /ratings` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInput {
+    pub appointment_id: i32,
+    pub score: i32,
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+/// `PUT /ratings/{id}` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateInput {
+    #[serde(default)]
+    pub score: Option<i32>,
+    #[serde(default)]
+    pub comment: Option<String>,
+    #[serde(default)]
+    pub version: Option<i32>,
+}
+
+/// Rates a completed appointment (its patient only).
+pub fn create(conn: &mut DbConn, caller: &Caller, input: &CreateInput) -> Result<Rating, AppError> {
+    let mut problems = Problems::default();
+    problems.range("score", input.score.into(), 1, 5);
+    problems.optional_text("comment", input.comment.as_deref(), 2000);
+    problems.finish()?;
+    let (appointment, party) = visible_appointment(conn, caller, input.appointment_id)?;
+    if party != Party::Patient {
+        return Err(AppError::forbidden(
+            "Only the appointment's patient may rate it",
+        ));
+    }
+    // `completed` is final, so this check cannot be invalidated before the insert commits.
+    if appointment.status() != Status::Completed {
+        return Err(AppError::Unprocessable {
+            code: "APPOINTMENT_NOT_COMPLETED",
+            message: "A rating needs a completed appointment".to_owned(),
+        });
+    }
+    let now = crate::time::now();
+    write_transaction(conn, |conn| {
+        let created = rating::insert(
+            conn,
+            &NewRating {
+                appointment_id: appointment.id,
+                doctor_id: appointment.doctor_id,
+                patient_id: appointment.patient_id,
+                score: input.score,
+                comment: input.comment.as_deref(),
+                version: 1,
+                created_at: now,
+                updated_at: now,
+            },
+        )
+        .map_err(|e| match classify(&e) {
+            DbErrorClass::UniqueViolation { .. } => AppError::conflict(
+                ConflictCode::RatingExists,
+                "This appointment was already rated",
+            ),
+            _ => AppError::Database(e),
+        })?;
+        log::info!(
+            "ATOMIC rating={} appointment={}",
+            created.id,
+            appointment.id
+        );
+        Ok(created)
+    })
+}
+
+/// A rating its patient, its doctor or an admin may see.
+pub fn get(conn: &mut DbConn, caller: &Caller, id: i32) -> Result<Rating, AppError> {
+    let found = rating::find(conn, id)?.ok_or(AppError::NotFound)?;
+    party_of(caller, found.patient_id, found.doctor_id).ok_or(AppError::NotFound)?;
+    Ok(found)
+}
+
+/// Changes a rating (its patient only), optimistically.
+pub fn update(
+    conn: &mut DbConn,
+    caller: &Caller,
+    id: i32,
+    input: &UpdateInput,
+    expected: Expected,
+) -> Result<Rating, AppError> {
+    let mut problems = Problems::default();
+    if let Some(score) = input.score {
+        problems.range("score", score.into(), 1, 5);
+    }
+    problems.optional_text("comment", input.comment.as_deref(), 2000);
+    if input.score.is_none() && input.comment.is_none() {
+        problems.add("body", "nothing to change: give score or comment");
+    }
+    problems.finish()?;
+    update_versioned(
+        conn,
+        expected,
+        |conn| get(conn, caller, id),
+        |_| Ok(()),
+        |conn, current| {
+            if party_of(caller, current.patient_id, current.doctor_id) != Some(Party::Patient) {
+                return Err(AppError::forbidden(
+                    "Only the patient who wrote the rating may change it",
+                ));
+            }
+            write_transaction(conn, |conn| {
+                Ok(diesel::update(
+                    ratings::table
+                        .filter(ratings::id.eq(current.id))
+                        .filter(ratings::version.eq(current.version)),
+                )
+                .set((
+                    ratings::score.eq(input.score.unwrap_or(current.score)),
+                    ratings::comment.eq(input.comment.as_deref().or(current.comment.as_deref())),
+                    ratings::version.eq(ratings::version + 1),
+                    ratings::updated_at.eq(crate::time::now()),
+                ))
+                .returning(ratings::all_columns)
+                .get_result::<Rating>(conn)
+                .optional()?)
+            })
+        },
+    )
+}

@@ -1,0 +1,194 @@
+//! Users seen by admins: creation with any role, activation and renaming, and the bootstrap
+//! admin from the environment.
+
+use diesel::prelude::*;
+use serde::Deserialize;
+
+use super::auth::{check_account, map_email_conflict};
+use super::optimistic::update_versioned;
+use super::validate::Problems;
+use crate::auth::Caller;
+use crate::db::{classify, write_transaction, DbConn, DbErrorClass};
+use crate::domain::Role;
+use crate::error::AppError;
+use crate::extract::Expected;
+use crate::models::user::{self, NewUser, User};
+use crate::schema::users;
+
+/// `POST /admin/users` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUserInput {
+    pub name: String,
+    pub email: String,
+    pub password: String,
+    pub role: String,
+    #[serde(default)]
+    pub specialty: Option<String>,
+}
+
+impl CreateUserInput {
+    /// Checks every field; returns the role.
+    pub fn check(&self) -> Result<Role, AppError> {
+        let mut problems = Problems::default();
+        check_account(&mut problems, &self.name, &self.email, &self.password);
+        let role = Role::parse(&self.role);
+        if role.is_none() {
+            problems.add("role", "must be patient, doctor or admin");
+        }
+        if self.specialty.is_some() && role != Some(Role::Doctor) {
+            problems.add("specialty", "only doctors have a specialty");
+        }
+        problems.optional_text("specialty", self.specialty.as_deref(), 200);
+        problems.finish()?;
+        role.ok_or_else(|| AppError::internal("role checked above"))
+    }
+}
+
+/// `PATCH /admin/users/{id}` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUserInput {
+    #[serde(default)]
+    pub is_active: Option<bool>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub specialty: Option<String>,
+    #[serde(default)]
+    pub version: Option<i32>,
+}
+
+/// Creates a user of any role with an already hashed password.
+pub fn create(
+    conn: &mut DbConn,
+    input: &CreateUserInput,
+    role: Role,
+    password_hash: &str,
+) -> Result<User, AppError> {
+    let now = crate::time::now();
+    write_transaction(conn, |conn| {
+        user::insert(
+            conn,
+            &NewUser {
+                name: input.name.trim(),
+                email: input.email.trim(),
+                password_hash,
+                role: role.as_str(),
+                specialty: input.specialty.as_deref(),
+                is_active: true,
+                version: 1,
+                created_at: now,
+                updated_at: now,
+            },
+        )
+        .map_err(map_email_conflict)
+    })
+}
+
+/// Changes a user (admin only), optimistically. Deactivating a doctor waits for any booking
+/// that holds the doctor's row lock, so a booking either commits before it or sees the
+/// doctor inactive.
+pub fn update(
+    conn: &mut DbConn,
+    caller: &Caller,
+    id: i32,
+    input: &UpdateUserInput,
+    expected: Expected,
+) -> Result<User, AppError> {
+    caller.require_admin()?;
+    let mut problems = Problems::default();
+    if let Some(name) = &input.name {
+        problems.text("name", name, 200);
+    }
+    problems.optional_text("specialty", input.specialty.as_deref(), 200);
+    if input.is_active.is_none() && input.name.is_none() && input.specialty.is_none() {
+        problems.add(
+            "body",
+            "nothing to change: give is_active, name or specialty",
+        );
+    }
+    problems.finish()?;
+    update_versioned(
+        conn,
+        expected,
+        |conn| user::find(conn, id)?.ok_or(AppError::NotFound),
+        |_| Ok(()),
+        |conn, current| {
+            if input.specialty.is_some() && current.role() != Role::Doctor {
+                return Err(AppError::invalid(
+                    "specialty",
+                    "only doctors have a specialty",
+                ));
+            }
+            if input.is_active == Some(false) && current.id == caller.id {
+                return Err(AppError::invalid(
+                    "is_active",
+                    "an admin cannot deactivate themselves",
+                ));
+            }
+            write_transaction(conn, |conn| {
+                let updated = diesel::update(
+                    users::table
+                        .filter(users::id.eq(current.id))
+                        .filter(users::version.eq(current.version)),
+                )
+                .set((
+                    users::is_active.eq(input.is_active.unwrap_or(current.is_active)),
+                    users::name.eq(input
+                        .name
+                        .as_deref()
+                        .map(str::trim)
+                        .unwrap_or(&current.name)),
+                    users::specialty
+                        .eq(input.specialty.as_deref().or(current.specialty.as_deref())),
+                    users::version.eq(users::version + 1),
+                    users::updated_at.eq(crate::time::now()),
+                ))
+                .returning(users::all_columns)
+                .get_result::<User>(conn)
+                .optional()?;
+                if let Some(user) = &updated {
+                    log::info!(
+                        "ATOMIC user={} is_active={} version={} by admin={}",
+                        user.id,
+                        user.is_active,
+                        user.version,
+                        caller.id
+                    );
+                }
+                Ok(updated)
+            })
+        },
+    )
+}
+
+/// Creates the bootstrap admin unless a user with that email exists. Several processes may
+/// start at once: the unique email index decides, and losing that race is fine.
+pub fn ensure_admin(conn: &mut DbConn, email: &str, password_hash: &str) -> Result<bool, AppError> {
+    if user::find_by_email(conn, email)?.is_some() {
+        return Ok(false);
+    }
+    let now = crate::time::now();
+    let created = write_transaction(conn, |conn| {
+        user::insert(
+            conn,
+            &NewUser {
+                name: "Administrator",
+                email: email.trim(),
+                password_hash,
+                role: Role::Admin.as_str(),
+                specialty: None,
+                is_active: true,
+                version: 1,
+                created_at: now,
+                updated_at: now,
+            },
+        )
+    });
+    match created {
+        Ok(_) => Ok(true),
+        Err(e) if matches!(classify(&e), DbErrorClass::UniqueViolation { .. }) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}

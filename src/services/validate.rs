@@ -1,0 +1,103 @@
+//! Field validation shared by the use cases; errors collect into one 422 `details` map.
+
+use crate::error::{AppError, Details};
+
+/// Collects per-field problems and turns them into one 422.
+#[derive(Debug, Default)]
+pub struct Problems(Details);
+
+impl Problems {
+    /// Records a problem with `field`.
+    pub fn add(&mut self, field: &str, message: impl Into<String>) {
+        self.0
+            .entry(field.to_owned())
+            .or_insert_with(|| message.into());
+    }
+
+    /// Checks a required text: trimmed, non-empty, at most `max` characters.
+    pub fn text(&mut self, field: &str, value: &str, max: usize) {
+        if value.trim().is_empty() {
+            self.add(field, "must not be empty");
+        } else if value.chars().count() > max {
+            self.add(field, format!("must be at most {max} characters"));
+        }
+    }
+
+    /// Checks an optional text's length.
+    pub fn optional_text(&mut self, field: &str, value: Option<&str>, max: usize) {
+        if value.is_some_and(|v| v.chars().count() > max) {
+            self.add(field, format!("must be at most {max} characters"));
+        }
+    }
+
+    /// Checks an email address's plausible form.
+    pub fn email(&mut self, field: &str, value: &str) {
+        let value = value.trim();
+        let plausible = value.len() <= 254
+            && !value.chars().any(char::is_whitespace)
+            && value.split_once('@').is_some_and(|(local, domain)| {
+                !local.is_empty()
+                    && domain.contains('.')
+                    && !domain.starts_with('.')
+                    && !domain.ends_with('.')
+            });
+        if !plausible {
+            self.add(field, "must be an email address");
+        }
+    }
+
+    /// Checks a password: 8 to 1024 characters (the upper bound keeps hashing cheap enough).
+    pub fn password(&mut self, field: &str, value: &str) {
+        let len = value.chars().count();
+        if len < 8 {
+            self.add(field, "must be at least 8 characters");
+        } else if len > 1024 {
+            self.add(field, "must be at most 1024 characters");
+        }
+    }
+
+    /// Checks an integer range.
+    pub fn range(&mut self, field: &str, value: i64, min: i64, max: i64) {
+        if value < min || value > max {
+            self.add(field, format!("must be between {min} and {max}"));
+        }
+    }
+
+    /// `Ok` if nothing was recorded, else 422 `VALIDATION_FAILED` with every problem.
+    pub fn finish(self) -> Result<(), AppError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(AppError::validation(self.0))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collects_every_problem() {
+        let mut p = Problems::default();
+        p.text("name", "  ", 10);
+        p.email("email", "no-at-sign");
+        p.password("password", "short");
+        p.range("score", 6, 1, 5);
+        match p.finish().unwrap_err() {
+            AppError::Validation { details, .. } => assert_eq!(details.len(), 4),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn accepts_good_values() {
+        let mut p = Problems::default();
+        p.text("name", "Ada", 10);
+        p.email("email", "ada@example.com");
+        p.password("password", "long enough");
+        p.range("score", 5, 1, 5);
+        p.optional_text("comment", None, 5);
+        assert!(p.finish().is_ok());
+    }
+}

@@ -1,0 +1,83 @@
+//! Times: UTC `NaiveDateTime` in the database, RFC 3339 with `Z` in JSON.
+
+use chrono::{DateTime, NaiveDateTime, SecondsFormat, Timelike, Utc};
+use serde::{Deserialize, Deserializer, Serializer};
+
+/// Now, in UTC, at the microsecond precision both databases store.
+pub fn now() -> NaiveDateTime {
+    let now = Utc::now().naive_utc();
+    now.with_nanosecond(now.nanosecond() / 1_000 * 1_000)
+        .unwrap_or(now)
+}
+
+/// Parses an input time: RFC 3339 with any offset (converted to UTC), or
+/// `YYYY-MM-DD HH:MM:SS` (also with `T`), taken as UTC.
+pub fn parse(input: &str) -> Result<NaiveDateTime, String> {
+    let input = input.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(input) {
+        return Ok(t.with_timezone(&Utc).naive_utc());
+    }
+    for format in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(input, format) {
+            return Ok(t);
+        }
+    }
+    Err(format!(
+        "{input:?} is not a time: use RFC 3339 (2030-01-20T10:00:00Z) or YYYY-MM-DD HH:MM:SS (UTC)"
+    ))
+}
+
+/// Formats a stored UTC time as RFC 3339 with `Z`.
+pub fn format(t: &NaiveDateTime) -> String {
+    t.and_utc().to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// `#[serde(serialize_with = "crate::time::serialize")]` for `NaiveDateTime` fields.
+pub fn serialize<S: Serializer>(t: &NaiveDateTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format(t))
+}
+
+/// The same for `Option<NaiveDateTime>`.
+pub fn serialize_opt<S: Serializer>(t: &Option<NaiveDateTime>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => serialize(t, s),
+        None => s.serialize_none(),
+    }
+}
+
+/// An input time that deserializes from either accepted form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputTime(pub NaiveDateTime);
+
+impl<'de> Deserialize<'de> for InputTime {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        parse(&raw).map(InputTime).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_rfc3339_with_any_offset_and_the_plain_utc_form() {
+        let expected = parse("2030-01-20T10:00:00Z").unwrap();
+        assert_eq!(parse("2030-01-20T12:00:00+02:00").unwrap(), expected);
+        assert_eq!(parse("2030-01-20 10:00:00").unwrap(), expected);
+        assert_eq!(parse(" 2030-01-20T10:00:00 ").unwrap(), expected);
+        assert_eq!(format(&expected), "2030-01-20T10:00:00Z");
+    }
+
+    #[test]
+    fn rejects_non_times() {
+        for bad in ["", "tomorrow", "2030-02-30 10:00:00", "2030-01-20", "10:00"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn now_has_microsecond_precision() {
+        assert_eq!(now().nanosecond() % 1_000, 0);
+    }
+}
