@@ -332,7 +332,10 @@ mod tests {
     #[test]
     fn unauthorized_carries_www_authenticate_and_unavailable_retry_after() {
         let response = AppError::Unauthenticated.error_response();
-        assert_eq!(response.headers().get(header::WWW_AUTHENTICATE).unwrap(), "Bearer");
+        assert_eq!(
+            response.headers().get(header::WWW_AUTHENTICATE).unwrap(),
+            "Bearer"
+        );
         let response = AppError::Unavailable("x".into()).error_response();
         assert_eq!(response.headers().get(header::RETRY_AFTER).unwrap(), "1");
     }

@@ -1,0 +1,422 @@
+//! Test harness: the real app on a real, fresh database per test, over real HTTP.
+//!
+//! SQLite: a temp file. PostgreSQL: a new database per test on the server named by
+//! `MEDBOOK_TEST_PG_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`), dropped
+//! afterwards. Without a reachable PostgreSQL the PostgreSQL variants are skipped with a
+//! message — unless `CI=true`, where they fail.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use chrono::{Duration as ChronoDuration, Utc};
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use medbook::config::Config;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+pub const ADMIN_EMAIL: &str = "admin@medbook.test";
+pub const ADMIN_PASSWORD: &str = "admin-password";
+pub const PASSWORD: &str = "patient-password";
+
+/// Defines `NAME::sqlite` and `NAME::postgres` tests that run `async fn NAME(TestApp)`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                let app = $crate::common::TestApp::start($crate::common::Backend::Sqlite).await.unwrap();
+                super::$name(app).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                if let Some(app) = $crate::common::TestApp::start($crate::common::Backend::Postgres).await {
+                    super::$name(app).await;
+                }
+            }
+        }
+    )+};
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A user the tests act as.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub id: i64,
+    pub token: String,
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Answer {
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or("")
+    }
+    pub fn id(&self) -> i64 {
+        self.body["id"].as_i64().expect("body has an id")
+    }
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+/// The running app and its database.
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub backend: Backend,
+    pub db_url: String,
+    pub admin: Actor,
+    handle: actix_web::dev::ServerHandle,
+    thread: Option<JoinHandle<()>>,
+    pg_drop: Option<(String, String)>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether PostgreSQL tests must run (CI) rather than be skipped when it is unreachable.
+fn postgres_required() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+pub fn pg_admin_url() -> String {
+    std::env::var("MEDBOOK_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// Creates a fresh PostgreSQL database; `None` (skip) if the server is unreachable outside CI.
+fn create_pg_database() -> Option<(String, String, String)> {
+    let admin_url = pg_admin_url();
+    let mut admin = match PgConnection::establish(&admin_url) {
+        Ok(conn) => conn,
+        Err(e) if !postgres_required() => {
+            eprintln!("SKIPPED PostgreSQL test: cannot connect to {admin_url}: {e} (set CI=true to require it)");
+            return None;
+        }
+        Err(e) => panic!("CI=true but PostgreSQL at {admin_url} is unreachable: {e}"),
+    };
+    let name = format!(
+        "medbook_test_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    );
+    for statement in [
+        format!("DROP DATABASE IF EXISTS {name}"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        admin
+            .batch_execute(&statement)
+            .expect("create test database");
+    }
+    let (base, _) = admin_url.rsplit_once('/').expect("URL has a database");
+    Some((format!("{base}/{name}"), admin_url, name))
+}
+
+impl TestApp {
+    pub async fn start(backend: Backend) -> Option<TestApp> {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// Starts the app with a tweaked configuration.
+    pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Option<TestApp> {
+        let (db_url, pg_drop, dir) = match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let path = dir.path().join("medbook.db");
+                (path.to_string_lossy().into_owned(), None, Some(dir))
+            }
+            Backend::Postgres => {
+                let (url, admin_url, name) = tokio::task::spawn_blocking(create_pg_database)
+                    .await
+                    .unwrap()?;
+                (url, Some((admin_url, name)), None)
+            }
+        };
+        let mut config = Config::for_database(&db_url);
+        config.admin_email = Some(ADMIN_EMAIL.to_owned());
+        config.admin_password = Some(ADMIN_PASSWORD.to_owned());
+        // Generous: the machine is shared and the tests run in parallel.
+        config.pool_timeout = Duration::from_secs(15);
+        config.sqlite_busy_timeout = Duration::from_secs(15);
+        tweak(&mut config);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let state = medbook::server::prepare(&config).expect("app prepares");
+                let (server, addrs) = medbook::server::bind(state, &config).expect("app binds");
+                tx.send((server.handle(), addrs[0])).unwrap();
+                let _ = server.await;
+            })
+        });
+        let (handle, addr) =
+            tokio::task::spawn_blocking(move || rx.recv().expect("server started"))
+                .await
+                .unwrap();
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let mut app = TestApp {
+            base: format!("http://{addr}"),
+            client,
+            backend,
+            db_url,
+            admin: Actor {
+                id: 0,
+                token: String::new(),
+            },
+            handle,
+            thread: Some(thread),
+            pg_drop,
+            _dir: dir,
+        };
+        app.admin = app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+        Some(app)
+    }
+
+    /// Sends a request; `path` is relative to the server root.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Answer {
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        self.send(req).await
+    }
+
+    /// Sends a prepared request and reads the JSON answer (Null for an empty body).
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Answer {
+        let response = req.send().await.expect("request sent");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("body read");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                panic!(
+                    "non-JSON body for {status}: {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            })
+        };
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str, actor: &Actor) -> Answer {
+        self.call(Method::GET, path, Some(&actor.token), None).await
+    }
+
+    pub async fn post(&self, path: &str, actor: &Actor, body: Value) -> Answer {
+        self.call(Method::POST, path, Some(&actor.token), Some(body))
+            .await
+    }
+
+    pub async fn put(&self, path: &str, actor: &Actor, body: Value) -> Answer {
+        self.call(Method::PUT, path, Some(&actor.token), Some(body))
+            .await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Actor {
+        let answer = self
+            .call(
+                Method::POST,
+                "/api/v1/auth/login",
+                None,
+                Some(json!({"email": email, "password": password})),
+            )
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::OK,
+            "login {email}: {:?}",
+            answer.body
+        );
+        Actor {
+            id: answer.body["user"]["id"].as_i64().unwrap(),
+            token: answer.body["token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// Registers a new patient with a unique email.
+    pub async fn patient(&self) -> Actor {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let answer = self
+            .call(
+                Method::POST,
+                "/api/v1/auth/register",
+                None,
+                Some(json!({"name": format!("Patient {n}"), "email": format!("patient{n}@medbook.test"), "password": PASSWORD})),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
+        Actor {
+            id: answer.body["user"]["id"].as_i64().unwrap(),
+            token: answer.body["token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// Registers `n` patients concurrently.
+    pub async fn patients(&self, n: usize) -> Vec<Actor> {
+        futures_util::future::join_all((0..n).map(|_| self.patient())).await
+    }
+
+    /// Creates a doctor through the admin API and logs them in.
+    pub async fn doctor(&self) -> Actor {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let email = format!("doctor{n}@medbook.test");
+        let answer = self
+            .post(
+                "/api/v1/admin/users",
+                &self.admin,
+                json!({"name": format!("Dr {n}"), "email": email, "password": PASSWORD, "role": "doctor", "specialty": "general"}),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
+        self.login(&email, PASSWORD).await
+    }
+
+    /// Books `doctor` for `patient` at `at` (RFC 3339) for `minutes`.
+    pub async fn book(&self, patient: &Actor, doctor: &Actor, at: &str, minutes: i64) -> Answer {
+        self.post(
+            "/api/v1/appointments",
+            patient,
+            json!({"doctor_id": doctor.id, "scheduled_at": at, "duration_minutes": minutes, "type": "video_consultation"}),
+        )
+        .await
+    }
+
+    /// Books and asserts 201; returns the appointment's id.
+    pub async fn booked(&self, patient: &Actor, doctor: &Actor, at: &str) -> i64 {
+        let answer = self.book(patient, doctor, at, 30).await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
+        answer.id()
+    }
+
+    /// Moves an appointment through the given statuses as `actor`, asserting each step.
+    pub async fn walk(&self, id: i64, actor: &Actor, statuses: &[&str]) {
+        for status in statuses {
+            let answer = self
+                .put(
+                    &format!("/api/v1/appointments/{id}"),
+                    actor,
+                    json!({"status": status}),
+                )
+                .await;
+            assert_eq!(
+                answer.status,
+                StatusCode::OK,
+                "to {status}: {:?}",
+                answer.body
+            );
+        }
+    }
+
+    /// Runs SQL directly on the test database (for set-up the API does not offer).
+    pub fn sql(&self, statements: &str) {
+        self.connection()
+            .batch_execute(statements)
+            .expect("test SQL runs");
+    }
+
+    /// A scalar count from the test database.
+    pub fn count(&self, query: &str) -> i64 {
+        #[derive(QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let sql = format!("SELECT CAST(({query}) AS BIGINT) AS n");
+        match self.backend {
+            Backend::Postgres => {
+                let mut conn = PgConnection::establish(&self.db_url).unwrap();
+                diesel::sql_query(sql)
+                    .get_result::<Row>(&mut conn)
+                    .unwrap()
+                    .n
+            }
+            Backend::Sqlite => {
+                let mut conn = SqliteConnection::establish(&self.db_url).unwrap();
+                diesel::sql_query(sql)
+                    .get_result::<Row>(&mut conn)
+                    .unwrap()
+                    .n
+            }
+        }
+    }
+
+    /// A direct connection to the test database.
+    pub fn connection(&self) -> Box<dyn SimpleConnection> {
+        match self.backend {
+            Backend::Postgres => Box::new(PgConnection::establish(&self.db_url).unwrap()),
+            Backend::Sqlite => Box::new(SqliteConnection::establish(&self.db_url).unwrap()),
+        }
+    }
+
+    /// Asserts the database invariant: no two active appointments of one doctor, or of one
+    /// patient, overlap.
+    pub fn assert_no_overlaps(&self) {
+        for who in ["doctor_id", "patient_id"] {
+            let overlapping = self.count(&format!(
+                "SELECT COUNT(*) FROM appointments a JOIN appointments b \
+                 ON a.{who} = b.{who} AND a.id < b.id \
+                 AND a.scheduled_at < b.ends_at AND b.scheduled_at < a.ends_at \
+                 WHERE a.status IN ('pending','confirmed','in_progress') \
+                 AND b.status IN ('pending','confirmed','in_progress')"
+            ));
+            assert_eq!(overlapping, 0, "overlapping active appointments by {who}");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        drop(self.handle.stop(false));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        if let Some((admin_url, name)) = self.pg_drop.take() {
+            if let Ok(mut admin) = PgConnection::establish(&admin_url) {
+                let _ =
+                    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            }
+        }
+    }
+}
+
+/// A slot `days` from now at `hour:minute` UTC, RFC 3339.
+pub fn slot(days: i64, hour: u32, minute: u32) -> String {
+    let day = (Utc::now() + ChronoDuration::days(days)).date_naive();
+    let at = day.and_hms_opt(hour, minute, 0).unwrap();
+    format!("{}Z", at.format("%Y-%m-%dT%H:%M:%S"))
+}
