@@ -1,0 +1,330 @@
+//! Authentication, admin user management, and the error contract for every class of bad
+//! input, on both backends.
+
+mod common;
+
+use common::{TestApp, PASSWORD};
+use reqwest::header::CONTENT_TYPE;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+both_backends!(
+    register_login_me_logout,
+    emails_are_unique_case_insensitively_even_under_races,
+    admin_manages_users_with_versions,
+    bad_input_gets_clear_json_errors,
+    tokens_that_do_not_authenticate_get_401,
+);
+
+async fn register_login_me_logout(app: TestApp) {
+    let register = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/register",
+            None,
+            Some(json!({"name": "Ada", "email": "Ada@Example.com", "password": PASSWORD})),
+        )
+        .await;
+    assert_eq!(register.status, StatusCode::CREATED, "{:?}", register.body);
+    let user = &register.body["user"];
+    assert_eq!(user["role"], "patient");
+    assert_eq!(user["version"], 1);
+    assert_eq!(user["is_active"], true);
+    assert!(user.get("password_hash").is_none() && user.get("specialty").is_none());
+    assert!(user["created_at"].as_str().unwrap().ends_with('Z'));
+    assert!(register.body["token"].as_str().unwrap().len() >= 43);
+
+    // Stored as a hash only.
+    let token = register.body["token"].as_str().unwrap();
+    assert_eq!(
+        app.count(&format!(
+            "SELECT COUNT(*) FROM api_tokens WHERE token_hash = '{token}'"
+        )),
+        0
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM users WHERE password_hash LIKE '$argon2id$%'"),
+        2
+    );
+
+    let ada = app.login("ada@example.COM", PASSWORD).await;
+    let me = app.get("/api/v1/me", &ada).await;
+    assert_eq!(me.status, StatusCode::OK);
+    assert_eq!(me.body["email"], "Ada@Example.com");
+    assert_eq!(me.header("etag"), "\"1\"");
+
+    let wrong_password = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"email": "ada@example.com", "password": "not-her-password"})),
+        )
+        .await;
+    let unknown_email = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"email": "nobody@example.com", "password": PASSWORD})),
+        )
+        .await;
+    assert_eq!(wrong_password.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(wrong_password.body, unknown_email.body);
+
+    let logout = app
+        .call(Method::POST, "/api/v1/auth/logout", Some(&ada.token), None)
+        .await;
+    assert_eq!(logout.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.get("/api/v1/me", &ada).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+async fn emails_are_unique_case_insensitively_even_under_races(app: TestApp) {
+    let attempts = futures_util::future::join_all((0..8).map(|i| {
+        let email = if i % 2 == 0 {
+            "twin@example.com"
+        } else {
+            "TWIN@example.com"
+        };
+        app.call(
+            Method::POST,
+            "/api/v1/auth/register",
+            None,
+            Some(json!({"name": "Twin", "email": email, "password": PASSWORD})),
+        )
+    }))
+    .await;
+    let created = attempts
+        .iter()
+        .filter(|a| a.status == StatusCode::CREATED)
+        .count();
+    assert_eq!(created, 1);
+    assert!(attempts
+        .iter()
+        .filter(|a| a.status != StatusCode::CREATED)
+        .all(|a| a.status == StatusCode::CONFLICT && a.code() == "EMAIL_TAKEN"));
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM users WHERE lower(email) = 'twin@example.com'"),
+        1
+    );
+}
+
+async fn admin_manages_users_with_versions(app: TestApp) {
+    let patient = app.patient().await;
+    let create = |body| app.post("/api/v1/admin/users", &app.admin, body);
+    let doctor = create(json!({"name": "Dr Who", "email": "who@example.com", "password": PASSWORD, "role": "doctor", "specialty": "time"})).await;
+    assert_eq!(doctor.status, StatusCode::CREATED);
+    assert_eq!(doctor.body["specialty"], "time");
+    let bad_role = create(
+        json!({"name": "X", "email": "x@example.com", "password": PASSWORD, "role": "wizard"}),
+    )
+    .await;
+    assert!(bad_role.body["details"]["role"].is_string());
+    let taken = create(
+        json!({"name": "X", "email": "WHO@example.com", "password": PASSWORD, "role": "admin"}),
+    )
+    .await;
+    assert_eq!(taken.code(), "EMAIL_TAKEN");
+    let by_patient = app
+        .post(
+            "/api/v1/admin/users",
+            &patient,
+            json!({"name": "X", "email": "y@example.com", "password": PASSWORD, "role": "admin"}),
+        )
+        .await;
+    assert_eq!(by_patient.status, StatusCode::FORBIDDEN);
+
+    let id = doctor.id();
+    let path = format!("/api/v1/admin/users/{id}");
+    let patch = |body, if_match: Option<&str>| {
+        let mut req = app
+            .client
+            .patch(format!("{}{path}", app.base))
+            .bearer_auth(&app.admin.token)
+            .json(&body);
+        if let Some(tag) = if_match {
+            req = req.header("If-Match", tag);
+        }
+        app.send(req)
+    };
+    let renamed = patch(json!({"name": "Dr Who II", "version": 1}), None).await;
+    assert_eq!(
+        (renamed.status, renamed.body["version"].as_i64()),
+        (StatusCode::OK, Some(2))
+    );
+    let stale = patch(json!({"name": "Dr Stale", "version": 1}), None).await;
+    assert_eq!(stale.code(), "VERSION_CONFLICT");
+    assert_eq!(stale.body["current"]["name"], "Dr Who II");
+    let stale_etag = patch(json!({"is_active": false}), Some("\"1\"")).await;
+    assert_eq!(stale_etag.status, StatusCode::PRECONDITION_FAILED);
+    let deactivated = patch(json!({"is_active": false}), Some("\"2\"")).await;
+    assert_eq!(deactivated.status, StatusCode::OK);
+    assert_eq!(deactivated.body["is_active"], false);
+    assert_eq!(deactivated.header("etag"), "\"3\"");
+    let nothing = patch(json!({}), None).await;
+    assert_eq!(nothing.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let missing = app
+        .call(
+            Method::PATCH,
+            "/api/v1/admin/users/999999",
+            Some(&app.admin.token),
+            Some(json!({"name": "x"})),
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    // A deactivated user cannot log in.
+    let login = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"email": "who@example.com", "password": PASSWORD})),
+        )
+        .await;
+    assert_eq!(login.status, StatusCode::UNAUTHORIZED);
+}
+
+async fn bad_input_gets_clear_json_errors(app: TestApp) {
+    let patient = app.patient().await;
+    let url = format!("{}/api/v1/appointments", app.base);
+    let raw = |body: &'static str, content_type: &'static str| {
+        app.send(
+            app.client
+                .post(&url)
+                .bearer_auth(&patient.token)
+                .header(CONTENT_TYPE, content_type)
+                .body(body),
+        )
+    };
+    let malformed = raw("{\"doctor_id\": ", "application/json").await;
+    assert_eq!(
+        (malformed.status, malformed.code()),
+        (StatusCode::BAD_REQUEST, "BAD_REQUEST")
+    );
+    let not_json = raw("doctor_id=1", "application/x-www-form-urlencoded").await;
+    assert_eq!(not_json.status, StatusCode::BAD_REQUEST);
+    let array = raw("[1, 2]", "application/json").await;
+    assert_eq!(array.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let mistyped = raw("{\"doctor_id\": \"one\", \"scheduled_at\": \"2040-01-01T10:00:00Z\", \"type\": \"in_person\"}", "application/json").await;
+    assert_eq!(mistyped.code(), "VALIDATION_FAILED");
+    assert!(mistyped.body["details"]["doctor_id"].is_string());
+    let unknown_field = raw("{\"doctor_id\": 1, \"scheduled_at\": \"2040-01-01T10:00:00Z\", \"type\": \"in_person\", \"price\": 3}", "application/json").await;
+    assert_eq!(unknown_field.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    let huge = "x".repeat(70 * 1024);
+    let too_big = app
+        .send(
+            app.client
+                .post(&url)
+                .bearer_auth(&patient.token)
+                .json(&json!({"reason": huge})),
+        )
+        .await;
+    assert_eq!(
+        (too_big.status, too_big.code()),
+        (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE")
+    );
+
+    let short = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/register",
+            None,
+            Some(json!({"name": "", "email": "nope", "password": "short"})),
+        )
+        .await;
+    assert_eq!(short.code(), "VALIDATION_FAILED");
+    let details = short.body["details"].as_object().unwrap();
+    assert!(
+        details.contains_key("name")
+            && details.contains_key("email")
+            && details.contains_key("password")
+    );
+
+    let unknown_route = app.get("/api/v1/nothing-here", &patient).await;
+    assert_eq!(
+        (unknown_route.status, unknown_route.code()),
+        (StatusCode::NOT_FOUND, "NOT_FOUND")
+    );
+    let zero_id = app.get("/api/v1/appointments/0", &patient).await;
+    assert_eq!(zero_id.status, StatusCode::NOT_FOUND);
+    let admin_only = app
+        .call(
+            Method::PATCH,
+            "/api/v1/admin/users/1",
+            Some(&patient.token),
+            Some(json!({"name": "x"})),
+        )
+        .await;
+    assert_eq!(admin_only.status, StatusCode::FORBIDDEN);
+
+    // No error body carries database detail.
+    for answer in [
+        &malformed,
+        &not_json,
+        &mistyped,
+        &too_big,
+        &short,
+        &unknown_route,
+    ] {
+        let text = answer.body.to_string().to_lowercase();
+        for leak in ["select", "sqlite", "postgres", "diesel", "constraint"] {
+            assert!(!text.contains(leak), "{leak} in {text}");
+        }
+    }
+    assert_eq!(app.get("/healthz", &patient).await.status, StatusCode::OK);
+    assert_eq!(app.get("/readyz", &patient).await.status, StatusCode::OK);
+}
+
+async fn tokens_that_do_not_authenticate_get_401(app: TestApp) {
+    let patient = app.patient().await;
+    let url = format!("{}/api/v1/me", app.base);
+    let cases = [
+        None,
+        Some("Bearer"),
+        Some("Bearer "),
+        Some("Basic dXNlcjpwYXNz"),
+        Some("Bearer not-a-real-token"),
+    ];
+    for header in cases {
+        let mut req = app.client.get(&url);
+        if let Some(value) = header {
+            req = req.header("Authorization", value);
+        }
+        let answer = app.send(req).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{header:?}");
+        assert_eq!(answer.code(), "UNAUTHENTICATED");
+        assert_eq!(answer.header("www-authenticate"), "Bearer");
+    }
+    // Revoked by logout.
+    app.call(
+        Method::POST,
+        "/api/v1/auth/logout",
+        Some(&patient.token),
+        None,
+    )
+    .await;
+    assert_eq!(
+        app.get("/api/v1/me", &patient).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // A deactivated user's token stops working.
+    let doctor = app.doctor().await;
+    assert_eq!(app.get("/api/v1/me", &doctor).await.status, StatusCode::OK);
+    let deactivate = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/admin/users/{}", doctor.id),
+            Some(&app.admin.token),
+            Some(json!({"is_active": false})),
+        )
+        .await;
+    assert_eq!(deactivate.status, StatusCode::OK);
+    assert_eq!(
+        app.get("/api/v1/me", &doctor).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}

@@ -1,0 +1,221 @@
+//! The failures diesel reports only as `Unknown` — PostgreSQL deadlocks and lock timeouts,
+//! SQLite BUSY — forced for real, recognised, retried or answered with their 409.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{slot, Backend, TestApp};
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use medbook::db::{classify, DbErrorClass};
+use reqwest::StatusCode;
+
+/// Waits until some session of the test database waits for a row lock.
+fn wait_for_lock_waiter(db_url: &str) {
+    let mut watcher = PgConnection::establish(db_url).unwrap();
+    #[derive(QueryableByName)]
+    struct Waiting {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: Waiting = diesel::sql_query(
+            "SELECT COUNT(*) AS n FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .get_result(&mut watcher)
+        .unwrap();
+        if waiting.n > 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no booking ever waited for the lock"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Holds the patient's row, waits for the booking to queue behind it (holding the doctor's
+/// row), then asks for the doctor's row: a genuine deadlock. This session waits 30 s before
+/// running the deadlock check, the app's sessions 1 s, so PostgreSQL aborts the booking.
+/// Returns once the patient's row is held for the first round; the rounds run in a thread.
+fn deadlock_booking(
+    db_url: &str,
+    doctor_id: i64,
+    patient_id: i64,
+    rounds: usize,
+) -> std::thread::JoinHandle<()> {
+    let mut conn = PgConnection::establish(db_url).unwrap();
+    conn.batch_execute("SET deadlock_timeout = '30s'").unwrap();
+    let lock_patient = format!("BEGIN; SELECT id FROM users WHERE id = {patient_id} FOR UPDATE");
+    conn.batch_execute(&lock_patient).unwrap();
+    let db_url = db_url.to_owned();
+    std::thread::spawn(move || deadlock_rounds(conn, &db_url, doctor_id, &lock_patient, rounds))
+}
+
+fn deadlock_rounds(
+    mut conn: PgConnection,
+    db_url: &str,
+    doctor_id: i64,
+    lock_patient: &str,
+    rounds: usize,
+) {
+    for round in 0..rounds {
+        if round > 0 {
+            // The booking sleeps at least 100 ms before its retry: plenty of time.
+            conn.batch_execute(lock_patient).unwrap();
+        }
+        wait_for_lock_waiter(db_url);
+        conn.batch_execute(&format!(
+            "SELECT id FROM users WHERE id = {doctor_id} FOR UPDATE"
+        ))
+        .expect("the booking, not this session, is chosen as the deadlock victim");
+        conn.batch_execute("COMMIT").unwrap();
+    }
+}
+
+async fn postgres_app(tweak: impl FnOnce(&mut medbook::config::Config)) -> Option<TestApp> {
+    TestApp::start_with(Backend::Postgres, tweak).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_deadlock_is_recognised_and_the_retry_recovers() {
+    let Some(app) = postgres_app(|_| {}).await else {
+        return;
+    };
+    let doctor = app.doctor().await;
+    let patient = app.patient().await;
+    assert!(doctor.id < patient.id, "the booking locks the doctor first");
+    let (url, d, p) = (app.db_url.clone(), doctor.id, patient.id);
+    let blocker = tokio::task::spawn_blocking(move || deadlock_booking(&url, d, p, 1))
+        .await
+        .unwrap();
+    let answer = app.book(&patient, &doctor, &slot(3, 10, 0), 30).await;
+    blocker.join().unwrap();
+    assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
+    assert_eq!(app.count("SELECT COUNT(*) FROM appointments"), 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM appointment_history"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_deadlocks_beyond_the_retries_answer_deadlock_detected() {
+    let Some(app) = postgres_app(|_| {}).await else {
+        return;
+    };
+    let doctor = app.doctor().await;
+    let patient = app.patient().await;
+    let (url, d, p) = (app.db_url.clone(), doctor.id, patient.id);
+    // The first attempt and each of the 3 retries meet a deadlock.
+    let blocker = tokio::task::spawn_blocking(move || deadlock_booking(&url, d, p, 4))
+        .await
+        .unwrap();
+    let answer = app.book(&patient, &doctor, &slot(3, 11, 0), 30).await;
+    blocker.join().unwrap();
+    assert_eq!(answer.status, StatusCode::CONFLICT, "{:?}", answer.body);
+    assert_eq!(answer.code(), "DEADLOCK_DETECTED");
+    assert_eq!(answer.body["error"], "Try again, access conflict detected");
+    assert_eq!(app.count("SELECT COUNT(*) FROM appointments"), 0);
+    // Nothing is left locked: the next booking goes through.
+    let again = app.book(&patient, &doctor, &slot(3, 11, 0), 30).await;
+    assert_eq!(again.status, StatusCode::CREATED, "{:?}", again.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_lock_timeout_answers_lock_timeout() {
+    let Some(app) = postgres_app(|c| c.pg_lock_timeout = Duration::from_millis(300)).await else {
+        return;
+    };
+    let doctor = app.doctor().await;
+    let patient = app.patient().await;
+    let mut holder = PgConnection::establish(&app.db_url).unwrap();
+    holder
+        .batch_execute(&format!(
+            "BEGIN; SELECT id FROM users WHERE id = {} FOR UPDATE",
+            doctor.id
+        ))
+        .unwrap();
+    let answer = app.book(&patient, &doctor, &slot(3, 12, 0), 30).await;
+    assert_eq!(answer.status, StatusCode::CONFLICT, "{:?}", answer.body);
+    assert_eq!(answer.code(), "LOCK_TIMEOUT");
+    holder.batch_execute("ROLLBACK").unwrap();
+    let again = app.book(&patient, &doctor, &slot(3, 12, 0), 30).await;
+    assert_eq!(again.status, StatusCode::CREATED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_errors_without_a_diesel_kind_are_classified() {
+    let Some(app) = postgres_app(|_| {}).await else {
+        return;
+    };
+    let mut a = PgConnection::establish(&app.db_url).unwrap();
+    let mut b = PgConnection::establish(&app.db_url).unwrap();
+    a.batch_execute("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let err = b
+        .batch_execute("SET lock_timeout = 100; SELECT COUNT(*) FROM users")
+        .unwrap_err();
+    assert_eq!(classify(&err), DbErrorClass::LockTimeout, "{err}");
+    a.batch_execute("ROLLBACK").unwrap();
+    let err = b
+        .batch_execute("SET statement_timeout = 50; SELECT pg_sleep(1)")
+        .unwrap_err();
+    assert_eq!(classify(&err), DbErrorClass::Unavailable, "{err}");
+    let err = b.batch_execute("SELECT * FROM no_such_table").unwrap_err();
+    assert_eq!(classify(&err), DbErrorClass::Other, "{err}");
+}
+
+/// Holds SQLite's write lock from another connection for `hold`.
+fn hold_sqlite_write_lock(path: &str, hold: Duration) -> std::thread::JoinHandle<()> {
+    let mut conn = SqliteConnection::establish(path).unwrap();
+    conn.batch_execute("BEGIN IMMEDIATE").unwrap();
+    std::thread::spawn(move || {
+        std::thread::sleep(hold);
+        conn.batch_execute("COMMIT").unwrap();
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_busy_is_retried_until_the_lock_is_released() {
+    let app = TestApp::start_with(Backend::Sqlite, |c| {
+        c.sqlite_busy_timeout = Duration::from_millis(150)
+    })
+    .await
+    .unwrap();
+    let doctor = app.doctor().await;
+    let patient = app.patient().await;
+    // Longer than one busy_timeout, shorter than all the retries together.
+    let holder = hold_sqlite_write_lock(&app.db_url, Duration::from_millis(400));
+    let answer = app.book(&patient, &doctor, &slot(3, 13, 0), 30).await;
+    holder.join().unwrap();
+    assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_busy_beyond_the_retries_answers_deadlock_detected() {
+    let app = TestApp::start_with(Backend::Sqlite, |c| {
+        c.sqlite_busy_timeout = Duration::from_millis(100)
+    })
+    .await
+    .unwrap();
+    let doctor = app.doctor().await;
+    let patient = app.patient().await;
+    let holder = hold_sqlite_write_lock(&app.db_url, Duration::from_secs(6));
+    let answer = app.book(&patient, &doctor, &slot(3, 14, 0), 30).await;
+    assert_eq!(answer.status, StatusCode::CONFLICT, "{:?}", answer.body);
+    assert_eq!(answer.code(), "DEADLOCK_DETECTED");
+    holder.join().unwrap();
+    assert_eq!(app.count("SELECT COUNT(*) FROM appointments"), 0);
+
+    // The same error, classified straight from the database.
+    let mut a = SqliteConnection::establish(&app.db_url).unwrap();
+    let mut b = SqliteConnection::establish(&app.db_url).unwrap();
+    a.batch_execute("BEGIN IMMEDIATE").unwrap();
+    let err = b
+        .batch_execute("PRAGMA busy_timeout = 10; BEGIN IMMEDIATE")
+        .unwrap_err();
+    assert_eq!(classify(&err), DbErrorClass::Busy, "{err}");
+    a.batch_execute("COMMIT").unwrap();
+}
