@@ -1,0 +1,631 @@
+//! The optimistic lifecycle: status moves, versions, reschedules, history, prescriptions and
+//! ratings, under concurrency, on both backends.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{slot, Actor, Answer, TestApp};
+use medbook::domain::{transition, Party, Status};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+both_backends!(
+    confirm_racing_cancel_has_one_winner_per_round,
+    unversioned_concurrent_moves_apply_a_reachable_sequence,
+    stale_versions_get_412_or_409_with_current,
+    full_lifecycle_and_who_may_move_it,
+    concurrent_reschedules_into_one_free_slot_have_one_winner,
+    reschedule_keeps_the_id_and_returns_to_pending,
+    concurrent_prescriptions_yield_one,
+    prescriptions_update_and_acknowledge_once,
+    concurrent_ratings_yield_one_and_feed_the_average,
+);
+
+fn appointment(id: i64) -> String {
+    format!("/api/v1/appointments/{id}")
+}
+
+async fn set_status(
+    app: &TestApp,
+    id: i64,
+    actor: &Actor,
+    status: &str,
+    version: Option<i64>,
+) -> Answer {
+    let mut body = json!({ "status": status });
+    if let Some(v) = version {
+        body["version"] = json!(v);
+    }
+    app.put(&appointment(id), actor, body).await
+}
+
+async fn confirm_racing_cancel_has_one_winner_per_round(app: TestApp) {
+    let doctor = app.doctor().await;
+    let patient = app.patient().await;
+    for round in 0..20u32 {
+        let id = app
+            .booked(
+                &patient,
+                &doctor,
+                &slot(3 + i64::from(round / 10), 8 + round % 10, 0),
+            )
+            .await;
+        let (confirm, cancel) = tokio::join!(
+            set_status(&app, id, &doctor, "confirmed", Some(1)),
+            set_status(&app, id, &patient, "cancelled", Some(1)),
+        );
+        let (winner, loser, status) = match (confirm.status, cancel.status) {
+            (StatusCode::OK, StatusCode::CONFLICT) => (&confirm, &cancel, "confirmed"),
+            (StatusCode::CONFLICT, StatusCode::OK) => (&cancel, &confirm, "cancelled"),
+            other => panic!(
+                "round {round}: {other:?} {:?} {:?}",
+                confirm.body, cancel.body
+            ),
+        };
+        assert_eq!(loser.code(), "VERSION_CONFLICT");
+        assert_eq!(loser.body["current"]["status"], status);
+        assert_eq!(winner.body["version"], 2);
+        let now = app.get(&appointment(id), &patient).await;
+        assert_eq!(
+            (now.body["status"].as_str(), now.body["version"].as_i64()),
+            (Some(status), Some(2))
+        );
+        let history = app
+            .get(&format!("{}/history", appointment(id)), &patient)
+            .await;
+        let items = history.body["items"].as_array().unwrap();
+        assert_eq!(items.len(), 2, "round {round}");
+        assert_eq!(items[1]["to_status"], status);
+        assert_eq!(items[1]["version"], 2);
+    }
+}
+
+async fn unversioned_concurrent_moves_apply_a_reachable_sequence(app: TestApp) {
+    let doctor = app.doctor().await;
+    let patient = app.patient().await;
+    let id = app.booked(&patient, &doctor, &slot(3, 9, 0)).await;
+    let admin = app.admin.clone();
+    let moves: Vec<(&Actor, Party, &str)> = vec![
+        (&doctor, Party::Doctor, "confirmed"),
+        (&doctor, Party::Doctor, "confirmed"),
+        (&doctor, Party::Doctor, "in_progress"),
+        (&doctor, Party::Doctor, "in_progress"),
+        (&doctor, Party::Doctor, "completed"),
+        (&doctor, Party::Doctor, "completed"),
+        (&doctor, Party::Doctor, "rejected"),
+        (&patient, Party::Patient, "cancelled"),
+        (&admin, Party::Admin, "cancelled"),
+        (&doctor, Party::Doctor, "cancelled"),
+    ];
+    let answers = futures_util::future::join_all(
+        moves
+            .iter()
+            .map(|(actor, _, to)| set_status(&app, id, actor, to, None)),
+    )
+    .await;
+    let mut winners = BTreeMap::new();
+    for ((_, party, to), answer) in moves.iter().zip(&answers) {
+        match answer.status {
+            StatusCode::OK => {
+                let version = answer.body["version"].as_i64().unwrap();
+                assert!(
+                    winners.insert(version, (*party, *to)).is_none(),
+                    "two winners of version {version}"
+                );
+            }
+            StatusCode::CONFLICT => assert_eq!(answer.code(), "VERSION_CONFLICT"),
+            StatusCode::UNPROCESSABLE_ENTITY => assert_eq!(answer.code(), "INVALID_TRANSITION"),
+            StatusCode::FORBIDDEN => {}
+            other => panic!("unexpected {other}: {:?}", answer.body),
+        }
+    }
+    assert!(!winners.is_empty());
+    // The winners, in version order, are a valid walk from pending.
+    let mut state = Status::Pending;
+    for (expected_version, (version, (party, to))) in (2..).zip(&winners) {
+        assert_eq!(*version, expected_version, "versions are contiguous");
+        let to = Status::parse(to).unwrap();
+        assert_eq!(
+            transition(state, to, *party),
+            Ok(()),
+            "{state:?} -> {to:?} by {party:?}"
+        );
+        state = to;
+    }
+    let now = app.get(&appointment(id), &patient).await;
+    assert_eq!(now.body["status"], state.as_str());
+    assert_eq!(
+        now.body["version"].as_i64().unwrap(),
+        1 + winners.len() as i64
+    );
+    let history = app
+        .get(&format!("{}/history", appointment(id)), &patient)
+        .await;
+    let items = history.body["items"].as_array().unwrap();
+    assert_eq!(
+        items.len(),
+        1 + winners.len(),
+        "one history row per applied change"
+    );
+    for item in &items[1..] {
+        let (_, to) = winners[&item["version"].as_i64().unwrap()];
+        assert_eq!(item["to_status"], to);
+    }
+}
+
+async fn stale_versions_get_412_or_409_with_current(app: TestApp) {
+    let doctor = app.doctor().await;
+    let patient = app.patient().await;
+    let id = app.booked(&patient, &doctor, &slot(3, 10, 0)).await;
+    let with_if_match = |tag: &'static str, body: Value| {
+        app.send(
+            app.client
+                .put(format!("{}{}", app.base, appointment(id)))
+                .bearer_auth(&doctor.token)
+                .header("If-Match", tag)
+                .json(&body),
+        )
+    };
+    let confirmed = with_if_match("\"1\"", json!({"status": "confirmed"})).await;
+    assert_eq!(confirmed.status, StatusCode::OK);
+    assert_eq!(confirmed.header("etag"), "\"2\"");
+    let stale = with_if_match("\"1\"", json!({"status": "in_progress"})).await;
+    assert_eq!(
+        (stale.status, stale.code()),
+        (StatusCode::PRECONDITION_FAILED, "PRECONDITION_FAILED")
+    );
+    let stale_body = set_status(&app, id, &doctor, "in_progress", Some(1)).await;
+    assert_eq!(stale_body.code(), "VERSION_CONFLICT");
+    assert_eq!(stale_body.body["current"]["version"], 2);
+    assert_eq!(stale_body.body["current"]["status"], "confirmed");
+    let current = set_status(&app, id, &doctor, "in_progress", Some(2)).await;
+    assert_eq!(current.status, StatusCode::OK);
+    assert_eq!(current.body["version"], 3);
+    let disagree = with_if_match("\"3\"", json!({"status": "completed", "version": 2})).await;
+    assert_eq!(disagree.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let garbage = with_if_match("soon", json!({"status": "completed"})).await;
+    assert_eq!(garbage.status, StatusCode::BAD_REQUEST);
+}
+
+async fn full_lifecycle_and_who_may_move_it(app: TestApp) {
+    let doctor = app.doctor().await;
+    let other_doctor = app.doctor().await;
+    let patient = app.patient().await;
+    let stranger = app.patient().await;
+    let id = app.booked(&patient, &doctor, &slot(3, 11, 0)).await;
+
+    let by_patient = set_status(&app, id, &patient, "confirmed", None).await;
+    assert_eq!(by_patient.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        set_status(&app, id, &stranger, "cancelled", None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        set_status(&app, id, &other_doctor, "confirmed", None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let unknown = set_status(&app, id, &doctor, "teleported", None).await;
+    assert_eq!(unknown.code(), "VALIDATION_FAILED");
+    let empty = app.put(&appointment(id), &doctor, json!({})).await;
+    assert_eq!(empty.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    app.walk(id, &doctor, &["confirmed", "in_progress"]).await;
+    let patient_cancel = set_status(&app, id, &patient, "cancelled", None).await;
+    assert_eq!(patient_cancel.status, StatusCode::FORBIDDEN);
+    app.walk(id, &doctor, &["completed"]).await;
+    let back = set_status(&app, id, &doctor, "confirmed", None).await;
+    assert_eq!(
+        (back.status, back.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "INVALID_TRANSITION")
+    );
+    assert!(back.body["error"]
+        .as_str()
+        .unwrap()
+        .contains("Invalid status transition"));
+
+    let history = app
+        .get(&format!("{}/history", appointment(id)), &doctor)
+        .await;
+    let steps: Vec<_> = history.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["to_status"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(steps, ["pending", "confirmed", "in_progress", "completed"]);
+    assert_eq!(history.body["items"][1]["actor_id"], doctor.id);
+    assert_eq!(history.body["items"][1]["from_status"], "pending");
+    assert_eq!(
+        app.get(&format!("{}/history", appointment(id)), &stranger)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+
+    // An admin may cancel; a PATCH behaves as a PUT.
+    let second = app.booked(&patient, &doctor, &slot(3, 12, 0)).await;
+    let cancelled = app
+        .call(
+            Method::PATCH,
+            &appointment(second),
+            Some(&app.admin.token),
+            Some(json!({"status": "cancelled"})),
+        )
+        .await;
+    assert_eq!(cancelled.status, StatusCode::OK);
+    assert_eq!(cancelled.body["status"], "cancelled");
+    let reason = app
+        .put(&appointment(second), &patient, json!({"reason": "late"}))
+        .await;
+    assert_eq!(reason.code(), "INVALID_TRANSITION");
+}
+
+async fn concurrent_reschedules_into_one_free_slot_have_one_winner(app: TestApp) {
+    let doctor = app.doctor().await;
+    let (p1, p2) = (app.patient().await, app.patient().await);
+    let (s1, s2, target) = (slot(4, 9, 0), slot(4, 10, 0), slot(4, 15, 0));
+    let a = app.booked(&p1, &doctor, &s1).await;
+    let b = app.booked(&p2, &doctor, &s2).await;
+    let (path_a, path_b) = (appointment(a), appointment(b));
+    let (ra, rb) = tokio::join!(
+        app.put(&path_a, &p1, json!({"scheduled_at": target})),
+        app.put(&path_b, &p2, json!({"scheduled_at": target})),
+    );
+    let (winner, loser, loser_slot, loser_actor) = match (ra.status, rb.status) {
+        (StatusCode::OK, StatusCode::CONFLICT) => (&ra, (b, &rb), &s2, &p2),
+        (StatusCode::CONFLICT, StatusCode::OK) => (&rb, (a, &ra), &s1, &p1),
+        other => panic!("{other:?}: {:?} {:?}", ra.body, rb.body),
+    };
+    assert_eq!(loser.1.code(), "SLOT_TAKEN");
+    assert_eq!(winner.body["scheduled_at"], target.as_str());
+    assert_eq!(winner.body["version"], 2);
+    let kept = app.get(&appointment(loser.0), loser_actor).await;
+    assert_eq!(kept.body["scheduled_at"], loser_slot.as_str());
+    assert_eq!(kept.body["version"], 1);
+    app.assert_no_overlaps();
+}
+
+async fn reschedule_keeps_the_id_and_returns_to_pending(app: TestApp) {
+    let doctor = app.doctor().await;
+    let patient = app.patient().await;
+    let id = app.booked(&patient, &doctor, &slot(5, 9, 0)).await;
+    app.walk(id, &doctor, &["confirmed"]).await;
+    // Overlapping its own old slot is fine.
+    let moved = app
+        .put(
+            &appointment(id),
+            &patient,
+            json!({"scheduled_at": slot(5, 9, 15), "duration_minutes": 45, "version": 2}),
+        )
+        .await;
+    assert_eq!(moved.status, StatusCode::OK, "{:?}", moved.body);
+    assert_eq!(moved.id(), id);
+    assert_eq!(moved.body["status"], "pending");
+    assert_eq!(moved.body["version"], 3);
+    assert_eq!(moved.body["ends_at"], slot(5, 10, 0).as_str());
+    let history = app
+        .get(&format!("{}/history", appointment(id)), &patient)
+        .await;
+    let last = history.body["items"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (
+            last["action"].as_str(),
+            last["from_status"].as_str(),
+            last["version"].as_i64()
+        ),
+        (Some("rescheduled"), Some("confirmed"), Some(3))
+    );
+    let busy = app
+        .get(
+            &format!(
+                "/api/v1/doctors/{}/busy?from={}&to={}",
+                doctor.id,
+                slot(5, 0, 0),
+                slot(6, 0, 0)
+            ),
+            &patient,
+        )
+        .await;
+    assert_eq!(
+        busy.body["items"],
+        json!([{"start": slot(5, 9, 15), "end": slot(5, 10, 0)}])
+    );
+
+    let past = app
+        .put(
+            &appointment(id),
+            &patient,
+            json!({"scheduled_at": "2001-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert!(past.body["details"]["scheduled_at"].is_string());
+    let mixed = app
+        .put(
+            &appointment(id),
+            &doctor,
+            json!({"scheduled_at": slot(5, 11, 0), "status": "confirmed"}),
+        )
+        .await;
+    assert_eq!(mixed.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let by_admin = app
+        .put(
+            &appointment(id),
+            &app.admin,
+            json!({"scheduled_at": slot(5, 11, 0)}),
+        )
+        .await;
+    assert_eq!(by_admin.status, StatusCode::FORBIDDEN);
+    app.walk(id, &doctor, &["confirmed", "in_progress"]).await;
+    let too_late = app
+        .put(
+            &appointment(id),
+            &doctor,
+            json!({"scheduled_at": slot(5, 12, 0)}),
+        )
+        .await;
+    assert_eq!(too_late.code(), "INVALID_TRANSITION");
+}
+
+/// A completed appointment of a fresh doctor and patient.
+async fn completed(app: &TestApp, day: i64) -> (Actor, Actor, i64) {
+    let doctor = app.doctor().await;
+    let patient = app.patient().await;
+    let id = app.booked(&patient, &doctor, &slot(day, 9, 0)).await;
+    app.walk(id, &doctor, &["confirmed", "in_progress", "completed"])
+        .await;
+    (doctor, patient, id)
+}
+
+fn medications() -> Value {
+    json!([{"name": "Amoxicillin", "dosage": "500 mg", "frequency": "3x daily", "duration_days": 7}])
+}
+
+async fn concurrent_prescriptions_yield_one(app: TestApp) {
+    let (doctor, patient, id) = completed(&app, 3).await;
+    let answers = futures_util::future::join_all((0..10).map(|_| {
+        app.post(
+            "/api/v1/prescriptions",
+            &doctor,
+            json!({"appointment_id": id, "medications": medications()}),
+        )
+    }))
+    .await;
+    assert_eq!(
+        answers
+            .iter()
+            .filter(|a| a.status == StatusCode::CREATED)
+            .count(),
+        1
+    );
+    assert!(answers
+        .iter()
+        .filter(|a| a.status != StatusCode::CREATED)
+        .all(|a| a.status == StatusCode::CONFLICT && a.code() == "PRESCRIPTION_EXISTS"));
+    assert_eq!(
+        app.count(&format!(
+            "SELECT COUNT(*) FROM prescriptions WHERE appointment_id = {id}"
+        )),
+        1
+    );
+
+    let pending = app.booked(&patient, &doctor, &slot(4, 9, 0)).await;
+    let early = app
+        .post(
+            "/api/v1/prescriptions",
+            &doctor,
+            json!({"appointment_id": pending, "medications": medications()}),
+        )
+        .await;
+    assert_eq!(
+        (early.status, early.code()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "APPOINTMENT_NOT_COMPLETED"
+        )
+    );
+    let by_patient = app
+        .post(
+            "/api/v1/prescriptions",
+            &patient,
+            json!({"appointment_id": id, "medications": medications()}),
+        )
+        .await;
+    assert_eq!(by_patient.status, StatusCode::FORBIDDEN);
+    let other_doctor = app.doctor().await;
+    let hidden = app
+        .post(
+            "/api/v1/prescriptions",
+            &other_doctor,
+            json!({"appointment_id": id, "medications": medications()}),
+        )
+        .await;
+    assert_eq!(hidden.status, StatusCode::NOT_FOUND);
+    for bad in [
+        json!([]),
+        json!([{"name": "", "dosage": "1", "frequency": "daily"}]),
+        Value::Array(vec![medications()[0].clone(); 51]),
+    ] {
+        let answer = app
+            .post(
+                "/api/v1/prescriptions",
+                &doctor,
+                json!({"appointment_id": id, "medications": bad}),
+            )
+            .await;
+        assert_eq!(answer.code(), "VALIDATION_FAILED", "{bad}");
+    }
+}
+
+async fn prescriptions_update_and_acknowledge_once(app: TestApp) {
+    let (doctor, patient, id) = completed(&app, 3).await;
+    let created = app
+        .post(
+            "/api/v1/prescriptions",
+            &doctor,
+            json!({"appointment_id": id, "medications": medications(), "notes": "with food"}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    assert!(created.body["acknowledged_at"].is_null());
+    let pid = created.id();
+    let path = format!("/api/v1/prescriptions/{pid}");
+    assert_eq!(
+        app.get(&path, &patient).await.body["medications"],
+        medications()
+    );
+    assert_eq!(
+        app.get(&format!("{}/prescription", appointment(id)), &patient)
+            .await
+            .id(),
+        pid
+    );
+    assert_eq!(
+        app.get(&path, &app.patient().await).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    let updated = app
+        .put(&path, &doctor, json!({"notes": "after food", "version": 1}))
+        .await;
+    assert_eq!(
+        (updated.status, updated.body["version"].as_i64()),
+        (StatusCode::OK, Some(2))
+    );
+    let stale = app
+        .put(&path, &doctor, json!({"notes": "x", "version": 1}))
+        .await;
+    assert_eq!(stale.code(), "VERSION_CONFLICT");
+    assert_eq!(
+        app.put(&path, &patient, json!({"notes": "mine"}))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+
+    let acknowledge = format!("{path}/acknowledge");
+    let (first, second) = tokio::join!(
+        app.post(&acknowledge, &patient, json!({})),
+        app.post(&acknowledge, &patient, json!({})),
+    );
+    let mut statuses = [first.status.as_u16(), second.status.as_u16()];
+    statuses.sort();
+    assert_eq!(statuses, [200, 409]);
+    assert!(first.code() == "ALREADY_ACKNOWLEDGED" || second.code() == "ALREADY_ACKNOWLEDGED");
+    let late_edit = app
+        .put(&path, &doctor, json!({"notes": "too late", "version": 3}))
+        .await;
+    assert_eq!(late_edit.code(), "ALREADY_ACKNOWLEDGED");
+    let acknowledged = app.get(&path, &doctor).await;
+    assert!(acknowledged.body["acknowledged_at"]
+        .as_str()
+        .unwrap()
+        .ends_with('Z'));
+    assert_eq!(acknowledged.body["version"], 3);
+    assert_eq!(acknowledged.body["notes"], "after food");
+    let by_doctor = app
+        .post(&format!("{path}/acknowledge"), &doctor, json!({}))
+        .await;
+    assert_eq!(by_doctor.code(), "ALREADY_ACKNOWLEDGED");
+}
+
+async fn concurrent_ratings_yield_one_and_feed_the_average(app: TestApp) {
+    let (doctor, patient, id) = completed(&app, 3).await;
+    let answers = futures_util::future::join_all((1..=10).map(|i| {
+        app.post(
+            "/api/v1/ratings",
+            &patient,
+            json!({"appointment_id": id, "score": 1 + i % 5}),
+        )
+    }))
+    .await;
+    assert_eq!(
+        answers
+            .iter()
+            .filter(|a| a.status == StatusCode::CREATED)
+            .count(),
+        1
+    );
+    assert!(answers
+        .iter()
+        .filter(|a| a.status != StatusCode::CREATED)
+        .all(|a| a.status == StatusCode::CONFLICT && a.code() == "RATING_EXISTS"));
+    let rating = answers
+        .iter()
+        .find(|a| a.status == StatusCode::CREATED)
+        .unwrap();
+    let path = format!("/api/v1/ratings/{}", rating.id());
+
+    let changed = app
+        .put(
+            &path,
+            &patient,
+            json!({"score": 5, "comment": "great", "version": 1}),
+        )
+        .await;
+    assert_eq!(
+        (changed.status, changed.body["version"].as_i64()),
+        (StatusCode::OK, Some(2))
+    );
+    assert_eq!(
+        app.put(&path, &patient, json!({"score": 4, "version": 1}))
+            .await
+            .code(),
+        "VERSION_CONFLICT"
+    );
+    assert_eq!(
+        app.put(&path, &patient, json!({"score": 6})).await.code(),
+        "VALIDATION_FAILED"
+    );
+    assert_eq!(
+        app.put(&path, &doctor, json!({"score": 1})).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(app.get(&path, &doctor).await.body["score"], 5);
+
+    // A second completed appointment with the same doctor, rated 2: the average is 3.5.
+    let id2 = app.booked(&patient, &doctor, &slot(4, 9, 0)).await;
+    app.walk(id2, &doctor, &["confirmed", "in_progress", "completed"])
+        .await;
+    let by_doctor = app
+        .post(
+            "/api/v1/ratings",
+            &doctor,
+            json!({"appointment_id": id2, "score": 2}),
+        )
+        .await;
+    assert_eq!(by_doctor.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        app.post(
+            "/api/v1/ratings",
+            &patient,
+            json!({"appointment_id": id2, "score": 2})
+        )
+        .await
+        .status,
+        StatusCode::CREATED
+    );
+    let summary = app
+        .get(&format!("/api/v1/doctors/{}", doctor.id), &patient)
+        .await;
+    assert_eq!(summary.body["rating_count"], 2);
+    assert_eq!(summary.body["rating_avg"], 3.5);
+    let pending = app.booked(&patient, &doctor, &slot(5, 9, 0)).await;
+    let early = app
+        .post(
+            "/api/v1/ratings",
+            &patient,
+            json!({"appointment_id": pending, "score": 3}),
+        )
+        .await;
+    assert_eq!(early.code(), "APPOINTMENT_NOT_COMPLETED");
+}
