@@ -18,9 +18,23 @@ async fn main() -> ExitCode {
         .as_slice()
     {
         [] | ["serve"] => {}
+        ["openapi"] => {
+            // The document served at /api/v1/openapi.json, for validators and client generators.
+            let doc = <medbook::routes::openapi::ApiDoc as utoipa::OpenApi>::openapi();
+            return match doc.to_pretty_json() {
+                Ok(json) => {
+                    println!("{json}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         _ => {
             eprintln!(
-                "usage: medbook [serve]\n(configuration comes from the environment; see README)"
+                "usage: medbook [serve | openapi]\n(configuration comes from the environment; see README)"
             );
             return ExitCode::from(2);
         }

@@ -80,7 +80,8 @@ impl Versioned for Appointment {
 }
 
 /// Appointment as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Appointment)]
 pub struct AppointmentView {
     pub id: i32,
     pub patient_id: i32,

@@ -8,7 +8,7 @@ use crate::db::DbConn;
 use crate::schema::appointment_history;
 
 /// A history row as the API shows it.
-#[derive(Debug, Clone, Queryable, Serialize)]
+#[derive(Debug, Clone, Queryable, Serialize, utoipa::ToSchema)]
 pub struct HistoryEntry {
     #[serde(serialize_with = "crate::time::serialize")]
     pub at: NaiveDateTime,

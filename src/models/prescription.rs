@@ -9,7 +9,7 @@ use crate::db::DbConn;
 use crate::schema::prescriptions;
 
 /// One prescribed medication; stored as JSON text in `prescriptions.medications`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Medication {
     pub name: String,
@@ -50,7 +50,8 @@ pub struct NewPrescription<'a> {
 }
 
 /// Prescription as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Prescription)]
 pub struct PrescriptionView {
     pub id: i32,
     pub appointment_id: i32,

@@ -12,7 +12,7 @@ use crate::db::DbConn;
 use crate::schema::ratings;
 
 /// A `ratings` row. Field order follows the table.
-#[derive(Debug, Clone, Queryable, Identifiable, Serialize)]
+#[derive(Debug, Clone, Queryable, Identifiable, Serialize, utoipa::ToSchema)]
 #[diesel(table_name = ratings)]
 pub struct Rating {
     pub id: i32,

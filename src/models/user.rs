@@ -83,13 +83,18 @@ impl Versioned for User {
 }
 
 /// User as the API shows it (never the password hash).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = User)]
 pub struct UserView {
     pub id: i32,
     pub name: String,
     pub email: String,
+    /// `patient`, `doctor` or `admin`.
+    #[schema(value_type = String)]
     pub role: &'static str,
+    /// Doctors only.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub specialty: Option<Option<String>>,
     pub is_active: bool,
     pub version: i32,

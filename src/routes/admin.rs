@@ -1,24 +1,48 @@
 //! Admin user management.
 
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::auth::hash_in_background;
+use super::openapi::{ErrorDoc, IdempotencyKey, IfMatch};
+use super::{def, RouteDef};
 use crate::auth::Caller;
 use crate::db::run_blocking;
 use crate::error::AppError;
 use crate::extract::{path_id, Expected, Json};
+use crate::models::user::UserView;
 use crate::server::AppState;
 use crate::services::auth::ensure_email_free;
 use crate::services::users::{self, CreateUserInput, UpdateUserInput};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/admin/users", web::post().to(create_user))
-        .route("/admin/users/{id}", web::patch().to(update_user));
+pub(crate) fn routes() -> Vec<RouteDef> {
+    vec![
+        def(
+            Method::POST,
+            "/api/v1/admin/users",
+            web::route().to(create_user),
+        ),
+        def(
+            Method::PATCH,
+            "/api/v1/admin/users/{id}",
+            web::route().to(update_user),
+        ),
+    ]
 }
 
-/// `POST /api/v1/admin/users`: any role.
-async fn create_user(
+/// Creates a user of any role (admin only).
+#[utoipa::path(post, operation_id = "admin_create_user", path = "/api/v1/admin/users", tag = "admin", security(("bearer" = [])),
+    request_body = CreateUserInput, params(IdempotencyKey),
+    responses(
+        (status = 201, description = "Created", body = UserView,
+            headers(("ETag" = String), ("Location" = String))),
+        (status = 400, description = "Not JSON", body = ErrorDoc),
+        (status = 401, description = "UNAUTHENTICATED", body = ErrorDoc),
+        (status = 403, description = "Not an admin", body = ErrorDoc),
+        (status = 409, description = "EMAIL_TAKEN", body = ErrorDoc),
+        (status = 422, description = "VALIDATION_FAILED", body = ErrorDoc),
+    ))]
+pub(crate) async fn create_user(
     state: web::Data<AppState>,
     caller: Caller,
     Json(input): Json<CreateUserInput>,
@@ -39,8 +63,21 @@ async fn create_user(
     ))
 }
 
-/// `PATCH /api/v1/admin/users/{id}`.
-async fn update_user(
+/// Activates, deactivates or renames a user (admin only), optimistically.
+#[utoipa::path(patch, operation_id = "admin_update_user", path = "/api/v1/admin/users/{id}", tag = "admin", security(("bearer" = [])),
+    request_body = UpdateUserInput,
+    params(("id" = i32, Path, description = "User id"), IfMatch),
+    responses(
+        (status = 200, description = "Updated", body = UserView, headers(("ETag" = String))),
+        (status = 400, description = "Not JSON or malformed If-Match", body = ErrorDoc),
+        (status = 401, description = "UNAUTHENTICATED", body = ErrorDoc),
+        (status = 403, description = "Not an admin", body = ErrorDoc),
+        (status = 404, description = "No such user", body = ErrorDoc),
+        (status = 409, description = "VERSION_CONFLICT (with current)", body = ErrorDoc),
+        (status = 412, description = "If-Match does not match", body = ErrorDoc),
+        (status = 422, description = "VALIDATION_FAILED", body = ErrorDoc),
+    ))]
+pub(crate) async fn update_user(
     state: web::Data<AppState>,
     req: HttpRequest,
     caller: Caller,

@@ -1,36 +1,78 @@
 //! Appointments: booking, reading, the lifecycle, history.
 
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::IntoParams;
 
+use super::openapi::{AppointmentPage, ErrorDoc, HistoryList, IdempotencyKey, IfMatch};
+use super::{def, RouteDef};
 use crate::auth::Caller;
 use crate::db::run_blocking;
 use crate::domain::Status;
 use crate::error::AppError;
 use crate::extract::{parse_query, path_id, Expected, Json};
+use crate::models::appointment::AppointmentView;
+use crate::models::prescription::PrescriptionView;
 use crate::server::AppState;
 use crate::services::appointments::{self, ListFilter, UpdateInput};
 use crate::services::booking::{self, BookingInput};
 use crate::services::pagination::{parse_limit, Cursor};
 use crate::services::prescriptions;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/appointments", web::post().to(create))
-        .route("/appointments", web::get().to(list))
-        .route("/appointments/{id}", web::get().to(get))
-        .route("/appointments/{id}", web::put().to(update))
-        .route("/appointments/{id}", web::patch().to(update))
-        .route("/appointments/{id}/history", web::get().to(history))
-        .route(
-            "/appointments/{id}/prescription",
-            web::get().to(prescription),
-        );
+pub(crate) fn routes() -> Vec<RouteDef> {
+    vec![
+        def(
+            Method::POST,
+            "/api/v1/appointments",
+            web::route().to(create),
+        ),
+        def(Method::GET, "/api/v1/appointments", web::route().to(list)),
+        def(
+            Method::GET,
+            "/api/v1/appointments/{id}",
+            web::route().to(get),
+        ),
+        def(
+            Method::PUT,
+            "/api/v1/appointments/{id}",
+            web::route().to(update),
+        ),
+        def(
+            Method::PATCH,
+            "/api/v1/appointments/{id}",
+            web::route().to(patch),
+        ),
+        def(
+            Method::GET,
+            "/api/v1/appointments/{id}/history",
+            web::route().to(history),
+        ),
+        def(
+            Method::GET,
+            "/api/v1/appointments/{id}/prescription",
+            web::route().to(prescription),
+        ),
+    ]
 }
 
-/// `POST /api/v1/appointments`: the locked booking path.
-async fn create(
+/// Books an appointment: the one path with pessimistic locking.
+#[utoipa::path(post, operation_id = "appointments_create", path = "/api/v1/appointments", tag = "appointments", security(("bearer" = [])),
+    request_body = BookingInput, params(IdempotencyKey),
+    responses(
+        (status = 201, description = "Booked, status pending, version 1", body = AppointmentView,
+            headers(("ETag" = String), ("Location" = String))),
+        (status = 400, description = "Not JSON", body = ErrorDoc),
+        (status = 401, description = "UNAUTHENTICATED", body = ErrorDoc),
+        (status = 403, description = "Doctors do not book; patients book only for themselves", body = ErrorDoc),
+        (status = 404, description = "Unknown doctor, or not a doctor", body = ErrorDoc),
+        (status = 409, description = "SLOT_TAKEN, PATIENT_BUSY, DOCTOR_INACTIVE, PATIENT_INACTIVE, DEADLOCK_DETECTED, LOCK_TIMEOUT, IDEMPOTENCY_KEY_IN_USE", body = ErrorDoc),
+        (status = 413, description = "Body over 64 KiB", body = ErrorDoc),
+        (status = 422, description = "VALIDATION_FAILED (past time, duration, type), IDEMPOTENCY_KEY_MISMATCH", body = ErrorDoc),
+        (status = 503, description = "Database unavailable", body = ErrorDoc, headers(("Retry-After" = String))),
+    ))]
+pub(crate) async fn create(
     state: web::Data<AppState>,
     caller: Caller,
     Json(input): Json<BookingInput>,
@@ -47,18 +89,33 @@ async fn create(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+/// `?status=&from=&to=&limit=&cursor=`.
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListQuery {
+    /// One status.
     status: Option<String>,
+    /// `scheduled_at` at or after this time.
     from: Option<String>,
+    /// `scheduled_at` before this time.
     to: Option<String>,
+    /// Page size, 1–100 (default 50).
     limit: Option<String>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
-/// `GET /api/v1/appointments`: the caller's own, by `scheduled_at`.
-async fn list(
+/// The caller's appointments (patient/doctor: their own; admin: all), by `scheduled_at`.
+#[utoipa::path(get, operation_id = "appointments_list", path = "/api/v1/appointments", tag = "appointments", security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of appointments", body = AppointmentPage),
+        (status = 400, description = "Unknown parameter or bad cursor", body = ErrorDoc),
+        (status = 401, description = "UNAUTHENTICATED", body = ErrorDoc),
+        (status = 422, description = "Bad status, time or limit", body = ErrorDoc),
+    ))]
+pub(crate) async fn list(
     state: web::Data<AppState>,
     req: HttpRequest,
     caller: Caller,
@@ -90,8 +147,15 @@ async fn list(
     Ok(HttpResponse::Ok().json(page.map(|a| a.view())))
 }
 
-/// `GET /api/v1/appointments/{id}`, with `ETag`.
-async fn get(
+/// One appointment: its patient, its doctor or an admin.
+#[utoipa::path(get, operation_id = "appointments_get", path = "/api/v1/appointments/{id}", tag = "appointments", security(("bearer" = [])),
+    params(("id" = i32, Path, description = "Appointment id")),
+    responses(
+        (status = 200, description = "The appointment", body = AppointmentView, headers(("ETag" = String))),
+        (status = 401, description = "UNAUTHENTICATED", body = ErrorDoc),
+        (status = 404, description = "Missing or not visible to the caller", body = ErrorDoc),
+    ))]
+pub(crate) async fn get(
     state: web::Data<AppState>,
     req: HttpRequest,
     caller: Caller,
@@ -108,8 +172,22 @@ async fn get(
     ))
 }
 
-/// `PUT`/`PATCH /api/v1/appointments/{id}`: status move, reschedule or reason.
-async fn update(
+/// Moves the status, reschedules (`scheduled_at`/`duration_minutes`, back to pending) or
+/// changes the reason; optimistic (`version` in the body → 409, `If-Match` → 412).
+#[utoipa::path(put, operation_id = "appointments_update", path = "/api/v1/appointments/{id}", tag = "appointments", security(("bearer" = [])),
+    request_body = UpdateInput,
+    params(("id" = i32, Path, description = "Appointment id"), IfMatch),
+    responses(
+        (status = 200, description = "Changed; version + 1", body = AppointmentView, headers(("ETag" = String))),
+        (status = 400, description = "Not JSON or malformed If-Match", body = ErrorDoc),
+        (status = 401, description = "UNAUTHENTICATED", body = ErrorDoc),
+        (status = 403, description = "The move is allowed to someone else", body = ErrorDoc),
+        (status = 404, description = "Missing or not visible", body = ErrorDoc),
+        (status = 409, description = "VERSION_CONFLICT (with current), SLOT_TAKEN, PATIENT_BUSY, DEADLOCK_DETECTED, LOCK_TIMEOUT", body = ErrorDoc),
+        (status = 412, description = "If-Match does not match", body = ErrorDoc),
+        (status = 422, description = "INVALID_TRANSITION or VALIDATION_FAILED", body = ErrorDoc),
+    ))]
+pub(crate) async fn update(
     state: web::Data<AppState>,
     req: HttpRequest,
     caller: Caller,
@@ -129,8 +207,38 @@ async fn update(
     ))
 }
 
-/// `GET /api/v1/appointments/{id}/history`.
-async fn history(
+/// The same as `PUT`.
+#[utoipa::path(patch, operation_id = "appointments_patch", path = "/api/v1/appointments/{id}", tag = "appointments", security(("bearer" = [])),
+    request_body = UpdateInput,
+    params(("id" = i32, Path, description = "Appointment id"), IfMatch),
+    responses(
+        (status = 200, description = "Changed; version + 1", body = AppointmentView, headers(("ETag" = String))),
+        (status = 400, description = "Not JSON or malformed If-Match", body = ErrorDoc),
+        (status = 401, description = "UNAUTHENTICATED", body = ErrorDoc),
+        (status = 403, description = "The move is allowed to someone else", body = ErrorDoc),
+        (status = 404, description = "Missing or not visible", body = ErrorDoc),
+        (status = 409, description = "VERSION_CONFLICT (with current), SLOT_TAKEN, PATIENT_BUSY, DEADLOCK_DETECTED, LOCK_TIMEOUT", body = ErrorDoc),
+        (status = 412, description = "If-Match does not match", body = ErrorDoc),
+        (status = 422, description = "INVALID_TRANSITION or VALIDATION_FAILED", body = ErrorDoc),
+    ))]
+pub(crate) async fn patch(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    caller: Caller,
+    input: Json<UpdateInput>,
+) -> Result<HttpResponse, AppError> {
+    update(state, req, caller, input).await
+}
+
+/// Every change of an appointment, oldest first.
+#[utoipa::path(get, operation_id = "appointments_history", path = "/api/v1/appointments/{id}/history", tag = "appointments", security(("bearer" = [])),
+    params(("id" = i32, Path, description = "Appointment id")),
+    responses(
+        (status = 200, description = "History rows, one per version", body = HistoryList),
+        (status = 401, description = "UNAUTHENTICATED", body = ErrorDoc),
+        (status = 404, description = "Missing or not visible", body = ErrorDoc),
+    ))]
+pub(crate) async fn history(
     state: web::Data<AppState>,
     req: HttpRequest,
     caller: Caller,
@@ -143,8 +251,15 @@ async fn history(
     Ok(HttpResponse::Ok().json(json!({ "items": items })))
 }
 
-/// `GET /api/v1/appointments/{id}/prescription`.
-async fn prescription(
+/// The prescription of an appointment.
+#[utoipa::path(get, operation_id = "appointments_prescription", path = "/api/v1/appointments/{id}/prescription", tag = "prescriptions", security(("bearer" = [])),
+    params(("id" = i32, Path, description = "Appointment id")),
+    responses(
+        (status = 200, description = "The prescription", body = PrescriptionView, headers(("ETag" = String))),
+        (status = 401, description = "UNAUTHENTICATED", body = ErrorDoc),
+        (status = 404, description = "No prescription, or not visible", body = ErrorDoc),
+    ))]
+pub(crate) async fn prescription(
     state: web::Data<AppState>,
     req: HttpRequest,
     caller: Caller,

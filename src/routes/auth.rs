@@ -1,23 +1,32 @@
 //! Register, login, logout, `/me`.
 
+use actix_web::http::Method;
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
+use super::openapi::{AuthResponse, ErrorDoc};
+use super::{def, RouteDef};
 use crate::auth::{hash_password, new_token, verify_password, Caller};
 use crate::db::run_blocking;
 use crate::domain::Role;
 use crate::error::AppError;
 use crate::extract::{etag, Json};
-use crate::models::user::{self, NewUser};
+use crate::models::user::{self, NewUser, UserView};
 use crate::server::AppState;
 use crate::services::auth::{self as service, LoginInput, RegisterInput};
 use crate::services::validate::Problems;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/auth/register", web::post().to(register))
-        .route("/auth/login", web::post().to(login))
-        .route("/auth/logout", web::post().to(logout))
-        .route("/me", web::get().to(me));
+pub(crate) fn routes() -> Vec<RouteDef> {
+    vec![
+        def(
+            Method::POST,
+            "/api/v1/auth/register",
+            web::route().to(register),
+        ),
+        def(Method::POST, "/api/v1/auth/login", web::route().to(login)),
+        def(Method::POST, "/api/v1/auth/logout", web::route().to(logout)),
+        def(Method::GET, "/api/v1/me", web::route().to(me)),
+    ]
 }
 
 /// Runs argon2 on a blocking thread with no connection or transaction held.
@@ -27,8 +36,19 @@ pub async fn hash_in_background(password: String) -> Result<String, AppError> {
         .map_err(|e| AppError::internal(format!("hashing task failed: {e}")))?
 }
 
-/// `POST /api/v1/auth/register`: creates a patient and logs them in.
-async fn register(
+/// Registers a patient and logs them in.
+#[utoipa::path(post, operation_id = "auth_register", path = "/api/v1/auth/register", tag = "auth", request_body = RegisterInput,
+    params(super::openapi::IdempotencyKey),
+    responses(
+        (status = 201, description = "Patient created", body = AuthResponse,
+            headers(("ETag" = String, description = "The user's version"))),
+        (status = 400, description = "Not JSON", body = ErrorDoc),
+        (status = 409, description = "EMAIL_TAKEN", body = ErrorDoc),
+        (status = 413, description = "Body over 64 KiB", body = ErrorDoc),
+        (status = 422, description = "VALIDATION_FAILED", body = ErrorDoc),
+        (status = 503, description = "Database unavailable", body = ErrorDoc),
+    ))]
+pub(crate) async fn register(
     state: web::Data<AppState>,
     Json(input): Json<RegisterInput>,
 ) -> Result<HttpResponse, AppError> {
@@ -65,8 +85,16 @@ async fn register(
         .json(json!({ "user": user.view(), "token": token })))
 }
 
-/// `POST /api/v1/auth/login`.
-async fn login(
+/// Logs in with email and password.
+#[utoipa::path(post, operation_id = "auth_login", path = "/api/v1/auth/login", tag = "auth", request_body = LoginInput,
+    params(super::openapi::IdempotencyKey),
+    responses(
+        (status = 200, description = "Logged in", body = AuthResponse),
+        (status = 400, description = "Not JSON", body = ErrorDoc),
+        (status = 401, description = "Wrong email or password (same message for both), or deactivated", body = ErrorDoc),
+        (status = 422, description = "VALIDATION_FAILED", body = ErrorDoc),
+    ))]
+pub(crate) async fn login(
     state: web::Data<AppState>,
     Json(input): Json<LoginInput>,
 ) -> Result<HttpResponse, AppError> {
@@ -105,8 +133,17 @@ async fn login(
     Ok(HttpResponse::Ok().json(json!({ "user": user.view(), "token": token })))
 }
 
-/// `POST /api/v1/auth/logout`: revokes the token used.
-async fn logout(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, AppError> {
+/// Revokes the token used.
+#[utoipa::path(post, operation_id = "auth_logout", path = "/api/v1/auth/logout", tag = "auth", security(("bearer" = [])),
+    params(super::openapi::IdempotencyKey),
+    responses(
+        (status = 204, description = "The token stopped working"),
+        (status = 401, description = "UNAUTHENTICATED", body = ErrorDoc),
+    ))]
+pub(crate) async fn logout(
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> Result<HttpResponse, AppError> {
     run_blocking(&state.pool, move |conn| {
         service::logout(conn, &caller.token_hash)
     })
@@ -114,8 +151,17 @@ async fn logout(state: web::Data<AppState>, caller: Caller) -> Result<HttpRespon
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// `GET /api/v1/me`.
-async fn me(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, AppError> {
+/// The authenticated user.
+#[utoipa::path(get, operation_id = "auth_me", path = "/api/v1/me", tag = "auth", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller", body = UserView,
+            headers(("ETag" = String, description = "The user's version"))),
+        (status = 401, description = "UNAUTHENTICATED", body = ErrorDoc),
+    ))]
+pub(crate) async fn me(
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> Result<HttpResponse, AppError> {
     let user = run_blocking(&state.pool, move |conn| {
         user::find(conn, caller.id)?.ok_or(AppError::Unauthenticated)
     })

@@ -1,40 +1,66 @@
 //! The doctor directory.
 
+use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Duration;
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::IntoParams;
 
+use super::openapi::{BusyList, DoctorPage, ErrorDoc};
+use super::{def, RouteDef};
 use crate::auth::Caller;
 use crate::db::run_blocking;
 use crate::error::AppError;
 use crate::extract::{parse_query, path_id};
 use crate::server::AppState;
-use crate::services::doctors;
+use crate::services::doctors::{self, DoctorView};
 use crate::services::pagination::{parse_limit, Cursor};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/doctors", web::get().to(list))
-        .route("/doctors/{id}", web::get().to(get))
-        .route("/doctors/{id}/busy", web::get().to(busy));
+pub(crate) fn routes() -> Vec<RouteDef> {
+    vec![
+        def(Method::GET, "/api/v1/doctors", web::route().to(list)),
+        def(Method::GET, "/api/v1/doctors/{id}", web::route().to(get)),
+        def(
+            Method::GET,
+            "/api/v1/doctors/{id}/busy",
+            web::route().to(busy),
+        ),
+    ]
 }
 
-#[derive(Debug, Deserialize)]
+/// `?limit=&cursor=`.
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListQuery {
+    /// Page size, 1–100 (default 50).
     limit: Option<String>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// `?from=&to=`.
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct BusyQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct BusyQuery {
+    /// Start of the range (RFC 3339 or `YYYY-MM-DD HH:MM:SS` UTC); default now.
     from: Option<String>,
+    /// End of the range, exclusive; default `from` + 7 days; at most 62 days after `from`.
     to: Option<String>,
 }
 
-/// `GET /api/v1/doctors`: active doctors with their rating summary.
-async fn list(
+/// Active doctors with their rating summary.
+#[utoipa::path(get, operation_id = "doctors_list", path = "/api/v1/doctors", tag = "doctors", security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of active doctors", body = DoctorPage),
+        (status = 400, description = "Unknown parameter or bad cursor", body = ErrorDoc),
+        (status = 401, description = "UNAUTHENTICATED", body = ErrorDoc),
+        (status = 422, description = "limit out of range", body = ErrorDoc),
+    ))]
+pub(crate) async fn list(
     state: web::Data<AppState>,
     req: HttpRequest,
     _caller: Caller,
@@ -46,8 +72,15 @@ async fn list(
     Ok(HttpResponse::Ok().json(page))
 }
 
-/// `GET /api/v1/doctors/{id}`.
-async fn get(
+/// One active doctor.
+#[utoipa::path(get, operation_id = "doctors_get", path = "/api/v1/doctors/{id}", tag = "doctors", security(("bearer" = [])),
+    params(("id" = i32, Path, description = "Doctor id")),
+    responses(
+        (status = 200, description = "The doctor", body = DoctorView),
+        (status = 401, description = "UNAUTHENTICATED", body = ErrorDoc),
+        (status = 404, description = "No such active doctor", body = ErrorDoc),
+    ))]
+pub(crate) async fn get(
     state: web::Data<AppState>,
     req: HttpRequest,
     _caller: Caller,
@@ -57,8 +90,17 @@ async fn get(
     Ok(HttpResponse::Ok().json(doctor))
 }
 
-/// `GET /api/v1/doctors/{id}/busy?from=&to=`: defaults to the next 7 days from now.
-async fn busy(
+/// A doctor's busy intervals (active appointments) in a range, without patient data.
+#[utoipa::path(get, operation_id = "doctors_busy", path = "/api/v1/doctors/{id}/busy", tag = "doctors", security(("bearer" = [])),
+    params(("id" = i32, Path, description = "Doctor id"), BusyQuery),
+    responses(
+        (status = 200, description = "Busy intervals overlapping [from, to)", body = BusyList),
+        (status = 400, description = "Unknown parameter", body = ErrorDoc),
+        (status = 401, description = "UNAUTHENTICATED", body = ErrorDoc),
+        (status = 404, description = "No such active doctor", body = ErrorDoc),
+        (status = 422, description = "Bad time or range", body = ErrorDoc),
+    ))]
+pub(crate) async fn busy(
     state: web::Data<AppState>,
     req: HttpRequest,
     _caller: Caller,

@@ -1,28 +1,56 @@
 //! Prescriptions.
 
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 
+use super::openapi::{ErrorDoc, IdempotencyKey, IfMatch};
+use super::{def, RouteDef};
 use crate::auth::Caller;
 use crate::db::run_blocking;
 use crate::error::AppError;
 use crate::extract::{path_id, Expected, Json};
+use crate::models::prescription::PrescriptionView;
 use crate::server::AppState;
 use crate::services::prescriptions::{self, AcknowledgeInput, CreateInput, UpdateInput};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/prescriptions", web::post().to(create))
-        .route("/prescriptions/{id}", web::get().to(get))
-        .route("/prescriptions/{id}", web::put().to(update))
-        .route("/prescriptions/{id}", web::patch().to(update))
-        .route(
-            "/prescriptions/{id}/acknowledge",
-            web::post().to(acknowledge),
-        );
+pub(crate) fn routes() -> Vec<RouteDef> {
+    vec![
+        def(
+            Method::POST,
+            "/api/v1/prescriptions",
+            web::route().to(create),
+        ),
+        def(
+            Method::GET,
+            "/api/v1/prescriptions/{id}",
+            web::route().to(get),
+        ),
+        def(
+            Method::PUT,
+            "/api/v1/prescriptions/{id}",
+            web::route().to(update),
+        ),
+        def(
+            Method::POST,
+            "/api/v1/prescriptions/{id}/acknowledge",
+            web::route().to(acknowledge),
+        ),
+    ]
 }
 
-/// `POST /api/v1/prescriptions`.
-async fn create(
+/// Writes the prescription of a completed appointment (its doctor only; one per appointment).
+#[utoipa::path(post, operation_id = "prescriptions_create", path = "/api/v1/prescriptions", tag = "prescriptions", security(("bearer" = [])),
+    request_body = CreateInput, params(IdempotencyKey),
+    responses(
+        (status = 201, description = "Created", body = PrescriptionView, headers(("ETag" = String), ("Location" = String))),
+        (status = 400, description = "Not JSON", body = ErrorDoc),
+        (status = 401, description = "UNAUTHENTICATED", body = ErrorDoc),
+        (status = 403, description = "Not the appointment's doctor", body = ErrorDoc),
+        (status = 404, description = "Appointment missing or not visible", body = ErrorDoc),
+        (status = 409, description = "PRESCRIPTION_EXISTS, IDEMPOTENCY_KEY_IN_USE", body = ErrorDoc),
+        (status = 422, description = "APPOINTMENT_NOT_COMPLETED, VALIDATION_FAILED, IDEMPOTENCY_KEY_MISMATCH", body = ErrorDoc),
+    ))]
+pub(crate) async fn create(
     state: web::Data<AppState>,
     caller: Caller,
     Json(input): Json<CreateInput>,
@@ -38,8 +66,15 @@ async fn create(
     ))
 }
 
-/// `GET /api/v1/prescriptions/{id}`.
-async fn get(
+/// A prescription: its doctor, its patient or an admin.
+#[utoipa::path(get, operation_id = "prescriptions_get", path = "/api/v1/prescriptions/{id}", tag = "prescriptions", security(("bearer" = [])),
+    params(("id" = i32, Path, description = "Prescription id")),
+    responses(
+        (status = 200, description = "The prescription", body = PrescriptionView, headers(("ETag" = String))),
+        (status = 401, description = "UNAUTHENTICATED", body = ErrorDoc),
+        (status = 404, description = "Missing or not visible", body = ErrorDoc),
+    ))]
+pub(crate) async fn get(
     state: web::Data<AppState>,
     req: HttpRequest,
     caller: Caller,
@@ -56,8 +91,21 @@ async fn get(
     ))
 }
 
-/// `PUT /api/v1/prescriptions/{id}`.
-async fn update(
+/// Changes medications or notes (its doctor, until acknowledged).
+#[utoipa::path(put, operation_id = "prescriptions_update", path = "/api/v1/prescriptions/{id}", tag = "prescriptions", security(("bearer" = [])),
+    request_body = UpdateInput,
+    params(("id" = i32, Path, description = "Prescription id"), IfMatch),
+    responses(
+        (status = 200, description = "Changed", body = PrescriptionView, headers(("ETag" = String))),
+        (status = 400, description = "Not JSON or malformed If-Match", body = ErrorDoc),
+        (status = 401, description = "UNAUTHENTICATED", body = ErrorDoc),
+        (status = 403, description = "Not its doctor", body = ErrorDoc),
+        (status = 404, description = "Missing or not visible", body = ErrorDoc),
+        (status = 409, description = "ALREADY_ACKNOWLEDGED, VERSION_CONFLICT (with current)", body = ErrorDoc),
+        (status = 412, description = "If-Match does not match", body = ErrorDoc),
+        (status = 422, description = "VALIDATION_FAILED", body = ErrorDoc),
+    ))]
+pub(crate) async fn update(
     state: web::Data<AppState>,
     req: HttpRequest,
     caller: Caller,
@@ -76,8 +124,19 @@ async fn update(
     ))
 }
 
-/// `POST /api/v1/prescriptions/{id}/acknowledge`.
-async fn acknowledge(
+/// The patient acknowledges the prescription, once.
+#[utoipa::path(post, operation_id = "prescriptions_acknowledge", path = "/api/v1/prescriptions/{id}/acknowledge", tag = "prescriptions", security(("bearer" = [])),
+    request_body(content = AcknowledgeInput, description = "Optional; an empty body is {}"),
+    params(("id" = i32, Path, description = "Prescription id"), IfMatch, IdempotencyKey),
+    responses(
+        (status = 200, description = "Acknowledged", body = PrescriptionView, headers(("ETag" = String))),
+        (status = 401, description = "UNAUTHENTICATED", body = ErrorDoc),
+        (status = 403, description = "Not its patient", body = ErrorDoc),
+        (status = 404, description = "Missing or not visible", body = ErrorDoc),
+        (status = 409, description = "ALREADY_ACKNOWLEDGED, VERSION_CONFLICT", body = ErrorDoc),
+        (status = 412, description = "If-Match does not match", body = ErrorDoc),
+    ))]
+pub(crate) async fn acknowledge(
     state: web::Data<AppState>,
     req: HttpRequest,
     caller: Caller,

@@ -1,24 +1,39 @@
 //! Ratings.
 
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 
+use super::openapi::{ErrorDoc, IdempotencyKey, IfMatch};
+use super::{def, RouteDef};
 use crate::auth::Caller;
 use crate::db::run_blocking;
 use crate::error::AppError;
 use crate::extract::{path_id, Expected, Json};
+use crate::models::rating::Rating;
 use crate::server::AppState;
 use crate::services::ratings::{self, CreateInput, UpdateInput};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/ratings", web::post().to(create))
-        .route("/ratings/{id}", web::get().to(get))
-        .route("/ratings/{id}", web::put().to(update))
-        .route("/ratings/{id}", web::patch().to(update));
+pub(crate) fn routes() -> Vec<RouteDef> {
+    vec![
+        def(Method::POST, "/api/v1/ratings", web::route().to(create)),
+        def(Method::GET, "/api/v1/ratings/{id}", web::route().to(get)),
+        def(Method::PUT, "/api/v1/ratings/{id}", web::route().to(update)),
+    ]
 }
 
-/// `POST /api/v1/ratings`.
-async fn create(
+/// Rates a completed appointment (its patient; one per appointment).
+#[utoipa::path(post, operation_id = "ratings_create", path = "/api/v1/ratings", tag = "ratings", security(("bearer" = [])),
+    request_body = CreateInput, params(IdempotencyKey),
+    responses(
+        (status = 201, description = "Created", body = Rating, headers(("ETag" = String), ("Location" = String))),
+        (status = 400, description = "Not JSON", body = ErrorDoc),
+        (status = 401, description = "UNAUTHENTICATED", body = ErrorDoc),
+        (status = 403, description = "Not the appointment's patient", body = ErrorDoc),
+        (status = 404, description = "Appointment missing or not visible", body = ErrorDoc),
+        (status = 409, description = "RATING_EXISTS, IDEMPOTENCY_KEY_IN_USE", body = ErrorDoc),
+        (status = 422, description = "APPOINTMENT_NOT_COMPLETED, VALIDATION_FAILED, IDEMPOTENCY_KEY_MISMATCH", body = ErrorDoc),
+    ))]
+pub(crate) async fn create(
     state: web::Data<AppState>,
     caller: Caller,
     Json(input): Json<CreateInput>,
@@ -34,8 +49,15 @@ async fn create(
     ))
 }
 
-/// `GET /api/v1/ratings/{id}`.
-async fn get(
+/// A rating: its patient, its doctor or an admin.
+#[utoipa::path(get, operation_id = "ratings_get", path = "/api/v1/ratings/{id}", tag = "ratings", security(("bearer" = [])),
+    params(("id" = i32, Path, description = "Rating id")),
+    responses(
+        (status = 200, description = "The rating", body = Rating, headers(("ETag" = String))),
+        (status = 401, description = "UNAUTHENTICATED", body = ErrorDoc),
+        (status = 404, description = "Missing or not visible", body = ErrorDoc),
+    ))]
+pub(crate) async fn get(
     state: web::Data<AppState>,
     req: HttpRequest,
     caller: Caller,
@@ -45,8 +67,21 @@ async fn get(
     Ok(super::versioned(StatusCode::OK, found.version, &found))
 }
 
-/// `PUT /api/v1/ratings/{id}`.
-async fn update(
+/// Changes score or comment (its patient), optimistically.
+#[utoipa::path(put, operation_id = "ratings_update", path = "/api/v1/ratings/{id}", tag = "ratings", security(("bearer" = [])),
+    request_body = UpdateInput,
+    params(("id" = i32, Path, description = "Rating id"), IfMatch),
+    responses(
+        (status = 200, description = "Changed", body = Rating, headers(("ETag" = String))),
+        (status = 400, description = "Not JSON or malformed If-Match", body = ErrorDoc),
+        (status = 401, description = "UNAUTHENTICATED", body = ErrorDoc),
+        (status = 403, description = "Not its patient", body = ErrorDoc),
+        (status = 404, description = "Missing or not visible", body = ErrorDoc),
+        (status = 409, description = "VERSION_CONFLICT (with current)", body = ErrorDoc),
+        (status = 412, description = "If-Match does not match", body = ErrorDoc),
+        (status = 422, description = "VALIDATION_FAILED", body = ErrorDoc),
+    ))]
+pub(crate) async fn update(
     state: web::Data<AppState>,
     req: HttpRequest,
     caller: Caller,

@@ -20,12 +20,14 @@ use crate::services::pagination::{Cursor, Page};
 use crate::time::InputTime;
 
 /// `PUT`/`PATCH /appointments/{id}` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = AppointmentUpdate)]
 pub struct UpdateInput {
     #[serde(default)]
     pub status: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub scheduled_at: Option<InputTime>,
     #[serde(default)]
     pub duration_minutes: Option<i32>,

@@ -11,8 +11,9 @@ use crate::models::token;
 use crate::models::user::{self, NewUser, User};
 
 /// `POST /auth/register` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = Register)]
 pub struct RegisterInput {
     pub name: String,
     pub email: String,
@@ -20,8 +21,9 @@ pub struct RegisterInput {
 }
 
 /// `POST /auth/login` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = Login)]
 pub struct LoginInput {
     pub email: String,
     pub password: String,

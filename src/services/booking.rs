@@ -29,10 +29,13 @@ use crate::time::InputTime;
 const PATIENT_OVERLAP_CONSTRAINT: &str = "appointments_patient_no_overlap";
 
 /// `POST /appointments` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = Booking)]
 pub struct BookingInput {
     pub doctor_id: i32,
+    /// RFC 3339 with any offset, or `YYYY-MM-DD HH:MM:SS` (UTC); must be in the future.
+    #[schema(value_type = String, format = DateTime)]
     pub scheduled_at: InputTime,
     #[serde(rename = "type")]
     pub type_: String,

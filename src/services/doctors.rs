@@ -14,7 +14,8 @@ use crate::models::user::User;
 use crate::schema::{appointments, users};
 
 /// A doctor as the directory shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Doctor)]
 pub struct DoctorView {
     pub id: i32,
     pub name: String,
@@ -24,7 +25,7 @@ pub struct DoctorView {
 }
 
 /// A busy interval of a doctor.
-#[derive(Debug, Serialize, Queryable)]
+#[derive(Debug, Serialize, Queryable, utoipa::ToSchema)]
 pub struct BusyInterval {
     #[serde(serialize_with = "crate::time::serialize")]
     pub start: NaiveDateTime,

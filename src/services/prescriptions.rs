@@ -16,8 +16,9 @@ use crate::models::prescription::{self, Medication, NewPrescription, Prescriptio
 use crate::schema::prescriptions;
 
 /// `POST /prescriptions` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = PrescriptionCreate)]
 pub struct CreateInput {
     pub appointment_id: i32,
     pub medications: Vec<Medication>,
@@ -26,8 +27,9 @@ pub struct CreateInput {
 }
 
 /// `PUT /prescriptions/{id}` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = PrescriptionUpdate)]
 pub struct UpdateInput {
     #[serde(default)]
     pub medications: Option<Vec<Medication>>,
@@ -38,8 +40,9 @@ pub struct UpdateInput {
 }
 
 /// `POST /prescriptions/{id}/acknowledge` body.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = Acknowledge)]
 pub struct AcknowledgeInput {
     #[serde(default)]
     pub version: Option<i32>,

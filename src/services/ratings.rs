@@ -15,8 +15,9 @@ use crate::models::rating::{self, NewRating, Rating};
 use crate::schema::ratings;
 
 /// `POST /ratings` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = RatingCreate)]
 pub struct CreateInput {
     pub appointment_id: i32,
     pub score: i32,
@@ -25,8 +26,9 @@ pub struct CreateInput {
 }
 
 /// `PUT /ratings/{id}` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = RatingUpdate)]
 pub struct UpdateInput {
     #[serde(default)]
     pub score: Option<i32>,

@@ -16,8 +16,9 @@ use crate::models::user::{self, NewUser, User};
 use crate::schema::users;
 
 /// `POST /admin/users` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = UserCreate)]
 pub struct CreateUserInput {
     pub name: String,
     pub email: String,
@@ -46,8 +47,9 @@ impl CreateUserInput {
 }
 
 /// `PATCH /admin/users/{id}` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = UserUpdate)]
 pub struct UpdateUserInput {
     #[serde(default)]
     pub is_active: Option<bool>,
