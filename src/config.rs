@@ -23,6 +23,7 @@ pub struct Config {
     pub sqlite_busy_timeout: Duration,
     pub retry_attempts: u32,
     pub workers: usize,
+    pub metrics_token: Option<String>,
 }
 
 impl Config {
@@ -45,6 +46,7 @@ impl Config {
             retry_attempts: number("MEDBOOK_RETRY_ATTEMPTS", var("MEDBOOK_RETRY_ATTEMPTS"), 3)?
                 as u32,
             workers: number("MEDBOOK_WORKERS", var("MEDBOOK_WORKERS"), 0)? as usize,
+            metrics_token: var("MEDBOOK_METRICS_TOKEN"),
         })
     }
 
@@ -62,6 +64,7 @@ impl Config {
             sqlite_busy_timeout: Duration::from_secs(5),
             retry_attempts: 3,
             workers: 2,
+            metrics_token: None,
         }
     }
 

@@ -131,6 +131,21 @@ impl AppError {
         AppError::Unavailable(format!("connection pool: {err}"))
     }
 
+    /// The 409 code this error answers with, if it is a conflict.
+    pub fn conflict_code(&self) -> Option<ConflictCode> {
+        match self {
+            AppError::Conflict { code, .. } => Some(*code),
+            AppError::Database(e) => match classify(e) {
+                DbErrorClass::Deadlock | DbErrorClass::SerializationFailure | DbErrorClass::Busy => {
+                    Some(ConflictCode::DeadlockDetected)
+                }
+                DbErrorClass::LockTimeout => Some(ConflictCode::LockTimeout),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// The class of the database error inside, if this is one.
     pub fn db_class(&self) -> Option<DbErrorClass> {
         match self {

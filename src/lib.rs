@@ -14,6 +14,7 @@ pub mod routes;
 pub mod schema;
 pub mod server;
 pub mod services;
+pub mod telemetry;
 pub mod time;
 
 pub use error::AppError;

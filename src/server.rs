@@ -2,23 +2,30 @@
 //! integration tests.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use actix_web::dev::Server;
 use actix_web::{middleware, web, App, HttpServer};
 
 use crate::config::Config;
-use crate::db::{build_pool, run_migrations, DbPool, RetryPolicy};
+use crate::db::{build_pool, run_migrations, Contention, DbPool, RetryPolicy};
+use crate::telemetry::Telemetry;
 use crate::{auth, routes, services};
 
 /// What every handler can reach.
 pub struct AppState {
     pub pool: DbPool,
-    pub retry: RetryPolicy,
+    /// Retry policy and lock statistics of the locking paths.
+    pub contention: Contention,
+    pub telemetry: Arc<Telemetry>,
+    /// Bearer token `/metrics` requires, if set.
+    pub metrics_token: Option<String>,
 }
 
 /// Builds the pool, applies migrations and creates the bootstrap admin if configured.
 pub fn prepare(config: &Config) -> Result<web::Data<AppState>, String> {
-    let pool = build_pool(config);
+    let telemetry = Arc::new(Telemetry::default());
+    let pool = build_pool(config, Arc::clone(&telemetry));
     let mut conn = pool
         .get()
         .map_err(|e| format!("cannot connect to the database: {e}"))?;
@@ -39,10 +46,15 @@ pub fn prepare(config: &Config) -> Result<web::Data<AppState>, String> {
     }
     Ok(web::Data::new(AppState {
         pool,
-        retry: RetryPolicy {
-            retries: config.retry_attempts,
-            ..RetryPolicy::default()
+        contention: Contention {
+            policy: RetryPolicy {
+                retries: config.retry_attempts,
+                ..RetryPolicy::default()
+            },
+            stats: Arc::clone(&telemetry.locks),
         },
+        telemetry,
+        metrics_token: config.metrics_token.clone(),
     }))
 }
 
@@ -55,6 +67,7 @@ pub fn bind(
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .wrap(middleware::from_fn(crate::telemetry::http::track))
             .wrap(middleware::Logger::new("%a \"%r\" %s %b %Dms"))
             .configure(routes::configure)
     })

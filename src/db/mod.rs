@@ -12,7 +12,7 @@ use diesel::sqlite::SqliteConnection;
 pub use backend::{lock_users_in_order, write_transaction};
 pub use errors::{classify, DbErrorClass};
 pub use pool::{build_pool, run_blocking, run_migrations, DbPool};
-pub use retry::{with_retry, RetryPolicy};
+pub use retry::{with_retry, Contention, RetryPolicy};
 
 /// One connection type for both databases. Everything outside [`backend`] is written
 /// against this type and never asks which database it is on.

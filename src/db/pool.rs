@@ -5,8 +5,11 @@ use diesel::connection::{SimpleConnection, TransactionManager};
 use diesel::prelude::*;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
+use std::sync::Arc;
+
 use super::DbConn;
 use crate::config::{Backend, Config};
+use crate::telemetry::Telemetry;
 use crate::error::AppError;
 
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
@@ -88,13 +91,30 @@ impl r2d2::ManageConnection for ConnectionManager {
 
 /// Builds the pool without waiting for the database: a pool that starts while the database is
 /// down serves 503s and recovers by itself once it returns.
-pub fn build_pool(config: &Config) -> DbPool {
+pub fn build_pool(config: &Config, telemetry: Arc<Telemetry>) -> DbPool {
     r2d2::Pool::builder()
         .max_size(config.pool_size.max(1))
         .min_idle(Some(1))
         .connection_timeout(config.pool_timeout)
         .test_on_check_out(false)
+        .event_handler(Box::new(PoolEvents(telemetry)))
         .build_unchecked(ConnectionManager::new(config))
+}
+
+/// Feeds the pool's checkout waits and time-outs into the metrics.
+#[derive(Debug)]
+struct PoolEvents(Arc<Telemetry>);
+
+impl r2d2::HandleEvent for PoolEvents {
+    fn handle_checkout(&self, event: r2d2::event::CheckoutEvent) {
+        self.0.pool_wait.record(event.duration());
+    }
+
+    fn handle_timeout(&self, _event: r2d2::event::TimeoutEvent) {
+        self.0
+            .pool_timeouts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Applies the embedded migrations of the connection's backend.

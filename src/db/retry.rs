@@ -1,10 +1,13 @@
 //! Retrying whole transactions that lost to a deadlock, a serialization failure or SQLite BUSY.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
 
+use super::DbErrorClass;
 use crate::error::{AppError, ConflictCode};
+use crate::telemetry::LockStats;
 
 /// How often and how patiently a transaction is retried.
 #[derive(Debug, Clone, Copy)]
@@ -34,26 +37,37 @@ impl RetryPolicy {
     }
 }
 
-/// Runs `op` (a whole transaction) and runs it again when it failed for a transient reason.
+/// What the locking paths need besides a connection: the retry policy and the statistics.
+#[derive(Debug, Clone, Default)]
+pub struct Contention {
+    pub policy: RetryPolicy,
+    pub stats: Arc<LockStats>,
+}
+
+/// Runs `op` (a whole transaction; it gets the attempt number, from 1) and runs it again when
+/// it failed for a transient reason.
 ///
 /// `label` and `ids` name the operation in the `RETRY`/`DEADLOCK` log lines. When the retries
 /// run out the caller gets 409 `DEADLOCK_DETECTED`. Runs on a blocking thread: it sleeps.
 pub fn with_retry<T>(
-    policy: RetryPolicy,
+    contention: &Contention,
     label: &str,
     ids: &str,
-    mut op: impl FnMut() -> Result<T, AppError>,
+    mut op: impl FnMut(u32) -> Result<T, AppError>,
 ) -> Result<T, AppError> {
+    let policy = contention.policy;
     let mut retry = 0;
     loop {
-        let err = match op() {
+        let err = match op(retry + 1) {
             Ok(value) => return Ok(value),
             Err(err) => err,
         };
         let Some(class) = err.db_class().filter(|class| class.is_retryable()) else {
             return Err(err);
         };
+        let deadlock = class == DbErrorClass::Deadlock;
         if retry >= policy.retries {
+            contention.stats.exhausted(deadlock);
             log::error!(
                 "DEADLOCK {label} {ids}: retries exhausted after {} attempts ({class:?})",
                 retry + 1
@@ -63,6 +77,7 @@ pub fn with_retry<T>(
                 "Try again, access conflict detected",
             ));
         }
+        contention.stats.retried(deadlock);
         let delay = policy.delay(retry);
         retry += 1;
         log::warn!(
@@ -86,10 +101,13 @@ mod tests {
         ))
     }
 
-    fn fast() -> RetryPolicy {
-        RetryPolicy {
-            retries: 3,
-            base_delay: Duration::from_millis(1),
+    fn fast() -> Contention {
+        Contention {
+            policy: RetryPolicy {
+                retries: 3,
+                base_delay: Duration::from_millis(1),
+            },
+            stats: Arc::default(),
         }
     }
 
@@ -105,8 +123,10 @@ mod tests {
     #[test]
     fn transient_failure_is_retried_until_success() {
         let mut calls = 0;
-        let result = with_retry(fast(), "test", "", || {
+        let contention = fast();
+        let result = with_retry(&contention, "test", "", |attempt| {
             calls += 1;
+            assert_eq!(attempt, calls);
             if calls < 3 {
                 Err(deadlock())
             } else {
@@ -114,24 +134,29 @@ mod tests {
             }
         });
         assert_eq!(result.unwrap(), 3);
+        let view = contention.stats.view();
+        assert_eq!((view.retry_count, view.deadlock_count), (2, 2));
     }
 
     #[test]
     fn exhausted_retries_become_deadlock_detected() {
         let mut calls = 0;
-        let err = with_retry(fast(), "test", "", || -> Result<(), _> {
+        let contention = fast();
+        let err = with_retry(&contention, "test", "", |_| -> Result<(), _> {
             calls += 1;
             Err(deadlock())
         })
         .unwrap_err();
         assert_eq!(calls, 4);
+        let view = contention.stats.view();
+        assert_eq!((view.retry_count, view.retries_exhausted, view.deadlock_count), (3, 1, 4));
         assert_eq!(err.code(), "DEADLOCK_DETECTED");
     }
 
     #[test]
     fn other_errors_are_not_retried() {
         let mut calls = 0;
-        let err = with_retry(fast(), "test", "", || -> Result<(), _> {
+        let err = with_retry(&fast(), "test", "", |_| -> Result<(), _> {
             calls += 1;
             Err(AppError::NotFound)
         })

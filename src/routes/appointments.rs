@@ -77,9 +77,9 @@ pub(crate) async fn create(
     caller: Caller,
     Json(input): Json<BookingInput>,
 ) -> Result<HttpResponse, AppError> {
-    let policy = state.retry;
+    let contention = state.contention.clone();
     let booked = run_blocking(&state.pool, move |conn| {
-        booking::book(conn, &caller, &input, policy)
+        booking::book(conn, &caller, &input, &contention)
     })
     .await?;
     Ok(super::created(
@@ -195,9 +195,9 @@ pub(crate) async fn update(
 ) -> Result<HttpResponse, AppError> {
     let id = path_id(&req, "id")?;
     let expected = Expected::from_request(&req, input.version)?;
-    let policy = state.retry;
+    let contention = state.contention.clone();
     let updated = run_blocking(&state.pool, move |conn| {
-        appointments::update(conn, &caller, id, &input, expected, policy)
+        appointments::update(conn, &caller, id, &input, expected, &contention)
     })
     .await?;
     Ok(super::versioned(

@@ -7,6 +7,7 @@ pub(crate) mod appointments;
 pub(crate) mod auth;
 pub(crate) mod doctors;
 pub(crate) mod health;
+pub(crate) mod observability;
 pub mod openapi;
 pub(crate) mod prescriptions;
 pub(crate) mod ratings;
@@ -45,6 +46,7 @@ pub fn route_table() -> Vec<RouteDef> {
         prescriptions::routes(),
         ratings::routes(),
         openapi::routes(),
+        observability::routes(),
     ] {
         routes.extend(api);
     }

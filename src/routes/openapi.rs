@@ -117,6 +117,7 @@ impl Modify for BearerAuth {
         super::prescriptions::create, super::prescriptions::get, super::prescriptions::update,
         super::prescriptions::acknowledge,
         super::ratings::create, super::ratings::get, super::ratings::update,
+        super::observability::metrics, super::observability::lock_stats, super::observability::dashboard,
     ),
     tags(
         (name = "auth"), (name = "admin"), (name = "doctors"), (name = "appointments"),

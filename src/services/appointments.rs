@@ -9,7 +9,7 @@ use super::optimistic::update_versioned;
 use super::validate::Problems;
 use super::{party_of, visible_appointment};
 use crate::auth::Caller;
-use crate::db::{write_transaction, DbConn, RetryPolicy};
+use crate::db::{write_transaction, Contention, DbConn};
 use crate::domain::{transition, Party, Role, Status, TransitionError};
 use crate::error::AppError;
 use crate::extract::Expected;
@@ -100,7 +100,7 @@ pub fn update(
     id: i32,
     input: &UpdateInput,
     expected: Expected,
-    policy: RetryPolicy,
+    contention: &Contention,
 ) -> Result<Appointment, AppError> {
     let moves_slot = input.scheduled_at.is_some() || input.duration_minutes.is_some();
     if moves_slot && input.status.is_some() {
@@ -115,7 +115,7 @@ pub fn update(
             duration_minutes: input.duration_minutes,
             reason: input.reason.clone(),
         };
-        return booking::reschedule(conn, caller, id, &change, expected, policy);
+        return booking::reschedule(conn, caller, id, &change, expected, contention);
     }
     let target = match input.status.as_deref() {
         Some(raw) => Some(

@@ -4,6 +4,8 @@
 
 use std::time::Instant;
 
+use crate::telemetry::LockHold;
+
 use chrono::{Duration, NaiveDateTime};
 use serde::Deserialize;
 
@@ -12,7 +14,8 @@ use super::validate::Problems;
 use super::{party_of, visible_appointment};
 use crate::auth::Caller;
 use crate::db::{
-    classify, lock_users_in_order, with_retry, write_transaction, DbConn, DbErrorClass, RetryPolicy,
+    Contention,
+    classify, lock_users_in_order, with_retry, write_transaction, DbConn, DbErrorClass,
 };
 use crate::domain::{
     Party, Role, Status, APPOINTMENT_TYPES, DEFAULT_DURATION_MINUTES, MAX_DURATION_MINUTES,
@@ -71,7 +74,7 @@ pub fn book(
     conn: &mut DbConn,
     caller: &Caller,
     input: &BookingInput,
-    policy: RetryPolicy,
+    contention: &Contention,
 ) -> Result<Appointment, AppError> {
     let patient_id = match (caller.role, input.patient_id) {
         (Role::Patient, None) => caller.id,
@@ -107,17 +110,17 @@ pub fn book(
     let end = slot_end(start, duration);
     let ids = format!("doctor={} patient={patient_id}", input.doctor_id);
 
-    with_retry(policy, "book", &ids, || {
+    let slot = SlotRequest {
+        doctor_id: input.doctor_id,
+        patient_id,
+        start,
+        end,
+        except: None,
+        patient_named_by_admin: caller.role == Role::Admin,
+    };
+    let (booked, hold) = with_retry(contention, "book", &ids, |attempt| {
         write_transaction(conn, |conn| {
-            let locked = hold_slot(
-                conn,
-                input.doctor_id,
-                patient_id,
-                start,
-                end,
-                None,
-                caller.role == Role::Admin,
-            )?;
+            let hold = hold_slot(conn, contention, &slot, attempt)?;
             let now = crate::time::now();
             let booked = appointment::insert(
                 conn,
@@ -148,36 +151,57 @@ pub fn book(
                     at: now,
                 },
             )?;
-            log::info!(
-                "ATOMIC booked appointment={} {ids} lock_held_ms={}",
-                booked.id,
-                locked.elapsed().as_millis()
-            );
-            Ok(booked)
+            Ok((booked, hold))
         })
-    })
+    })?;
+    log::info!(
+        "ATOMIC booked appointment={} {ids} lock_held_ms={} (committed)",
+        booked.id,
+        hold.held().as_millis()
+    );
+    Ok(booked)
+}
+
+/// What [`hold_slot`] locks and checks.
+#[derive(Debug, Clone, Copy)]
+struct SlotRequest {
+    doctor_id: i32,
+    patient_id: i32,
+    start: NaiveDateTime,
+    end: NaiveDateTime,
+    /// The appointment being moved, which may overlap its own old slot.
+    except: Option<i32>,
+    /// An admin named the patient: a wrong id is a validation error, not a 403.
+    patient_named_by_admin: bool,
 }
 
 /// Locks both calendars' owners and checks that `[start, end)` is free in both.
 ///
 /// Runs inside [`write_transaction`]; the row locks (PostgreSQL) or the write lock (SQLite)
 /// keep every other booking of this doctor or this patient out until commit, which is what
-/// makes the overlap checks below safe. Returns when the lock was taken, for the logs.
+/// makes the overlap checks below safe. The returned guard records the hold time in the
+/// lock statistics when dropped (after commit or rollback).
 fn hold_slot(
     conn: &mut DbConn,
-    doctor_id: i32,
-    patient_id: i32,
-    start: NaiveDateTime,
-    end: NaiveDateTime,
-    except: Option<i32>,
-    patient_named_by_admin: bool,
-) -> Result<Instant, AppError> {
-    let waited = Instant::now();
+    contention: &Contention,
+    slot: &SlotRequest,
+    attempt: u32,
+) -> Result<LockHold, AppError> {
+    let SlotRequest {
+        doctor_id,
+        patient_id,
+        start,
+        end,
+        except,
+        patient_named_by_admin,
+    } = *slot;
+    let waiting = Instant::now();
     let users = lock_users_in_order(conn, &[doctor_id, patient_id])?;
-    let locked = Instant::now();
+    let wait = waiting.elapsed();
+    let hold = contention.stats.acquired(doctor_id, wait);
     log::info!(
-        "LOCK users doctor={doctor_id} patient={patient_id} wait_ms={}",
-        (locked - waited).as_millis()
+        "LOCK acquired users doctor={doctor_id} patient={patient_id} wait_ms={} attempt={attempt}",
+        wait.as_millis()
     );
     let doctor = users
         .iter()
@@ -206,12 +230,13 @@ fn hold_slot(
         ));
     }
     if appointment::overlaps(conn, Calendar::Doctor(doctor_id), start, end, except)? {
+        contention.stats.slot_conflict(doctor_id);
         return Err(slot_taken());
     }
     if appointment::overlaps(conn, Calendar::Patient(patient_id), start, end, except)? {
         return Err(patient_busy());
     }
-    Ok(locked)
+    Ok(hold)
 }
 
 fn slot_taken() -> AppError {
@@ -261,7 +286,7 @@ pub fn reschedule(
     id: i32,
     change: &Reschedule,
     expected: Expected,
-    policy: RetryPolicy,
+    contention: &Contention,
 ) -> Result<Appointment, AppError> {
     update_versioned(
         conn,
@@ -296,22 +321,24 @@ pub fn reschedule(
                 "appointment={id} doctor={} patient={}",
                 current.doctor_id, current.patient_id
             );
-            with_retry(policy, "reschedule", &ids, || {
+            let slot = SlotRequest {
+                doctor_id: current.doctor_id,
+                patient_id: current.patient_id,
+                start,
+                end,
+                except: Some(id),
+                patient_named_by_admin: false,
+            };
+            let moved = with_retry(contention, "reschedule", &ids, |attempt| {
                 write_transaction(conn, |conn| {
-                    let locked = hold_slot(
-                        conn,
-                        current.doctor_id,
-                        current.patient_id,
-                        start,
-                        end,
-                        Some(id),
-                        false,
-                    )?;
+                    let hold = hold_slot(conn, contention, &slot, attempt)?;
                     let now = crate::time::now();
                     let reason = change.reason.as_deref().or(current.reason.as_deref());
                     let moved = move_slot(conn, current, start, duration, end, reason, now)
                         .map_err(map_slot_conflict)?;
-                    let Some(moved) = moved else { return Ok(None) };
+                    let Some(moved) = moved else {
+                        return Ok(None);
+                    };
                     history::append(
                         conn,
                         &NewHistoryEntry {
@@ -324,14 +351,17 @@ pub fn reschedule(
                             at: now,
                         },
                     )?;
-                    log::info!(
-                        "ATOMIC rescheduled {ids} version={} lock_held_ms={}",
-                        moved.version,
-                        locked.elapsed().as_millis()
-                    );
-                    Ok(Some(moved))
+                    Ok(Some((moved, hold)))
                 })
-            })
+            })?;
+            Ok(moved.map(|(moved, hold)| {
+                log::info!(
+                    "ATOMIC rescheduled {ids} version={} lock_held_ms={} (committed)",
+                    moved.version,
+                    hold.held().as_millis()
+                );
+                moved
+            }))
         },
     )
 }

@@ -1,0 +1,71 @@
+//! Operators' views: `/metrics`, the lock statistics, and the `/admin` dashboard page.
+
+use actix_web::http::{header, Method};
+use actix_web::{web, HttpRequest, HttpResponse};
+use sha2::{Digest, Sha256};
+
+use super::openapi::ErrorDoc;
+use super::{def, RouteDef};
+use crate::auth::Caller;
+use crate::error::AppError;
+use crate::server::AppState;
+use crate::telemetry::{self, LockStatsView};
+
+pub(crate) fn routes() -> Vec<RouteDef> {
+    vec![
+        def(Method::GET, "/metrics", web::route().to(metrics)),
+        def(Method::GET, "/api/v1/admin/lock-stats", web::route().to(lock_stats)),
+        def(Method::GET, "/admin", web::route().to(dashboard)),
+    ]
+}
+
+/// Prometheus metrics (OpenMetrics text). Open unless `MEDBOOK_METRICS_TOKEN` is set; then
+/// that bearer token is required.
+#[utoipa::path(get, operation_id = "observability_metrics", path = "/metrics", tag = "operations",
+    responses(
+        (status = 200, description = "Metrics in the Prometheus/OpenMetrics text format", content_type = "application/openmetrics-text"),
+        (status = 401, description = "MEDBOOK_METRICS_TOKEN is set and was not given", body = ErrorDoc),
+    ))]
+pub(crate) async fn metrics(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, AppError> {
+    if let Some(expected) = &state.metrics_token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        // Compare digests, so the comparison time does not depend on the token.
+        if Sha256::digest(given.as_bytes()) != Sha256::digest(expected.as_bytes()) {
+            return Err(AppError::Unauthenticated);
+        }
+    }
+    let text = telemetry::render(&state.telemetry, &state.pool)
+        .map_err(|e| AppError::internal(format!("metrics encoding: {e}")))?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(text))
+}
+
+/// Lock statistics of this process (admin only).
+#[utoipa::path(get, operation_id = "observability_lock_stats", path = "/api/v1/admin/lock-stats", tag = "admin",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Lock statistics since start", body = LockStatsView),
+        (status = 401, description = "UNAUTHENTICATED", body = ErrorDoc),
+        (status = 403, description = "Not an admin", body = ErrorDoc),
+    ))]
+pub(crate) async fn lock_stats(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, AppError> {
+    caller.require_admin()?;
+    Ok(HttpResponse::Ok().json(state.telemetry.locks.view()))
+}
+
+/// The live lock dashboard: one self-contained page (no CDN) that signs in and polls
+/// the lock statistics.
+#[utoipa::path(get, operation_id = "observability_dashboard", path = "/admin", tag = "operations",
+    responses((status = 200, description = "The dashboard page", content_type = "text/html")))]
+pub(crate) async fn dashboard() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(include_str!("../../static/admin.html"))
+}

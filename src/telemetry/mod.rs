@@ -1,0 +1,111 @@
+//! Observability: lock statistics, HTTP and pool metrics, and their Prometheus rendering.
+
+pub mod histogram;
+pub mod http;
+pub mod lock_stats;
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+
+pub use histogram::AtomicHistogram;
+pub use lock_stats::{LockHold, LockStats, LockStatsView};
+
+use crate::db::DbPool;
+
+/// Everything one process measures.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    pub locks: Arc<LockStats>,
+    pub http: http::HttpStats,
+    /// Time spent waiting for a pooled connection.
+    pub pool_wait: AtomicHistogram,
+    /// Requests that gave up waiting for a pooled connection (503).
+    pub pool_timeouts: std::sync::atomic::AtomicU64,
+}
+
+/// Renders the Prometheus text exposition of `telemetry` and the pool's state.
+pub fn render(telemetry: &Arc<Telemetry>, pool: &DbPool) -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::with_prefix("medbook");
+    registry.register_collector(Box::new(Collector {
+        telemetry: Arc::clone(telemetry),
+        pool: pool.clone(),
+    }));
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry)?;
+    Ok(out)
+}
+
+#[derive(Debug)]
+struct Collector {
+    telemetry: Arc<Telemetry>,
+    pool: DbPool,
+}
+
+fn histogram(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    snapshot: &histogram::Snapshot,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?;
+    metric.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+        snapshot.sum_seconds(),
+        snapshot.count,
+        &snapshot.prometheus_buckets(),
+        None,
+    )
+}
+
+fn counter(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> Result<(), std::fmt::Error> {
+    ConstCounter::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Counter)?)
+}
+
+fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: i64) -> Result<(), std::fmt::Error> {
+    ConstGauge::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)
+}
+
+impl prometheus_client::collector::Collector for Collector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let locks = &self.telemetry.locks;
+        for (name, help, value) in locks.counters() {
+            counter(&mut encoder, name.trim_start_matches("medbook_"), help, value)?;
+        }
+        gauge(&mut encoder, "locks_active", "Booking transactions holding row locks now", locks.active())?;
+        let (wait, hold) = locks.histograms();
+        histogram(&mut encoder, "lock_wait", "Time waiting for the booking path's row locks", &wait)?;
+        histogram(&mut encoder, "lock_hold", "Time the booking path held its row locks", &hold)?;
+        {
+            let mut family = encoder.encode_descriptor(
+                "conflicts",
+                "409 responses by code",
+                None,
+                MetricType::Counter,
+            )?;
+            for (code, n) in locks.conflict_counts() {
+                ConstCounter::new(n).encode(family.encode_family(&[("code", code)])?)?;
+            }
+        }
+        self.telemetry.http.encode(&mut encoder)?;
+        let state = self.pool.state();
+        gauge(&mut encoder, "pool_connections", "Open database connections", i64::from(state.connections))?;
+        gauge(&mut encoder, "pool_idle_connections", "Idle database connections", i64::from(state.idle_connections))?;
+        gauge(&mut encoder, "pool_max_connections", "Pool size", i64::from(self.pool.max_size()))?;
+        histogram(
+            &mut encoder,
+            "pool_wait",
+            "Time requests waited for a database connection",
+            &self.telemetry.pool_wait.snapshot(),
+        )?;
+        counter(
+            &mut encoder,
+            "pool_timeouts",
+            "Requests that found no database connection in time (503)",
+            self.telemetry.pool_timeouts.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+}
