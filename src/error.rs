@@ -136,9 +136,9 @@ impl AppError {
         match self {
             AppError::Conflict { code, .. } => Some(*code),
             AppError::Database(e) => match classify(e) {
-                DbErrorClass::Deadlock | DbErrorClass::SerializationFailure | DbErrorClass::Busy => {
-                    Some(ConflictCode::DeadlockDetected)
-                }
+                DbErrorClass::Deadlock
+                | DbErrorClass::SerializationFailure
+                | DbErrorClass::Busy => Some(ConflictCode::DeadlockDetected),
                 DbErrorClass::LockTimeout => Some(ConflictCode::LockTimeout),
                 _ => None,
             },

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use super::DbConn;
 use crate::config::{Backend, Config};
-use crate::telemetry::Telemetry;
 use crate::error::AppError;
+use crate::telemetry::Telemetry;
 
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");

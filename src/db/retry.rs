@@ -149,7 +149,14 @@ mod tests {
         .unwrap_err();
         assert_eq!(calls, 4);
         let view = contention.stats.view();
-        assert_eq!((view.retry_count, view.retries_exhausted, view.deadlock_count), (3, 1, 4));
+        assert_eq!(
+            (
+                view.retry_count,
+                view.retries_exhausted,
+                view.deadlock_count
+            ),
+            (3, 1, 4)
+        );
         assert_eq!(err.code(), "DEADLOCK_DETECTED");
     }
 

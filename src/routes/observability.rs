@@ -14,7 +14,11 @@ use crate::telemetry::{self, LockStatsView};
 pub(crate) fn routes() -> Vec<RouteDef> {
     vec![
         def(Method::GET, "/metrics", web::route().to(metrics)),
-        def(Method::GET, "/api/v1/admin/lock-stats", web::route().to(lock_stats)),
+        def(
+            Method::GET,
+            "/api/v1/admin/lock-stats",
+            web::route().to(lock_stats),
+        ),
         def(Method::GET, "/admin", web::route().to(dashboard)),
     ]
 }
@@ -26,7 +30,10 @@ pub(crate) fn routes() -> Vec<RouteDef> {
         (status = 200, description = "Metrics in the Prometheus/OpenMetrics text format", content_type = "application/openmetrics-text"),
         (status = 401, description = "MEDBOOK_METRICS_TOKEN is set and was not given", body = ErrorDoc),
     ))]
-pub(crate) async fn metrics(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, AppError> {
+pub(crate) async fn metrics(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, AppError> {
     if let Some(expected) = &state.metrics_token {
         let given = req
             .headers()
@@ -54,7 +61,10 @@ pub(crate) async fn metrics(state: web::Data<AppState>, req: HttpRequest) -> Res
         (status = 401, description = "UNAUTHENTICATED", body = ErrorDoc),
         (status = 403, description = "Not an admin", body = ErrorDoc),
     ))]
-pub(crate) async fn lock_stats(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, AppError> {
+pub(crate) async fn lock_stats(
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> Result<HttpResponse, AppError> {
     caller.require_admin()?;
     Ok(HttpResponse::Ok().json(state.telemetry.locks.view()))
 }

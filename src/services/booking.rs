@@ -14,8 +14,7 @@ use super::validate::Problems;
 use super::{party_of, visible_appointment};
 use crate::auth::Caller;
 use crate::db::{
-    Contention,
-    classify, lock_users_in_order, with_retry, write_transaction, DbConn, DbErrorClass,
+    classify, lock_users_in_order, with_retry, write_transaction, Contention, DbConn, DbErrorClass,
 };
 use crate::domain::{
     Party, Role, Status, APPOINTMENT_TYPES, DEFAULT_DURATION_MINUTES, MAX_DURATION_MINUTES,

@@ -87,7 +87,11 @@ impl HttpStats {
             )?;
             for ((route, method, status), s) in &series {
                 let status = status.to_string();
-                let labels = [("route", route.as_str()), ("method", method.as_str()), ("status", status.as_str())];
+                let labels = [
+                    ("route", route.as_str()),
+                    ("method", method.as_str()),
+                    ("status", status.as_str()),
+                ];
                 ConstCounter::new(s.count.load(Relaxed)).encode(family.encode_family(&labels)?)?;
             }
         }
@@ -99,14 +103,20 @@ impl HttpStats {
         )?;
         for ((route, method, status), s) in &series {
             let status = status.to_string();
-            let labels = [("route", route.as_str()), ("method", method.as_str()), ("status", status.as_str())];
+            let labels = [
+                ("route", route.as_str()),
+                ("method", method.as_str()),
+                ("status", status.as_str()),
+            ];
             let snapshot = s.latency.snapshot();
-            family.encode_family(&labels)?.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-                snapshot.sum_seconds(),
-                snapshot.count,
-                &snapshot.prometheus_buckets(),
-                None,
-            )?;
+            family
+                .encode_family(&labels)?
+                .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                    snapshot.sum_seconds(),
+                    snapshot.count,
+                    &snapshot.prometheus_buckets(),
+                    None,
+                )?;
         }
         Ok(())
     }
@@ -118,13 +128,18 @@ pub async fn track(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
     let method = req.method().as_str().to_owned();
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let response = next.call(req).await?;
     if let Some(state) = state {
         let status = response.status().as_u16();
-        state.telemetry.http.record(&route, &method, status, started.elapsed());
+        state
+            .telemetry
+            .http
+            .record(&route, &method, status, started.elapsed());
         if let Some(code) = response
             .response()
             .error()

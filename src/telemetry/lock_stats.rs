@@ -235,11 +235,31 @@ impl LockStats {
     /// Counter values for `/metrics`: acquisitions, deadlocks, retries, exhausted, timeouts.
     pub fn counters(&self) -> [(&'static str, &'static str, u64); 5] {
         [
-            ("medbook_lock_acquisitions", "Booking-path row-lock acquisitions", self.acquisitions.load(Relaxed)),
-            ("medbook_deadlocks", "Deadlocks reported by the database", self.deadlocks.load(Relaxed)),
-            ("medbook_transaction_retries", "Transactions retried after a deadlock, serialization failure or SQLite BUSY", self.retries.load(Relaxed)),
-            ("medbook_transaction_retries_exhausted", "Transactions that ran out of retries (409 DEADLOCK_DETECTED)", self.retries_exhausted.load(Relaxed)),
-            ("medbook_lock_timeouts", "Lock waits that hit lock_timeout (409 LOCK_TIMEOUT)", self.lock_timeouts.load(Relaxed)),
+            (
+                "medbook_lock_acquisitions",
+                "Booking-path row-lock acquisitions",
+                self.acquisitions.load(Relaxed),
+            ),
+            (
+                "medbook_deadlocks",
+                "Deadlocks reported by the database",
+                self.deadlocks.load(Relaxed),
+            ),
+            (
+                "medbook_transaction_retries",
+                "Transactions retried after a deadlock, serialization failure or SQLite BUSY",
+                self.retries.load(Relaxed),
+            ),
+            (
+                "medbook_transaction_retries_exhausted",
+                "Transactions that ran out of retries (409 DEADLOCK_DETECTED)",
+                self.retries_exhausted.load(Relaxed),
+            ),
+            (
+                "medbook_lock_timeouts",
+                "Lock waits that hit lock_timeout (409 LOCK_TIMEOUT)",
+                self.lock_timeouts.load(Relaxed),
+            ),
         ]
     }
 
@@ -352,7 +372,11 @@ mod tests {
         assert_eq!(view.retry_count, 8 * 50);
         assert_eq!(view.deadlock_count, 8 * 50);
         assert_eq!(view.retries_exhausted, 8);
-        let doctor_conflicts: u64 = view.top_contended_doctors.iter().map(|d| d.slot_conflicts).sum();
+        let doctor_conflicts: u64 = view
+            .top_contended_doctors
+            .iter()
+            .map(|d| d.slot_conflicts)
+            .sum();
         assert_eq!(doctor_conflicts, 8_000);
         assert_eq!(view.top_contended_doctors.len(), 10);
     }

@@ -52,7 +52,8 @@ fn histogram(
     help: &str,
     snapshot: &histogram::Snapshot,
 ) -> Result<(), std::fmt::Error> {
-    let mut metric = encoder.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?;
+    let mut metric =
+        encoder.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?;
     metric.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
         snapshot.sum_seconds(),
         snapshot.count,
@@ -61,11 +62,26 @@ fn histogram(
     )
 }
 
-fn counter(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> Result<(), std::fmt::Error> {
-    ConstCounter::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Counter)?)
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    ConstCounter::new(value).encode(encoder.encode_descriptor(
+        name,
+        help,
+        None,
+        MetricType::Counter,
+    )?)
 }
 
-fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: i64) -> Result<(), std::fmt::Error> {
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: i64,
+) -> Result<(), std::fmt::Error> {
     ConstGauge::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)
 }
 
@@ -73,12 +89,32 @@ impl prometheus_client::collector::Collector for Collector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let locks = &self.telemetry.locks;
         for (name, help, value) in locks.counters() {
-            counter(&mut encoder, name.trim_start_matches("medbook_"), help, value)?;
+            counter(
+                &mut encoder,
+                name.trim_start_matches("medbook_"),
+                help,
+                value,
+            )?;
         }
-        gauge(&mut encoder, "locks_active", "Booking transactions holding row locks now", locks.active())?;
+        gauge(
+            &mut encoder,
+            "locks_active",
+            "Booking transactions holding row locks now",
+            locks.active(),
+        )?;
         let (wait, hold) = locks.histograms();
-        histogram(&mut encoder, "lock_wait", "Time waiting for the booking path's row locks", &wait)?;
-        histogram(&mut encoder, "lock_hold", "Time the booking path held its row locks", &hold)?;
+        histogram(
+            &mut encoder,
+            "lock_wait",
+            "Time waiting for the booking path's row locks",
+            &wait,
+        )?;
+        histogram(
+            &mut encoder,
+            "lock_hold",
+            "Time the booking path held its row locks",
+            &hold,
+        )?;
         {
             let mut family = encoder.encode_descriptor(
                 "conflicts",
@@ -92,9 +128,24 @@ impl prometheus_client::collector::Collector for Collector {
         }
         self.telemetry.http.encode(&mut encoder)?;
         let state = self.pool.state();
-        gauge(&mut encoder, "pool_connections", "Open database connections", i64::from(state.connections))?;
-        gauge(&mut encoder, "pool_idle_connections", "Idle database connections", i64::from(state.idle_connections))?;
-        gauge(&mut encoder, "pool_max_connections", "Pool size", i64::from(self.pool.max_size()))?;
+        gauge(
+            &mut encoder,
+            "pool_connections",
+            "Open database connections",
+            i64::from(state.connections),
+        )?;
+        gauge(
+            &mut encoder,
+            "pool_idle_connections",
+            "Idle database connections",
+            i64::from(state.idle_connections),
+        )?;
+        gauge(
+            &mut encoder,
+            "pool_max_connections",
+            "Pool size",
+            i64::from(self.pool.max_size()),
+        )?;
         histogram(
             &mut encoder,
             "pool_wait",
@@ -105,7 +156,9 @@ impl prometheus_client::collector::Collector for Collector {
             &mut encoder,
             "pool_timeouts",
             "Requests that found no database connection in time (503)",
-            self.telemetry.pool_timeouts.load(std::sync::atomic::Ordering::Relaxed),
+            self.telemetry
+                .pool_timeouts
+                .load(std::sync::atomic::Ordering::Relaxed),
         )
     }
 }

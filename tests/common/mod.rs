@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{Duration as ChronoDuration, Utc};
 use diesel::connection::SimpleConnection;
@@ -419,4 +419,70 @@ pub fn slot(days: i64, hour: u32, minute: u32) -> String {
     let day = (Utc::now() + ChronoDuration::days(days)).date_naive();
     let at = day.and_hms_opt(hour, minute, 0).unwrap();
     format!("{}Z", at.format("%Y-%m-%dT%H:%M:%S"))
+}
+
+/// Waits until some session of the test database waits for a row lock.
+pub fn wait_for_lock_waiter(db_url: &str) {
+    let mut watcher = PgConnection::establish(db_url).unwrap();
+    #[derive(QueryableByName)]
+    struct Waiting {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: Waiting = diesel::sql_query(
+            "SELECT COUNT(*) AS n FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .get_result(&mut watcher)
+        .unwrap();
+        if waiting.n > 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no booking ever waited for the lock"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Holds the patient's row, waits for the booking to queue behind it (holding the doctor's
+/// row), then asks for the doctor's row: a genuine deadlock. This session waits 30 s before
+/// running the deadlock check, the app's sessions 1 s, so PostgreSQL aborts the booking.
+/// Returns once the patient's row is held for the first round; the rounds run in a thread.
+pub fn deadlock_booking(
+    db_url: &str,
+    doctor_id: i64,
+    patient_id: i64,
+    rounds: usize,
+) -> std::thread::JoinHandle<()> {
+    let mut conn = PgConnection::establish(db_url).unwrap();
+    conn.batch_execute("SET deadlock_timeout = '30s'").unwrap();
+    let lock_patient = format!("BEGIN; SELECT id FROM users WHERE id = {patient_id} FOR UPDATE");
+    conn.batch_execute(&lock_patient).unwrap();
+    let db_url = db_url.to_owned();
+    std::thread::spawn(move || deadlock_rounds(conn, &db_url, doctor_id, &lock_patient, rounds))
+}
+
+fn deadlock_rounds(
+    mut conn: PgConnection,
+    db_url: &str,
+    doctor_id: i64,
+    lock_patient: &str,
+    rounds: usize,
+) {
+    for round in 0..rounds {
+        if round > 0 {
+            // The booking sleeps at least 100 ms before its retry: plenty of time.
+            conn.batch_execute(lock_patient).unwrap();
+        }
+        wait_for_lock_waiter(db_url);
+        conn.batch_execute(&format!(
+            "SELECT id FROM users WHERE id = {doctor_id} FOR UPDATE"
+        ))
+        .expect("the booking, not this session, is chosen as the deadlock victim");
+        conn.batch_execute("COMMIT").unwrap();
+    }
 }

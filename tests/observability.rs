@@ -1,0 +1,320 @@
+//! Lock statistics, /metrics, the dashboard page and what the logs may not contain.
+
+mod common;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{slot, Backend, TestApp};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+both_backends!(
+    lock_stats_and_metrics_count_bookings_and_conflicts,
+    dashboard_page_is_self_contained
+);
+
+async fn metrics_text(app: &TestApp, token: Option<&str>) -> (StatusCode, String) {
+    let mut req = app.client.get(format!("{}/metrics", app.base));
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    let response = req.send().await.unwrap();
+    (response.status(), response.text().await.unwrap())
+}
+
+fn metric_line(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix) && l[prefix.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+async fn lock_stats_and_metrics_count_bookings_and_conflicts(app: TestApp) {
+    let doctor = app.doctor().await;
+    let patients = app.patients(8).await;
+    for (i, p) in patients[..5].iter().enumerate() {
+        app.booked(p, &doctor, &slot(3, 9 + i as u32, 0)).await;
+    }
+    for p in &patients[5..] {
+        assert_eq!(
+            app.book(p, &doctor, &slot(3, 9, 0), 30).await.code(),
+            "SLOT_TAKEN"
+        );
+    }
+    let stats = app.get("/api/v1/admin/lock-stats", &app.admin).await;
+    assert_eq!(stats.status, StatusCode::OK, "{:?}", stats.body);
+    let s = &stats.body;
+    assert_eq!(s["lock_acquisitions"], 8);
+    assert_eq!(s["active_locks"], 0);
+    assert_eq!(s["hold"]["count"], 8);
+    assert_eq!(s["wait"]["count"], 8);
+    assert_eq!(s["conflicts"], json!({"SLOT_TAKEN": 3}));
+    assert_eq!(
+        (
+            s["retry_count"].as_u64(),
+            s["deadlock_count"].as_u64(),
+            s["lock_timeouts"].as_u64()
+        ),
+        (Some(0), Some(0), Some(0))
+    );
+    assert!(s["max_duration_ms"].as_f64().unwrap() >= s["avg_duration_ms"].as_f64().unwrap());
+    assert!(s["p99_duration_ms"].as_f64().unwrap() <= s["max_duration_ms"].as_f64().unwrap());
+    assert_eq!(s["top_contended_doctors"][0]["doctor_id"], doctor.id);
+    assert_eq!(s["top_contended_doctors"][0]["slot_conflicts"], 3);
+    assert_eq!(
+        app.get("/api/v1/admin/lock-stats", &patients[0])
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+
+    let (status, text) = metrics_text(&app, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        metric_line(&text, "medbook_lock_acquisitions_total"),
+        Some(8.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric_line(&text, "medbook_conflicts_total{code=\"SLOT_TAKEN\"}"),
+        Some(3.0)
+    );
+    assert_eq!(
+        metric_line(&text, "medbook_lock_hold_seconds_count"),
+        Some(8.0)
+    );
+    assert_eq!(metric_line(&text, "medbook_locks_active"), Some(0.0));
+    assert_eq!(metric_line(&text, "medbook_deadlocks_total"), Some(0.0));
+    assert_eq!(
+        metric_line(&text, "medbook_http_requests_total{route=\"/api/v1/appointments\",method=\"POST\",status=\"201\"}"),
+        Some(5.0)
+    );
+    assert_eq!(
+        metric_line(&text, "medbook_http_requests_total{route=\"/api/v1/appointments\",method=\"POST\",status=\"409\"}"),
+        Some(3.0)
+    );
+    assert!(text.contains("medbook_http_request_duration_seconds_bucket{"));
+    assert!(metric_line(&text, "medbook_pool_connections").unwrap() >= 1.0);
+    assert_eq!(
+        metric_line(&text, "medbook_pool_max_connections"),
+        Some(8.0)
+    );
+    assert!(text.trim_end().ends_with("# EOF"));
+}
+
+async fn dashboard_page_is_self_contained(app: TestApp) {
+    let response = app
+        .client
+        .get(format!("{}/admin", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let html = response.text().await.unwrap();
+    assert!(html.contains("/api/v1/admin/lock-stats") && html.contains("/api/v1/auth/login"));
+    for external in ["http://", "https://", "<link", "src="] {
+        assert!(
+            !html.contains(external),
+            "the page loads something from outside: {external}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_require_the_token_when_one_is_configured() {
+    let app = TestApp::start_with(Backend::Sqlite, |c| {
+        c.metrics_token = Some("scrape-secret".into())
+    })
+    .await
+    .unwrap();
+    assert_eq!(metrics_text(&app, None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        metrics_text(&app, Some("wrong")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        metrics_text(&app, Some("scrape-secret")).await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_deadlock_shows_in_the_statistics() {
+    let Some(app) = TestApp::start(Backend::Postgres).await else {
+        return;
+    };
+    let doctor = app.doctor().await;
+    let patient = app.patient().await;
+    let (url, d, p) = (app.db_url.clone(), doctor.id, patient.id);
+    let blocker = tokio::task::spawn_blocking(move || common::deadlock_booking(&url, d, p, 1))
+        .await
+        .unwrap();
+    let answer = app.book(&patient, &doctor, &slot(3, 10, 0), 30).await;
+    blocker.join().unwrap();
+    assert_eq!(answer.status, StatusCode::CREATED);
+    let s = app.get("/api/v1/admin/lock-stats", &app.admin).await.body;
+    assert_eq!(
+        (s["deadlock_count"].as_u64(), s["retry_count"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(
+        s["lock_acquisitions"], 1,
+        "the aborted attempt never held both locks"
+    );
+    assert_eq!(s["retries_exhausted"], 0);
+    let (_, text) = metrics_text(&app, None).await;
+    assert_eq!(metric_line(&text, "medbook_deadlocks_total"), Some(1.0));
+    assert_eq!(
+        metric_line(&text, "medbook_transaction_retries_total"),
+        Some(1.0)
+    );
+}
+
+/// Runs the real binary with debug logging through a session that handles every secret the
+/// API sees, and checks that none of them reaches the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn logs_carry_tags_and_ids_but_no_passwords_tokens_or_prescriptions() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin_password = "Adm1n-Secret-Passw0rd";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_medbook"))
+        .env("DATABASE_URL", dir.path().join("log.db"))
+        .env("MEDBOOK_LISTEN", "127.0.0.1:0")
+        .env("MEDBOOK_ADMIN_EMAIL", "root@medbook.test")
+        .env("MEDBOOK_ADMIN_PASSWORD", admin_password)
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        let mut log = String::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match stderr.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    log.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    let _ = tx.send(log.clone());
+                }
+            }
+        }
+        log
+    });
+    let mut base = None;
+    while base.is_none() {
+        let log = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server starts");
+        base = log
+            .split("listening on ")
+            .nth(1)
+            .map(|rest| rest.split_whitespace().next().unwrap().to_owned());
+    }
+    let base = base.unwrap();
+    let client = reqwest::Client::new();
+    let call = |method: Method, path: &str, token: Option<&str>, body: serde_json::Value| {
+        let mut req = client.request(method, format!("{base}{path}")).json(&body);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        async move {
+            let response = req.send().await.unwrap();
+            let status = response.status();
+            (
+                status,
+                response
+                    .json::<serde_json::Value>()
+                    .await
+                    .unwrap_or_default(),
+            )
+        }
+    };
+    let (_, admin) = call(
+        Method::POST,
+        "/api/v1/auth/login",
+        None,
+        json!({"email": "root@medbook.test", "password": admin_password}),
+    )
+    .await;
+    let admin_token = admin["token"].as_str().unwrap().to_owned();
+    let (_, doctor) = call(Method::POST, "/api/v1/admin/users", Some(&admin_token),
+        json!({"name": "Dr Log", "email": "drlog@medbook.test", "password": "Doct0r-Secret-Pass", "role": "doctor"})).await;
+    let (_, doctor_login) = call(
+        Method::POST,
+        "/api/v1/auth/login",
+        None,
+        json!({"email": "drlog@medbook.test", "password": "Doct0r-Secret-Pass"}),
+    )
+    .await;
+    let doctor_token = doctor_login["token"].as_str().unwrap().to_owned();
+    let (_, patient) = call(Method::POST, "/api/v1/auth/register", None,
+        json!({"name": "Pat Log", "email": "patlog@medbook.test", "password": "Pati3nt-Secret-Pass"})).await;
+    let patient_token = patient["token"].as_str().unwrap().to_owned();
+    let (_, wrong) = call(
+        Method::POST,
+        "/api/v1/auth/login",
+        None,
+        json!({"email": "patlog@medbook.test", "password": "Wr0ng-Secret-Guess"}),
+    )
+    .await;
+    assert_eq!(wrong["code"], "UNAUTHENTICATED");
+    let (status, booked) = call(Method::POST, "/api/v1/appointments", Some(&patient_token),
+        json!({"doctor_id": doctor["id"], "scheduled_at": slot(3, 10, 0), "type": "in_person", "reason": "Private-Reason-Text"})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let id = booked["id"].as_i64().unwrap();
+    for status in ["confirmed", "in_progress", "completed"] {
+        call(
+            Method::PUT,
+            &format!("/api/v1/appointments/{id}"),
+            Some(&doctor_token),
+            json!({"status": status}),
+        )
+        .await;
+    }
+    let (status, _) = call(Method::POST, "/api/v1/prescriptions", Some(&doctor_token),
+        json!({"appointment_id": id, "notes": "Secret-Notes-Text", "medications": [{"name": "Zyxoprofen-Secret-Drug", "dosage": "Secret-Dosage-7mg", "frequency": "daily"}]})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = call(Method::POST, "/api/v1/prescriptions", Some(&doctor_token),
+        json!({"appointment_id": id, "medications": [{"name": "Second-Secret-Drug", "dosage": "1", "frequency": "daily"}]})).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+
+    terminate(child.id());
+    child.wait().unwrap();
+    let log = reader.join().unwrap();
+    for secret in [
+        admin_password,
+        "Doct0r-Secret-Pass",
+        "Pati3nt-Secret-Pass",
+        "Wr0ng-Secret-Guess",
+        &admin_token,
+        &doctor_token,
+        &patient_token,
+        "Zyxoprofen-Secret-Drug",
+        "Secret-Dosage-7mg",
+        "Secret-Notes-Text",
+        "Second-Secret-Drug",
+    ] {
+        assert!(!log.contains(secret), "the log contains {secret}");
+    }
+    for tag in ["ATOMIC booked", "LOCK acquired", "ATOMIC prescription="] {
+        assert!(log.contains(tag), "the log lacks {tag}:\n{log}");
+    }
+    assert!(log.contains(&format!("appointment={id}")));
+}
+
+/// Sends SIGTERM (graceful shutdown) to a child process.
+fn terminate(pid: u32) {
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+}
