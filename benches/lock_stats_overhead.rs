@@ -109,17 +109,17 @@ fn main() {
     let (on, off) = (median(on), median(off));
 
     // The statistics' own work per booking, in isolation.
-    let iterations = 1_000_000;
+    let iterations: i32 = 1_000_000;
     let loop_stats = Arc::new(LockStats::default());
     let started = Instant::now();
     for i in 0..iterations {
-        let hold = loop_stats.acquired((i % 50) as i32, Duration::from_micros(40));
+        let hold = loop_stats.acquired(i % 50, Duration::from_micros(40));
         if i % 10 == 0 {
-            loop_stats.slot_conflict((i % 50) as i32);
+            loop_stats.slot_conflict(i % 50);
         }
         drop(hold);
     }
-    let stats_ns = started.elapsed().as_nanos() as f64 / iterations as f64;
+    let stats_ns = started.elapsed().as_nanos() as f64 / f64::from(iterations);
 
     println!(
         "database: {}",
