@@ -23,6 +23,7 @@ pub enum ConflictCode {
     EmailTaken,
     DeadlockDetected,
     LockTimeout,
+    IdempotencyKeyInUse,
 }
 
 impl ConflictCode {
@@ -40,6 +41,7 @@ impl ConflictCode {
             ConflictCode::EmailTaken => "EMAIL_TAKEN",
             ConflictCode::DeadlockDetected => "DEADLOCK_DETECTED",
             ConflictCode::LockTimeout => "LOCK_TIMEOUT",
+            ConflictCode::IdempotencyKeyInUse => "IDEMPOTENCY_KEY_IN_USE",
         }
     }
 }

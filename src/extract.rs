@@ -7,9 +7,10 @@ use std::pin::Pin;
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::web::BytesMut;
-use actix_web::{FromRequest, HttpRequest};
+use actix_web::{FromRequest, HttpMessage, HttpRequest};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
 
 use crate::error::AppError;
 
@@ -46,6 +47,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
         let mut payload = payload.take();
+        let req = req.clone();
         Box::pin(async move {
             if declared_len.is_some_and(|len| len > BODY_LIMIT) {
                 return Err(AppError::PayloadTooLarge(BODY_LIMIT));
@@ -59,6 +61,8 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
                 }
                 body.extend_from_slice(&chunk);
             }
+            req.extensions_mut()
+                .insert(BodyDigest(Sha256::digest(&body).into()));
             if body.iter().all(u8::is_ascii_whitespace) {
                 return parse_json::<T>(b"{}").map(Json);
             }
@@ -71,6 +75,11 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
         })
     }
 }
+
+/// SHA-256 of the raw request body, left in the request's extensions by [`Json`] (the
+/// idempotency fingerprint needs it after the body was consumed).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyDigest(pub [u8; 32]);
 
 /// Parses JSON, telling a syntax error (400) from a shape error (422 naming the field).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {

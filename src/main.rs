@@ -62,6 +62,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let state_for_purge = state.clone();
     let (server, addrs) = match server::bind(state, &config) {
         Ok(bound) => bound,
         Err(e) => {
@@ -72,6 +73,7 @@ async fn main() -> ExitCode {
     for addr in addrs {
         log::info!("listening on http://{addr}");
     }
+    server::spawn_idempotency_purger(state_for_purge);
     match server.await {
         Ok(()) => {
             log::info!("shut down");

@@ -41,6 +41,21 @@ diesel::table! {
 }
 
 diesel::table! {
+    idempotency_keys (id) {
+        id -> Int4,
+        user_id -> Int4,
+        idempotency_key -> Text,
+        fingerprint -> Text,
+        state -> Text,
+        response_status -> Nullable<Int4>,
+        response_headers -> Nullable<Text>,
+        response_body -> Nullable<Text>,
+        claimed_at -> Timestamp,
+        expires_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     prescriptions (id) {
         id -> Int4,
         appointment_id -> Int4,
@@ -87,6 +102,7 @@ diesel::table! {
 diesel::joinable!(api_tokens -> users (user_id));
 diesel::joinable!(appointment_history -> appointments (appointment_id));
 diesel::joinable!(appointment_history -> users (actor_id));
+diesel::joinable!(idempotency_keys -> users (user_id));
 diesel::joinable!(prescriptions -> appointments (appointment_id));
 diesel::joinable!(ratings -> appointments (appointment_id));
 
@@ -94,6 +110,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     api_tokens,
     appointment_history,
     appointments,
+    idempotency_keys,
     prescriptions,
     ratings,
     users,

@@ -79,3 +79,22 @@ pub fn bind(
     let addrs = server.addrs();
     Ok((server.run(), addrs))
 }
+
+/// Deletes expired idempotency records now and then, for as long as the server runs.
+pub fn spawn_idempotency_purger(state: web::Data<AppState>) {
+    actix_web::rt::spawn(async move {
+        let mut every = actix_web::rt::time::interval(std::time::Duration::from_secs(600));
+        loop {
+            every.tick().await;
+            let purged = crate::db::run_blocking(&state.pool, |conn| {
+                services::idempotency::purge_expired(conn, crate::time::now())
+            })
+            .await;
+            match purged {
+                Ok(0) => {}
+                Ok(n) => log::info!("ATOMIC purged {n} expired idempotency keys"),
+                Err(e) => log::warn!("purging idempotency keys failed: {e}"),
+            }
+        }
+    });
+}

@@ -13,12 +13,17 @@ use crate::schema::users;
 /// PostgreSQL: an ordinary `BEGIN` (READ COMMITTED); row locks are taken explicitly where
 /// needed. SQLite: `BEGIN IMMEDIATE`, which takes the database's single write lock up front,
 /// so a transaction that reads before it writes can never fail half-way with
-/// `SQLITE_BUSY_SNAPSHOT`; waiting for the lock is bounded by `busy_timeout`.
+/// `SQLITE_BUSY_SNAPSHOT`; waiting for the lock is bounded by `busy_timeout`. Nested in another
+/// transaction it is a savepoint, on both backends.
 pub fn write_transaction<T, E, F>(conn: &mut DbConn, f: F) -> Result<T, E>
 where
     F: FnOnce(&mut DbConn) -> Result<T, E>,
     E: From<diesel::result::Error>,
 {
+    // Nested in another write transaction: a savepoint (SQLite's write lock is already held).
+    if in_transaction(conn) {
+        return conn.transaction(f);
+    }
     match conn {
         DbConn::Pg(_) => conn.transaction(f),
         DbConn::Sqlite(inner) => {
@@ -39,6 +44,12 @@ where
             }
         }
     }
+}
+
+fn in_transaction(conn: &mut DbConn) -> bool {
+    <DbConn as Connection>::TransactionManager::transaction_manager_status_mut(conn)
+        .transaction_depth()
+        .is_ok_and(|depth| depth.is_some())
 }
 
 /// Locks the given users' rows for the rest of the transaction, in ascending id order (so two

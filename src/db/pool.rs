@@ -7,7 +7,7 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use std::sync::Arc;
 
-use super::DbConn;
+use super::{DbConn, DbErrorClass};
 use crate::config::{Backend, Config};
 use crate::error::AppError;
 use crate::telemetry::Telemetry;
@@ -64,11 +64,29 @@ pub fn sqlite_path(url: &str) -> &str {
     url.strip_prefix("sqlite://").unwrap_or(url)
 }
 
-impl r2d2::ManageConnection for ConnectionManager {
-    type Connection = DbConn;
-    type Error = diesel::ConnectionError;
+/// A pooled connection and whether a request saw it fail at the connection level.
+pub struct PoolConn {
+    conn: DbConn,
+    /// Set after an error of class `Unavailable` (server closed it, backend terminated, …):
+    /// the pool then drops the connection instead of handing it out again.
+    broken: bool,
+}
 
-    fn connect(&self) -> Result<DbConn, Self::Error> {
+impl std::ops::Deref for PoolConn {
+    type Target = DbConn;
+    fn deref(&self) -> &DbConn {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for PoolConn {
+    fn deref_mut(&mut self) -> &mut DbConn {
+        &mut self.conn
+    }
+}
+
+impl ConnectionManager {
+    fn open(&self) -> Result<DbConn, diesel::ConnectionError> {
         let mut conn = match self.backend {
             Backend::Postgres => DbConn::Pg(diesel::PgConnection::establish(&self.url)?),
             Backend::Sqlite => DbConn::Sqlite(diesel::SqliteConnection::establish(&self.url)?),
@@ -77,14 +95,27 @@ impl r2d2::ManageConnection for ConnectionManager {
             .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
         Ok(conn)
     }
+}
 
-    fn is_valid(&self, conn: &mut DbConn) -> Result<(), Self::Error> {
+impl r2d2::ManageConnection for ConnectionManager {
+    type Connection = PoolConn;
+    type Error = diesel::ConnectionError;
+
+    fn connect(&self) -> Result<PoolConn, Self::Error> {
+        self.open().map(|conn| PoolConn {
+            conn,
+            broken: false,
+        })
+    }
+
+    fn is_valid(&self, conn: &mut PoolConn) -> Result<(), Self::Error> {
         conn.batch_execute("SELECT 1")
             .map_err(diesel::ConnectionError::CouldntSetupConfiguration)
     }
 
-    fn has_broken(&self, conn: &mut DbConn) -> bool {
-        std::thread::panicking()
+    fn has_broken(&self, conn: &mut PoolConn) -> bool {
+        conn.broken
+            || std::thread::panicking()
             || <DbConn as Connection>::TransactionManager::is_broken_transaction_manager(conn)
     }
 }
@@ -118,18 +149,34 @@ impl r2d2::HandleEvent for PoolEvents {
 }
 
 /// Applies the embedded migrations of the connection's backend.
+///
+/// Several medbook processes may start at once against one PostgreSQL database: a session
+/// advisory lock lets one migrate while the others wait, then find nothing left to do.
+/// (SQLite's write lock serializes the migration transactions by itself.)
 pub fn run_migrations(conn: &mut DbConn) -> Result<(), String> {
+    const MIGRATION_LOCK: i64 = 0x6d65_6462_6f6f_6b; // "medbook"
     let migrations = match conn {
         DbConn::Pg(_) => PG_MIGRATIONS,
         DbConn::Sqlite(_) => SQLITE_MIGRATIONS,
     };
-    conn.run_pending_migrations(migrations)
+    let is_pg = matches!(conn, DbConn::Pg(_));
+    if is_pg {
+        conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+            .map_err(|e| format!("migration lock: {e}"))?;
+    }
+    let result = conn
+        .run_pending_migrations(migrations)
         .map(|applied| {
             for version in applied {
                 log::info!("applied migration {version}");
             }
         })
-        .map_err(|e| format!("migrations failed: {e}"))
+        .map_err(|e| format!("migrations failed: {e}"));
+    if is_pg {
+        conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
+            .map_err(|e| format!("migration unlock: {e}"))?;
+    }
+    result
 }
 
 /// Runs blocking database work on actix's blocking thread pool.
@@ -144,7 +191,14 @@ where
     let pool = pool.clone();
     actix_web::web::block(move || {
         let mut conn = pool.get().map_err(AppError::pool)?;
-        f(&mut conn)
+        let result = f(&mut conn);
+        if let Err(err) = &result {
+            if err.db_class() == Some(DbErrorClass::Unavailable) {
+                // Do not hand this connection out again; the pool opens a fresh one.
+                conn.broken = true;
+            }
+        }
+        result
     })
     .await
     .map_err(|e| AppError::internal(format!("blocking task failed: {e}")))?

@@ -3,6 +3,7 @@
 
 pub mod appointment;
 pub mod history;
+pub mod idempotency;
 pub mod prescription;
 pub mod rating;
 pub mod token;

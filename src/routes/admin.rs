@@ -5,7 +5,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::auth::hash_in_background;
 use super::openapi::{ErrorDoc, IdempotencyKey, IfMatch};
-use super::{def, RouteDef};
+use super::{def, idempotent, RouteDef};
 use crate::auth::Caller;
 use crate::db::run_blocking;
 use crate::error::AppError;
@@ -44,23 +44,30 @@ pub(crate) fn routes() -> Vec<RouteDef> {
     ))]
 pub(crate) async fn create_user(
     state: web::Data<AppState>,
+    req: HttpRequest,
     caller: Caller,
     Json(input): Json<CreateUserInput>,
 ) -> Result<HttpResponse, AppError> {
     caller.require_admin()?;
     let role = input.check()?;
-    let email = input.email.trim().to_owned();
-    run_blocking(&state.pool, move |conn| ensure_email_free(conn, &email)).await?;
+    if req.headers().get("Idempotency-Key").is_none() {
+        // A taken email costs no hash. (With a key, a repeat must reach its replay instead.)
+        let email = input.email.trim().to_owned();
+        run_blocking(&state.pool, move |conn| ensure_email_free(conn, &email)).await?;
+    }
+    // Hashed before the key is claimed and outside any transaction.
     let hash = hash_in_background(input.password.clone()).await?;
-    let user = run_blocking(&state.pool, move |conn| {
-        users::create(conn, &input, role, &hash)
+    idempotent::post(&state, &req, &caller, move |conn| {
+        let user = users::create(conn, &input, role, &hash)?;
+        let location = format!("/api/v1/admin/users/{}", user.id);
+        idempotent::json(
+            StatusCode::CREATED,
+            Some(location),
+            user.version,
+            &user.view(),
+        )
     })
-    .await?;
-    Ok(super::created(
-        format!("/api/v1/admin/users/{}", user.id),
-        user.version,
-        &user.view(),
-    ))
+    .await
 }
 
 /// Activates, deactivates or renames a user (admin only), optimistically.

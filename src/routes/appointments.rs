@@ -7,7 +7,7 @@ use serde_json::json;
 use utoipa::IntoParams;
 
 use super::openapi::{AppointmentPage, ErrorDoc, HistoryList, IdempotencyKey, IfMatch};
-use super::{def, RouteDef};
+use super::{def, idempotent, RouteDef};
 use crate::auth::Caller;
 use crate::db::run_blocking;
 use crate::domain::Status;
@@ -74,19 +74,23 @@ pub(crate) fn routes() -> Vec<RouteDef> {
     ))]
 pub(crate) async fn create(
     state: web::Data<AppState>,
+    req: HttpRequest,
     caller: Caller,
     Json(input): Json<BookingInput>,
 ) -> Result<HttpResponse, AppError> {
     let contention = state.contention.clone();
-    let booked = run_blocking(&state.pool, move |conn| {
-        booking::book(conn, &caller, &input, &contention)
+    let who = caller.clone();
+    idempotent::post(&state, &req, &caller, move |conn| {
+        let booked = booking::book(conn, &who, &input, &contention)?;
+        let location = format!("/api/v1/appointments/{}", booked.id);
+        idempotent::json(
+            StatusCode::CREATED,
+            Some(location),
+            booked.version,
+            &booked.view(),
+        )
     })
-    .await?;
-    Ok(super::created(
-        format!("/api/v1/appointments/{}", booked.id),
-        booked.version,
-        &booked.view(),
-    ))
+    .await
 }
 
 /// `?status=&from=&to=&limit=&cursor=`.

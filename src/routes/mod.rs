@@ -7,12 +7,13 @@ pub(crate) mod appointments;
 pub(crate) mod auth;
 pub(crate) mod doctors;
 pub(crate) mod health;
+pub(crate) mod idempotent;
 pub(crate) mod observability;
 pub mod openapi;
 pub(crate) mod prescriptions;
 pub(crate) mod ratings;
 
-use actix_web::http::{header, Method, StatusCode};
+use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpResponse, Route};
 use serde::Serialize;
 
@@ -68,14 +69,6 @@ async fn not_found() -> Result<HttpResponse, AppError> {
 /// A JSON response of a versioned resource, with its `ETag`.
 pub fn versioned<T: Serialize>(status: StatusCode, version: i32, body: &T) -> HttpResponse {
     HttpResponse::build(status)
-        .insert_header(etag(version))
-        .json(body)
-}
-
-/// 201 with `Location` and `ETag`.
-pub fn created<T: Serialize>(location: String, version: i32, body: &T) -> HttpResponse {
-    HttpResponse::Created()
-        .insert_header((header::LOCATION, location))
         .insert_header(etag(version))
         .json(body)
 }

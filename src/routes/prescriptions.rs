@@ -4,7 +4,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::openapi::{ErrorDoc, IdempotencyKey, IfMatch};
-use super::{def, RouteDef};
+use super::{def, idempotent, RouteDef};
 use crate::auth::Caller;
 use crate::db::run_blocking;
 use crate::error::AppError;
@@ -52,18 +52,22 @@ pub(crate) fn routes() -> Vec<RouteDef> {
     ))]
 pub(crate) async fn create(
     state: web::Data<AppState>,
+    req: HttpRequest,
     caller: Caller,
     Json(input): Json<CreateInput>,
 ) -> Result<HttpResponse, AppError> {
-    let created = run_blocking(&state.pool, move |conn| {
-        prescriptions::create(conn, &caller, &input)
+    let who = caller.clone();
+    idempotent::post(&state, &req, &caller, move |conn| {
+        let created = prescriptions::create(conn, &who, &input)?;
+        let location = format!("/api/v1/prescriptions/{}", created.id);
+        idempotent::json(
+            StatusCode::CREATED,
+            Some(location),
+            created.version,
+            &created.view(),
+        )
     })
-    .await?;
-    Ok(super::created(
-        format!("/api/v1/prescriptions/{}", created.id),
-        created.version,
-        &created.view(),
-    ))
+    .await
 }
 
 /// A prescription: its doctor, its patient or an admin.
@@ -144,13 +148,10 @@ pub(crate) async fn acknowledge(
 ) -> Result<HttpResponse, AppError> {
     let id = path_id(&req, "id")?;
     let expected = Expected::from_request(&req, input.version)?;
-    let updated = run_blocking(&state.pool, move |conn| {
-        prescriptions::acknowledge(conn, &caller, id, expected)
+    let who = caller.clone();
+    idempotent::post(&state, &req, &caller, move |conn| {
+        let updated = prescriptions::acknowledge(conn, &who, id, expected)?;
+        idempotent::json(StatusCode::OK, None, updated.version, &updated.view())
     })
-    .await?;
-    Ok(super::versioned(
-        StatusCode::OK,
-        updated.version,
-        &updated.view(),
-    ))
+    .await
 }

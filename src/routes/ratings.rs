@@ -4,7 +4,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::openapi::{ErrorDoc, IdempotencyKey, IfMatch};
-use super::{def, RouteDef};
+use super::{def, idempotent, RouteDef};
 use crate::auth::Caller;
 use crate::db::run_blocking;
 use crate::error::AppError;
@@ -35,18 +35,22 @@ pub(crate) fn routes() -> Vec<RouteDef> {
     ))]
 pub(crate) async fn create(
     state: web::Data<AppState>,
+    req: HttpRequest,
     caller: Caller,
     Json(input): Json<CreateInput>,
 ) -> Result<HttpResponse, AppError> {
-    let created = run_blocking(&state.pool, move |conn| {
-        ratings::create(conn, &caller, &input)
+    let who = caller.clone();
+    idempotent::post(&state, &req, &caller, move |conn| {
+        let created = ratings::create(conn, &who, &input)?;
+        let location = format!("/api/v1/ratings/{}", created.id);
+        idempotent::json(
+            StatusCode::CREATED,
+            Some(location),
+            created.version,
+            &created,
+        )
     })
-    .await?;
-    Ok(super::created(
-        format!("/api/v1/ratings/{}", created.id),
-        created.version,
-        &created,
-    ))
+    .await
 }
 
 /// A rating: its patient, its doctor or an admin.

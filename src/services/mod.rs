@@ -5,6 +5,7 @@ pub mod appointments;
 pub mod auth;
 pub mod booking;
 pub mod doctors;
+pub mod idempotency;
 pub mod optimistic;
 pub mod pagination;
 pub mod prescriptions;

@@ -13,7 +13,7 @@ use super::histogram::AtomicHistogram;
 use crate::error::ConflictCode;
 
 /// Every 409 code, in a fixed order (index = position).
-pub const CONFLICT_CODES: [ConflictCode; 11] = [
+pub const CONFLICT_CODES: [ConflictCode; 12] = [
     ConflictCode::SlotTaken,
     ConflictCode::PatientBusy,
     ConflictCode::DoctorInactive,
@@ -25,6 +25,7 @@ pub const CONFLICT_CODES: [ConflictCode; 11] = [
     ConflictCode::EmailTaken,
     ConflictCode::DeadlockDetected,
     ConflictCode::LockTimeout,
+    ConflictCode::IdempotencyKeyInUse,
 ];
 
 /// At most this many doctors are tracked individually (bounded memory).

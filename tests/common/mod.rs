@@ -351,28 +351,7 @@ impl TestApp {
 
     /// A scalar count from the test database.
     pub fn count(&self, query: &str) -> i64 {
-        #[derive(QueryableByName)]
-        struct Row {
-            #[diesel(sql_type = diesel::sql_types::BigInt)]
-            n: i64,
-        }
-        let sql = format!("SELECT CAST(({query}) AS BIGINT) AS n");
-        match self.backend {
-            Backend::Postgres => {
-                let mut conn = PgConnection::establish(&self.db_url).unwrap();
-                diesel::sql_query(sql)
-                    .get_result::<Row>(&mut conn)
-                    .unwrap()
-                    .n
-            }
-            Backend::Sqlite => {
-                let mut conn = SqliteConnection::establish(&self.db_url).unwrap();
-                diesel::sql_query(sql)
-                    .get_result::<Row>(&mut conn)
-                    .unwrap()
-                    .n
-            }
-        }
+        count_in(self.backend, &self.db_url, query)
     }
 
     /// A direct connection to the test database.
@@ -386,16 +365,52 @@ impl TestApp {
     /// Asserts the database invariant: no two active appointments of one doctor, or of one
     /// patient, overlap.
     pub fn assert_no_overlaps(&self) {
-        for who in ["doctor_id", "patient_id"] {
-            let overlapping = self.count(&format!(
+        assert_no_overlaps_in(self.backend, &self.db_url);
+    }
+}
+
+/// A scalar count from a database.
+pub fn count_in(backend: Backend, url: &str, query: &str) -> i64 {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let sql = format!("SELECT CAST(({query}) AS BIGINT) AS n");
+    match backend {
+        Backend::Postgres => {
+            let mut conn = PgConnection::establish(url).unwrap();
+            diesel::sql_query(sql)
+                .get_result::<Row>(&mut conn)
+                .unwrap()
+                .n
+        }
+        Backend::Sqlite => {
+            let mut conn = SqliteConnection::establish(url).unwrap();
+            diesel::sql_query(sql)
+                .get_result::<Row>(&mut conn)
+                .unwrap()
+                .n
+        }
+    }
+}
+
+/// Asserts the database invariant: no two active appointments of one doctor, or of one
+/// patient, overlap.
+pub fn assert_no_overlaps_in(backend: Backend, url: &str) {
+    for who in ["doctor_id", "patient_id"] {
+        let overlapping = count_in(
+            backend,
+            url,
+            &format!(
                 "SELECT COUNT(*) FROM appointments a JOIN appointments b \
                  ON a.{who} = b.{who} AND a.id < b.id \
                  AND a.scheduled_at < b.ends_at AND b.scheduled_at < a.ends_at \
                  WHERE a.status IN ('pending','confirmed','in_progress') \
                  AND b.status IN ('pending','confirmed','in_progress')"
-            ));
-            assert_eq!(overlapping, 0, "overlapping active appointments by {who}");
-        }
+            ),
+        );
+        assert_eq!(overlapping, 0, "overlapping active appointments by {who}");
     }
 }
 
@@ -484,5 +499,192 @@ fn deadlock_rounds(
         ))
         .expect("the booking, not this session, is chosen as the deadlock victim");
         conn.batch_execute("COMMIT").unwrap();
+    }
+}
+
+/// A medbook process started from the built binary (for crash, shutdown and multi-process
+/// tests). Its stderr is collected in the background.
+pub struct Process {
+    pub child: std::process::Child,
+    pub base: String,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Process {
+    /// Starts `medbook` on a free port against `database_url`.
+    pub fn start(database_url: &str, extra_env: &[(&str, &str)]) -> Process {
+        use std::io::Read;
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_medbook"));
+        command
+            .env("DATABASE_URL", database_url)
+            .env("MEDBOOK_LISTEN", "127.0.0.1:0")
+            .env("MEDBOOK_ADMIN_EMAIL", ADMIN_EMAIL)
+            .env("MEDBOOK_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in extra_env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("medbook starts");
+        let mut stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = std::sync::Arc::clone(&log);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = log.lock().unwrap().clone();
+            if let Some(rest) = text.split("listening on ").nth(1) {
+                let base = rest.split_whitespace().next().unwrap().to_owned();
+                return Process { child, base, log };
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("medbook exited with {status}:\n{text}");
+            }
+            assert!(Instant::now() < deadline, "medbook did not start:\n{text}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// What the process logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Sends a signal (`"TERM"`, `"KILL"`).
+    pub fn signal(&self, name: &str) {
+        std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A throwaway database for process tests: a SQLite file in `dir` or a fresh PostgreSQL
+/// database (dropped when the guard goes). `None` if PostgreSQL is unavailable outside CI.
+pub struct ScratchDb {
+    pub url: String,
+    pg_drop: Option<(String, String)>,
+}
+
+impl ScratchDb {
+    pub fn new(backend: Backend, dir: &std::path::Path) -> Option<ScratchDb> {
+        match backend {
+            Backend::Sqlite => Some(ScratchDb {
+                url: dir.join("medbook.db").to_string_lossy().into_owned(),
+                pg_drop: None,
+            }),
+            Backend::Postgres => {
+                let (url, admin, name) = create_pg_database()?;
+                Some(ScratchDb {
+                    url,
+                    pg_drop: Some((admin, name)),
+                })
+            }
+        }
+    }
+}
+
+impl Drop for ScratchDb {
+    fn drop(&mut self) {
+        if let Some((admin_url, name)) = self.pg_drop.take() {
+            if let Ok(mut admin) = PgConnection::establish(&admin_url) {
+                let _ =
+                    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            }
+        }
+    }
+}
+
+/// A client for a [`Process`]: log in, register, book.
+pub struct Client {
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(base: &str) -> Client {
+        Client {
+            base: base.to_owned(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    pub async fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: Value,
+    ) -> Result<(StatusCode, Value), reqwest::Error> {
+        let mut req = self.http.post(format!("{}{path}", self.base)).json(&body);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let response = req.send().await?;
+        let status = response.status();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Actor {
+        let (status, body) = self
+            .post(
+                "/api/v1/auth/login",
+                None,
+                json!({"email": email, "password": password}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        Actor {
+            id: body["user"]["id"].as_i64().unwrap(),
+            token: body["token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    pub async fn patient(&self, n: usize) -> Actor {
+        let (status, body) = self
+            .post("/api/v1/auth/register", None, json!({"name": "P", "email": format!("p{n}-{}@medbook.test", std::process::id()), "password": PASSWORD}))
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        Actor {
+            id: body["user"]["id"].as_i64().unwrap(),
+            token: body["token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    pub async fn doctor(&self, admin: &Actor, n: usize) -> Actor {
+        let email = format!("d{n}-{}@medbook.test", std::process::id());
+        let (status, body) = self
+            .post(
+                "/api/v1/admin/users",
+                Some(&admin.token),
+                json!({"name": "D", "email": email, "password": PASSWORD, "role": "doctor"}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        self.login(&email, PASSWORD).await
     }
 }

@@ -1,0 +1,157 @@
+//! POST handlers' shared path: run the work, honouring `Idempotency-Key`.
+
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::auth::Caller;
+use crate::db::{run_blocking, DbConn};
+use crate::error::{AppError, ConflictCode};
+use crate::extract::BodyDigest;
+use crate::server::AppState;
+use crate::services::idempotency::{self, Claim, StoredResponse};
+
+/// The response of a successful POST, built inside the work so that it can be stored.
+pub fn json<T: Serialize>(
+    status: StatusCode,
+    location: Option<String>,
+    version: i32,
+    body: &T,
+) -> Result<StoredResponse, AppError> {
+    let mut headers = vec![
+        (
+            header::CONTENT_TYPE.to_string(),
+            "application/json".to_owned(),
+        ),
+        (header::ETAG.to_string(), format!("\"{version}\"")),
+    ];
+    if let Some(location) = location {
+        headers.push((header::LOCATION.to_string(), location));
+    }
+    Ok(StoredResponse {
+        status: status.as_u16(),
+        headers,
+        body: serde_json::to_string(body)
+            .map_err(|e| AppError::internal(format!("response: {e}")))?,
+    })
+}
+
+fn respond(stored: StoredResponse, replayed: bool) -> HttpResponse {
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+    let mut response = HttpResponse::build(status);
+    for (name, value) in &stored.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::from_str(value),
+        ) {
+            response.insert_header((name, value));
+        }
+    }
+    if replayed {
+        response.insert_header(("Idempotent-Replayed", "true"));
+    }
+    response.body(stored.body)
+}
+
+/// Method, path with query, and body digest: what makes two requests "the same".
+fn fingerprint(req: &HttpRequest) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(req.method().as_str());
+    hasher.update(b"\n");
+    hasher.update(req.uri().path_and_query().map_or("", |p| p.as_str()));
+    hasher.update(b"\n");
+    if let Some(BodyDigest(digest)) = req.extensions().get::<BodyDigest>() {
+        hasher.update(digest);
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// An error response that a repeat should get again: a final client error. Transient ones
+/// (deadlock retries exhausted, lock timeout, 5xx) release the key instead.
+fn is_final(err: &AppError) -> bool {
+    use actix_web::ResponseError;
+    err.status_code().is_client_error()
+        && !matches!(
+            err.conflict_code(),
+            Some(ConflictCode::DeadlockDetected | ConflictCode::LockTimeout)
+        )
+}
+
+async fn stored_error(err: &AppError) -> StoredResponse {
+    use actix_web::body::MessageBody;
+    use actix_web::ResponseError;
+    let response = err.error_response();
+    let body = response
+        .into_body()
+        .try_into_bytes()
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    StoredResponse {
+        status: err.status_code().as_u16(),
+        headers: vec![(
+            header::CONTENT_TYPE.to_string(),
+            "application/json".to_owned(),
+        )],
+        body,
+    }
+}
+
+/// Runs `work` (one service call that builds its response); with an `Idempotency-Key`
+/// header, claims the key first and records the response in the work's transaction.
+pub async fn post<F>(
+    state: &web::Data<AppState>,
+    req: &HttpRequest,
+    caller: &Caller,
+    work: F,
+) -> Result<HttpResponse, AppError>
+where
+    F: FnOnce(&mut DbConn) -> Result<StoredResponse, AppError> + Send + 'static,
+{
+    let key = match req.headers().get("Idempotency-Key") {
+        None => {
+            return run_blocking(&state.pool, work)
+                .await
+                .map(|r| respond(r, false))
+        }
+        Some(value) => value.to_str().unwrap_or("").to_owned(),
+    };
+    idempotency::check_key(&key)?;
+    let (user, fingerprint) = (caller.id, fingerprint(req));
+    let claim_key = key.clone();
+    match run_blocking(&state.pool, move |conn| {
+        idempotency::claim(conn, user, &claim_key, &fingerprint)
+    })
+    .await?
+    {
+        Claim::Replay(stored) => return Ok(respond(stored, true)),
+        Claim::Fresh => {}
+    }
+    let work_key = key.clone();
+    let result = run_blocking(&state.pool, move |conn| {
+        idempotency::run_and_record(conn, user, &work_key, work)
+    })
+    .await;
+    match result {
+        Ok(stored) => Ok(respond(stored, false)),
+        Err(err) if is_final(&err) => {
+            let stored = stored_error(&err).await;
+            run_blocking(&state.pool, move |conn| {
+                idempotency::record_error(conn, user, &key, &stored)
+            })
+            .await?;
+            Err(err)
+        }
+        Err(err) => {
+            if let Err(release) = run_blocking(&state.pool, move |conn| {
+                idempotency::release(conn, user, &key)
+            })
+            .await
+            {
+                log::error!("could not release an idempotency key after a failure: {release}");
+            }
+            Err(err)
+        }
+    }
+}

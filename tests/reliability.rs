@@ -1,0 +1,594 @@
+//! Reliability: idempotent POSTs, database outages, graceful shutdown, crashes, and several
+//! processes on one PostgreSQL database.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{
+    assert_no_overlaps_in, count_in, pg_admin_url, slot, Backend, Client, Process, ScratchDb,
+    TestApp,
+};
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+both_backends!(
+    idempotent_post_replays_and_rejects_a_different_request,
+    concurrent_requests_with_one_key_create_one_appointment,
+    expired_and_abandoned_keys_are_claimed_again,
+    sigterm_lets_an_in_flight_booking_commit,
+    sigkill_mid_load_loses_no_acknowledged_booking,
+);
+
+async fn with_key(
+    app: &TestApp,
+    path: &str,
+    token: &str,
+    key: &str,
+    body: Value,
+) -> (StatusCode, reqwest::header::HeaderMap, String) {
+    let response = app
+        .client
+        .post(format!("{}{path}", app.base))
+        .bearer_auth(token)
+        .header("Idempotency-Key", key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (
+        response.status(),
+        response.headers().clone(),
+        response.text().await.unwrap(),
+    )
+}
+
+async fn idempotent_post_replays_and_rejects_a_different_request(app: TestApp) {
+    let doctor = app.doctor().await;
+    let patient = app.patient().await;
+    let body = json!({"doctor_id": doctor.id, "scheduled_at": slot(3, 10, 0), "type": "in_person"});
+    let (first, headers, text) = with_key(
+        &app,
+        "/api/v1/appointments",
+        &patient.token,
+        "booking-1",
+        body.clone(),
+    )
+    .await;
+    assert_eq!(first, StatusCode::CREATED, "{text}");
+    assert!(headers.get("idempotent-replayed").is_none());
+    let (again, replay_headers, replay) = with_key(
+        &app,
+        "/api/v1/appointments",
+        &patient.token,
+        "booking-1",
+        body.clone(),
+    )
+    .await;
+    assert_eq!(again, StatusCode::CREATED);
+    assert_eq!(replay, text, "replayed byte for byte");
+    assert_eq!(replay_headers["idempotent-replayed"], "true");
+    assert_eq!(replay_headers["location"], headers["location"]);
+    assert_eq!(replay_headers["etag"], headers["etag"]);
+    assert_eq!(app.count("SELECT COUNT(*) FROM appointments"), 1);
+
+    let other_body =
+        json!({"doctor_id": doctor.id, "scheduled_at": slot(3, 11, 0), "type": "in_person"});
+    let (mismatch, _, text) = with_key(
+        &app,
+        "/api/v1/appointments",
+        &patient.token,
+        "booking-1",
+        other_body.clone(),
+    )
+    .await;
+    assert_eq!(mismatch, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(text.contains("IDEMPOTENCY_KEY_MISMATCH"));
+    // Keys belong to their user: another patient's "booking-1" is a new request.
+    let other = app.patient().await;
+    let (own, _, _) = with_key(
+        &app,
+        "/api/v1/appointments",
+        &other.token,
+        "booking-1",
+        other_body,
+    )
+    .await;
+    assert_eq!(own, StatusCode::CREATED);
+
+    // A final error is replayed too; a malformed key is refused.
+    let unknown = json!({"doctor_id": 999999, "scheduled_at": slot(3, 12, 0), "type": "in_person"});
+    let (missing, _, first_404) = with_key(
+        &app,
+        "/api/v1/appointments",
+        &patient.token,
+        "k-404",
+        unknown.clone(),
+    )
+    .await;
+    assert_eq!(missing, StatusCode::NOT_FOUND);
+    let (again, headers, second_404) = with_key(
+        &app,
+        "/api/v1/appointments",
+        &patient.token,
+        "k-404",
+        unknown,
+    )
+    .await;
+    assert_eq!((again, second_404), (StatusCode::NOT_FOUND, first_404));
+    assert_eq!(headers["idempotent-replayed"], "true");
+    let (bad, _, _) = with_key(
+        &app,
+        "/api/v1/appointments",
+        &patient.token,
+        "has space",
+        body,
+    )
+    .await;
+    assert_eq!(bad, StatusCode::BAD_REQUEST);
+
+    // Other POSTs: prescriptions, acknowledgment, ratings, admin user creation.
+    let id = app.booked(&patient, &doctor, &slot(4, 9, 0)).await;
+    app.walk(id, &doctor, &["confirmed", "in_progress", "completed"])
+        .await;
+    let prescription = json!({"appointment_id": id, "medications": [{"name": "A", "dosage": "1", "frequency": "daily"}]});
+    let (a, _, ta) = with_key(
+        &app,
+        "/api/v1/prescriptions",
+        &doctor.token,
+        "rx",
+        prescription.clone(),
+    )
+    .await;
+    let (b, _, tb) = with_key(
+        &app,
+        "/api/v1/prescriptions",
+        &doctor.token,
+        "rx",
+        prescription,
+    )
+    .await;
+    assert_eq!((a, b), (StatusCode::CREATED, StatusCode::CREATED));
+    assert_eq!(ta, tb);
+    let pid = serde_json::from_str::<Value>(&ta).unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let ack = format!("/api/v1/prescriptions/{pid}/acknowledge");
+    let (a, _, ta) = with_key(&app, &ack, &patient.token, "ack", json!({})).await;
+    let (b, _, tb) = with_key(&app, &ack, &patient.token, "ack", json!({})).await;
+    assert_eq!((a, b, ta == tb), (StatusCode::OK, StatusCode::OK, true));
+    let (a, _, ta) = with_key(
+        &app,
+        "/api/v1/ratings",
+        &patient.token,
+        "rate",
+        json!({"appointment_id": id, "score": 5}),
+    )
+    .await;
+    let (b, _, tb) = with_key(
+        &app,
+        "/api/v1/ratings",
+        &patient.token,
+        "rate",
+        json!({"appointment_id": id, "score": 5}),
+    )
+    .await;
+    assert_eq!(
+        (a, b, ta == tb),
+        (StatusCode::CREATED, StatusCode::CREATED, true)
+    );
+    let user = json!({"name": "Dr Twice", "email": "twice@medbook.test", "password": "doctor-pass", "role": "doctor"});
+    let (a, _, ta) = with_key(
+        &app,
+        "/api/v1/admin/users",
+        &app.admin.token,
+        "mk-user",
+        user.clone(),
+    )
+    .await;
+    let (b, _, tb) = with_key(
+        &app,
+        "/api/v1/admin/users",
+        &app.admin.token,
+        "mk-user",
+        user,
+    )
+    .await;
+    assert_eq!(
+        (a, b, ta == tb),
+        (StatusCode::CREATED, StatusCode::CREATED, true)
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM users WHERE email = 'twice@medbook.test'"),
+        1
+    );
+}
+
+async fn concurrent_requests_with_one_key_create_one_appointment(app: TestApp) {
+    let doctor = app.doctor().await;
+    let patient = app.patient().await;
+    let body = json!({"doctor_id": doctor.id, "scheduled_at": slot(3, 10, 0), "type": "in_person"});
+    let answers = futures_util::future::join_all((0..20).map(|_| {
+        with_key(
+            &app,
+            "/api/v1/appointments",
+            &patient.token,
+            "same-key",
+            body.clone(),
+        )
+    }))
+    .await;
+    assert_eq!(app.count("SELECT COUNT(*) FROM appointments"), 1);
+    let created: Vec<&String> = answers
+        .iter()
+        .filter(|(s, _, _)| *s == StatusCode::CREATED)
+        .map(|(_, _, t)| t)
+        .collect();
+    assert!(!created.is_empty());
+    assert!(
+        created.iter().all(|t| *t == created[0]),
+        "every 201 is the same response"
+    );
+    for (status, _, text) in &answers {
+        assert!(
+            *status == StatusCode::CREATED
+                || (*status == StatusCode::CONFLICT && text.contains("IDEMPOTENCY_KEY_IN_USE")),
+            "{status}: {text}"
+        );
+    }
+    // Once the first finished, a repeat is a replay.
+    let (status, headers, text) = with_key(
+        &app,
+        "/api/v1/appointments",
+        &patient.token,
+        "same-key",
+        body,
+    )
+    .await;
+    assert_eq!(
+        (status, text.as_str()),
+        (StatusCode::CREATED, created[0].as_str())
+    );
+    assert_eq!(headers["idempotent-replayed"], "true");
+}
+
+async fn expired_and_abandoned_keys_are_claimed_again(app: TestApp) {
+    let doctor = app.doctor().await;
+    let patient = app.patient().await;
+    let body = |hour| json!({"doctor_id": doctor.id, "scheduled_at": slot(3, hour, 0), "type": "in_person"});
+    assert_eq!(
+        with_key(&app, "/api/v1/appointments", &patient.token, "k", body(9))
+            .await
+            .0,
+        StatusCode::CREATED
+    );
+    // A request still running holds its key…
+    app.sql("UPDATE idempotency_keys SET state = 'in_flight'");
+    let (busy, _, text) =
+        with_key(&app, "/api/v1/appointments", &patient.token, "k", body(9)).await;
+    assert_eq!(busy, StatusCode::CONFLICT, "{text}");
+    assert!(text.contains("IDEMPOTENCY_KEY_IN_USE"));
+    // …until its lease ran out (it died): then the key is claimed again and the request runs.
+    let old = if app.backend == Backend::Postgres {
+        "now() - interval '1 hour'"
+    } else {
+        "datetime('now', '-1 hour')"
+    };
+    app.sql(&format!("UPDATE idempotency_keys SET claimed_at = {old}"));
+    let (rerun, _, text) =
+        with_key(&app, "/api/v1/appointments", &patient.token, "k", body(9)).await;
+    assert_eq!(
+        rerun,
+        StatusCode::CONFLICT,
+        "the slot is the first run's: {text}"
+    );
+    assert!(text.contains("SLOT_TAKEN"));
+    // After 24 h a key may be used for anything, and expired records are purged.
+    app.sql(&format!("UPDATE idempotency_keys SET expires_at = {old}"));
+    assert_eq!(
+        with_key(&app, "/api/v1/appointments", &patient.token, "k", body(11))
+            .await
+            .0,
+        StatusCode::CREATED
+    );
+    app.sql(&format!("UPDATE idempotency_keys SET expires_at = {old}"));
+    let purged = {
+        let config = medbook::config::Config::for_database(&app.db_url);
+        let pool = medbook::db::build_pool(&config, Default::default());
+        let mut conn = pool.get().unwrap();
+        medbook::services::idempotency::purge_expired(&mut conn, medbook::time::now()).unwrap()
+    };
+    assert_eq!(purged, 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM idempotency_keys"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_outage_answers_503_and_recovers_without_restart() {
+    let Some(app) = TestApp::start_with(Backend::Postgres, |c| {
+        c.pool_timeout = Duration::from_millis(800);
+        c.pool_size = 3;
+    })
+    .await
+    else {
+        return;
+    };
+    let doctor = app.doctor().await;
+    let patient = app.patient().await;
+    let name = app.db_url.rsplit('/').next().unwrap().to_owned();
+    let mut admin = PgConnection::establish(&pg_admin_url()).unwrap();
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        ))
+        .unwrap();
+    for path in [
+        "/api/v1/me",
+        "/api/v1/me",
+        "/api/v1/me",
+        "/api/v1/me",
+        "/readyz",
+    ] {
+        let started = Instant::now();
+        let answer = app.get(path, &patient).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{path}: {:?}",
+            answer.body
+        );
+        assert_eq!(answer.code(), "UNAVAILABLE");
+        assert_eq!(answer.header("retry-after"), "1");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no hang: {:?}",
+            started.elapsed()
+        );
+        assert!(
+            !answer.body.to_string().contains(&name),
+            "no database detail"
+        );
+    }
+    admin
+        .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while app.get("/readyz", &patient).await.status != StatusCode::OK {
+        assert!(Instant::now() < deadline, "did not recover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let booked = app.book(&patient, &doctor, &slot(3, 10, 0), 30).await;
+    assert_eq!(booked.status, StatusCode::CREATED, "{:?}", booked.body);
+}
+
+/// Holds the database's write path so that a booking stays in flight: the doctor's row on
+/// PostgreSQL, the write lock on SQLite. Released after `hold`.
+fn hold_booking_path(
+    backend: Backend,
+    url: &str,
+    doctor_id: i64,
+    hold: Duration,
+) -> std::thread::JoinHandle<()> {
+    let mut conn: Box<dyn SimpleConnection + Send> = match backend {
+        Backend::Postgres => {
+            let mut c = PgConnection::establish(url).unwrap();
+            c.batch_execute(&format!(
+                "BEGIN; SELECT id FROM users WHERE id = {doctor_id} FOR UPDATE"
+            ))
+            .unwrap();
+            Box::new(c)
+        }
+        Backend::Sqlite => {
+            let mut c = SqliteConnection::establish(url).unwrap();
+            c.batch_execute("BEGIN IMMEDIATE").unwrap();
+            Box::new(c)
+        }
+    };
+    std::thread::spawn(move || {
+        std::thread::sleep(hold);
+        conn.batch_execute("COMMIT").unwrap();
+    })
+}
+
+async fn sigterm_lets_an_in_flight_booking_commit(app: TestApp) {
+    // The process under test is a real medbook on the same database as `app`.
+    let server = Process::start(&app.db_url, &[]);
+    let client = Client::new(&server.base);
+    let admin = client
+        .login(common::ADMIN_EMAIL, common::ADMIN_PASSWORD)
+        .await;
+    let doctor = client.doctor(&admin, 1).await;
+    let patient = client.patient(1).await;
+    let holder = hold_booking_path(
+        app.backend,
+        &app.db_url,
+        doctor.id,
+        Duration::from_millis(1500),
+    );
+    let booking = {
+        let client = Client::new(&server.base);
+        let body =
+            json!({"doctor_id": doctor.id, "scheduled_at": slot(3, 10, 0), "type": "in_person"});
+        let token = patient.token.clone();
+        tokio::spawn(async move {
+            client
+                .post("/api/v1/appointments", Some(&token), body)
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.signal("TERM");
+    holder.join().unwrap();
+    let (status, body) = booking
+        .await
+        .unwrap()
+        .expect("the in-flight request is answered");
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let mut server = server;
+    let exit = server.child.wait().unwrap();
+    assert!(exit.success(), "graceful exit: {exit}\n{}", server.log());
+    assert_eq!(
+        app.count(&format!(
+            "SELECT COUNT(*) FROM appointments WHERE id = {}",
+            body["id"]
+        )),
+        1
+    );
+    assert_eq!(
+        app.count(&format!(
+            "SELECT COUNT(*) FROM appointment_history WHERE appointment_id = {}",
+            body["id"]
+        )),
+        1
+    );
+}
+
+async fn sigkill_mid_load_loses_no_acknowledged_booking(app: TestApp) {
+    let server = Process::start(&app.db_url, &[]);
+    let client = std::sync::Arc::new(Client::new(&server.base));
+    let admin = client
+        .login(common::ADMIN_EMAIL, common::ADMIN_PASSWORD)
+        .await;
+    let mut doctors = Vec::new();
+    for n in 0..3 {
+        doctors.push(client.doctor(&admin, 100 + n).await);
+    }
+    let mut patients = Vec::new();
+    for n in 0..12 {
+        patients.push(client.patient(100 + n).await);
+    }
+    // Bookings in waves until the kill; slots collide on purpose.
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(i64, String)>::new()));
+    let mut tasks = Vec::new();
+    for i in 0..240usize {
+        let client = std::sync::Arc::clone(&client);
+        let acknowledged = std::sync::Arc::clone(&acknowledged);
+        let (doctor, patient) = (doctors[i % 3].id, patients[i % 12].token.clone());
+        let at = slot(
+            5 + (i % 4) as i64,
+            8 + (i % 9) as u32,
+            ((i * 7) % 4) as u32 * 15,
+        );
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis((i as u64 % 40) * 10)).await;
+            let body = json!({"doctor_id": doctor, "scheduled_at": at, "type": "in_person", "duration_minutes": 30});
+            if let Ok((StatusCode::CREATED, body)) = client.post("/api/v1/appointments", Some(&patient), body).await {
+                acknowledged.lock().unwrap().push((body["id"].as_i64().unwrap(), body["scheduled_at"].as_str().unwrap().to_owned()));
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.signal("KILL");
+    for task in tasks {
+        let _ = task.await;
+    }
+    drop(server);
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(
+        !acknowledged.is_empty(),
+        "some bookings were acknowledged before the kill"
+    );
+
+    // Restart on the same database: everything acknowledged is there, nothing overlaps, and
+    // every appointment has its history row.
+    let restarted = Process::start(&app.db_url, &[]);
+    let after = Client::new(&restarted.base);
+    let admin = after
+        .login(common::ADMIN_EMAIL, common::ADMIN_PASSWORD)
+        .await;
+    for (id, at) in &acknowledged {
+        let response = after
+            .http
+            .get(format!("{}/api/v1/appointments/{id}", after.base))
+            .bearer_auth(&admin.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "acknowledged booking {id} is lost"
+        );
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["scheduled_at"].as_str(), Some(at.as_str()));
+    }
+    assert_no_overlaps_in(app.backend, &app.db_url);
+    let appointments = count_in(
+        app.backend,
+        &app.db_url,
+        "SELECT COUNT(*) FROM appointments",
+    );
+    let with_history = count_in(
+        app.backend,
+        &app.db_url,
+        "SELECT COUNT(DISTINCT appointment_id) FROM appointment_history WHERE version = 1",
+    );
+    assert_eq!(
+        appointments, with_history,
+        "a booking and its history row commit together"
+    );
+    assert!(appointments >= acknowledged.len() as i64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_on_one_postgres_database_book_one_slot_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(db) = tokio::task::spawn_blocking({
+        let path = dir.path().to_owned();
+        move || ScratchDb::new(Backend::Postgres, &path)
+    })
+    .await
+    .unwrap() else {
+        return;
+    };
+    // Started together: the migrations are serialized by an advisory lock.
+    let (a, b) = {
+        let (url_a, url_b) = (db.url.clone(), db.url.clone());
+        let a = std::thread::spawn(move || Process::start(&url_a, &[]));
+        let b = std::thread::spawn(move || Process::start(&url_b, &[]));
+        (a.join().unwrap(), b.join().unwrap())
+    };
+    let (ca, cb) = (Client::new(&a.base), Client::new(&b.base));
+    let admin = ca.login(common::ADMIN_EMAIL, common::ADMIN_PASSWORD).await;
+    let doctor = ca.doctor(&admin, 7).await;
+    let mut patients = Vec::new();
+    for n in 0..40 {
+        patients.push(if n % 2 == 0 {
+            ca.patient(200 + n).await
+        } else {
+            cb.patient(200 + n).await
+        });
+    }
+    let at = slot(6, 10, 0);
+    let answers = futures_util::future::join_all(patients.iter().enumerate().map(|(n, p)| {
+        let client = if n % 2 == 0 { &ca } else { &cb };
+        let body = json!({"doctor_id": doctor.id, "scheduled_at": at, "type": "in_person"});
+        async move {
+            client
+                .post("/api/v1/appointments", Some(&p.token), body)
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    let created = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::CREATED)
+        .count();
+    assert_eq!(created, 1, "{answers:?}");
+    assert!(answers
+        .iter()
+        .filter(|(s, _)| *s != StatusCode::CREATED)
+        .all(|(s, b)| *s == StatusCode::CONFLICT && b["code"] == "SLOT_TAKEN"));
+    assert_eq!(
+        count_in(
+            Backend::Postgres,
+            &db.url,
+            "SELECT COUNT(*) FROM appointments"
+        ),
+        1
+    );
+    drop((a, b));
+}
