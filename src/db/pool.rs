@@ -154,7 +154,7 @@ impl r2d2::HandleEvent for PoolEvents {
 /// advisory lock lets one migrate while the others wait, then find nothing left to do.
 /// (SQLite's write lock serializes the migration transactions by itself.)
 pub fn run_migrations(conn: &mut DbConn) -> Result<(), String> {
-    const MIGRATION_LOCK: i64 = 0x6d65_6462_6f6f_6b; // "medbook"
+    const MIGRATION_LOCK: i64 = 0x006d_6564_626f_6f6b; // "medbook" in ASCII
     let migrations = match conn {
         DbConn::Pg(_) => PG_MIGRATIONS,
         DbConn::Sqlite(_) => SQLITE_MIGRATIONS,
