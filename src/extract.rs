@@ -225,3 +225,66 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::services::appointments::UpdateInput;
+    use crate::services::booking::BookingInput;
+    use proptest::prelude::*;
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(serde_json::Value::from),
+            ".{0,12}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("doctor_id".to_owned()),
+                        Just("scheduled_at".to_owned()),
+                        Just("type".to_owned()),
+                        Just("status".to_owned()),
+                        "[a-z_]{1,10}",
+                    ],
+                    inner,
+                    0..5
+                )
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn is_client_error(err: &AppError) -> bool {
+        matches!(err.code(), "BAD_REQUEST" | "VALIDATION_FAILED")
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_are_a_400_or_422_never_a_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            if let Err(err) = parse_json::<BookingInput>(&bytes) {
+                prop_assert!(is_client_error(&err));
+            }
+        }
+
+        #[test]
+        fn arbitrary_json_is_parsed_or_a_422(value in json_value()) {
+            let bytes = serde_json::to_vec(&value).unwrap();
+            for result in [
+                parse_json::<BookingInput>(&bytes).map(drop),
+                parse_json::<UpdateInput>(&bytes).map(drop),
+            ] {
+                if let Err(err) = result {
+                    prop_assert_eq!(err.code(), "VALIDATION_FAILED");
+                }
+            }
+        }
+    }
+}

@@ -81,3 +81,44 @@ mod tests {
         assert_eq!(now().nanosecond() % 1_000, 0);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use chrono::{Duration, FixedOffset, TimeZone};
+    use proptest::prelude::*;
+
+    fn any_time() -> impl Strategy<Value = NaiveDateTime> {
+        // 1970 … 9999, microsecond precision (what the databases store).
+        (0i64..253_402_300_799, 0u32..1_000_000).prop_map(|(secs, micros)| {
+            DateTime::from_timestamp(secs, micros * 1_000)
+                .unwrap()
+                .naive_utc()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn formatted_times_parse_back_unchanged(t in any_time()) {
+            prop_assert_eq!(parse(&format(&t)).unwrap(), t);
+        }
+
+        #[test]
+        fn any_offset_means_the_same_instant(t in any_time(), offset_minutes in -14 * 60i32..=14 * 60) {
+            let offset = FixedOffset::east_opt(offset_minutes * 60).unwrap();
+            let local = offset.from_utc_datetime(&t).to_rfc3339();
+            prop_assert_eq!(parse(&local).unwrap(), t);
+        }
+
+        #[test]
+        fn the_plain_form_is_utc(t in any_time()) {
+            let whole = t - Duration::nanoseconds(i64::from(t.nanosecond()));
+            prop_assert_eq!(parse(&whole.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap(), whole);
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(s in any::<String>()) {
+            let _ = parse(&s);
+        }
+    }
+}

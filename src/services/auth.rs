@@ -15,8 +15,11 @@ use crate::models::user::{self, NewUser, User};
 #[serde(deny_unknown_fields)]
 #[schema(as = Register)]
 pub struct RegisterInput {
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
+    #[schema(format = Email)]
     pub email: String,
+    #[schema(min_length = 8, max_length = 1024)]
     pub password: String,
 }
 

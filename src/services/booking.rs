@@ -43,7 +43,9 @@ pub struct BookingInput {
     pub type_: String,
     #[serde(default)]
     pub reason: Option<String>,
+    /// Length in minutes (default 30).
     #[serde(default)]
+    #[schema(minimum = 5, maximum = 240)]
     pub duration_minutes: Option<i32>,
     /// Only an admin may book for a patient.
     #[serde(default)]

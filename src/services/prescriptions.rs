@@ -21,6 +21,7 @@ use crate::schema::prescriptions;
 #[schema(as = PrescriptionCreate)]
 pub struct CreateInput {
     pub appointment_id: i32,
+    #[schema(min_items = 1, max_items = 50)]
     pub medications: Vec<Medication>,
     #[serde(default)]
     pub notes: Option<String>,

@@ -20,6 +20,7 @@ use crate::schema::ratings;
 #[schema(as = RatingCreate)]
 pub struct CreateInput {
     pub appointment_id: i32,
+    #[schema(minimum = 1, maximum = 5)]
     pub score: i32,
     #[serde(default)]
     pub comment: Option<String>,
@@ -31,6 +32,7 @@ pub struct CreateInput {
 #[schema(as = RatingUpdate)]
 pub struct UpdateInput {
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 5)]
     pub score: Option<i32>,
     #[serde(default)]
     pub comment: Option<String>,
