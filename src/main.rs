@@ -5,8 +5,22 @@ use std::process::ExitCode;
 use medbook::config::Config;
 use medbook::server;
 
+/// Keeps glibc from holding on to freed memory: big blocks (argon2's 19 MiB working memory
+/// above all) are always mmapped and returned on free, and the number of malloc arenas that
+/// can each retain memory is bounded. Without this, RSS after a burst of logins stays at
+/// hundreds of MiB (measured: 1.3 GiB peak, 1.1 GiB after, at 64 clients).
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; called before any other thread runs.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_ARENA_MAX, 4);
+    }
+}
+
 #[actix_web::main]
 async fn main() -> ExitCode {
+    tune_allocator();
     // A `.env` in the working directory is read too, as the diesel CLI does.
     let _ = dotenvy::dotenv();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();

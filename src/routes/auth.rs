@@ -29,11 +29,30 @@ pub(crate) fn routes() -> Vec<RouteDef> {
     ]
 }
 
-/// Runs argon2 on a blocking thread with no connection or transaction held.
-pub async fn hash_in_background(password: String) -> Result<String, AppError> {
-    web::block(move || hash_password(&password))
+/// At most one argon2 computation per core at a time: each takes 19 MiB and a core's worth
+/// of CPU, and a login burst must not take the memory or the CPU the bookings need.
+fn password_work() -> &'static tokio::sync::Semaphore {
+    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    PERMITS.get_or_init(|| {
+        tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+    })
+}
+
+/// Runs `work` (argon2) on a blocking thread, no connection or transaction held, within the
+/// per-core limit.
+async fn with_password_permit<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, AppError> {
+    let _permit = password_work()
+        .acquire()
         .await
-        .map_err(|e| AppError::internal(format!("hashing task failed: {e}")))?
+        .map_err(|e| AppError::internal(format!("hashing limiter: {e}")))?;
+    web::block(work)
+        .await
+        .map_err(|e| AppError::internal(format!("hashing task failed: {e}")))
+}
+
+/// Hashes a password off the async workers and outside any transaction.
+pub async fn hash_in_background(password: String) -> Result<String, AppError> {
+    with_password_permit(move || hash_password(&password)).await?
 }
 
 /// Registers a patient and logs them in.
@@ -106,15 +125,14 @@ pub(crate) async fn login(
     let stored_hash = found.as_ref().map(|u| u.password_hash.clone());
     let password = input.password;
     // An unknown email costs a verification too, so timing does not tell which part was wrong.
-    let verified = web::block(move || match stored_hash {
+    let verified = with_password_permit(move || match stored_hash {
         Some(hash) => verify_password(&password, &hash),
         None => {
             let _ = hash_password(&password);
             false
         }
     })
-    .await
-    .map_err(|e| AppError::internal(format!("verification task failed: {e}")))?;
+    .await?;
     let user = match found {
         Some(user) if verified => user,
         _ => return Err(service::invalid_credentials()),

@@ -1,0 +1,113 @@
+//! `medbook-bench`: a load generator for medbook.
+//!
+//! ```text
+//! medbook-bench [--url URL] [--scenario spread|contended|hot-doctor|status|read]
+//!               [--clients N] [--duration SECS] [--warmup SECS] [--doctors N]
+//!               [--admin-email E] [--admin-password P] [--json FILE] [--no-verify] [--quiet]
+//! medbook-bench inproc --database-url URL [--duration SECS]
+//! ```
+//!
+//! It creates its own users through the API, runs the scenario for the duration (after a
+//! warm-up whose requests are not counted), prints requests/s, latency percentiles and the
+//! status/code counts, and then checks through the API that no two active appointments of a
+//! doctor or of a patient overlap. `inproc` runs the booking transaction in a tight loop
+//! through the medbook library on one connection (the ceiling for SQLite).
+
+mod client;
+mod report;
+mod scenario;
+
+use std::time::Duration;
+
+use report::Report;
+
+/// Command-line options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub url: String,
+    pub scenario: scenario::Kind,
+    pub clients: usize,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub doctors: usize,
+    pub admin_email: String,
+    pub admin_password: String,
+    pub json: Option<String>,
+    pub verify: bool,
+    pub quiet: bool,
+    pub database_url: Option<String>,
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: medbook-bench [--url URL] [--scenario spread|contended|hot-doctor|status|read] \
+         [--clients N] [--duration SECS] [--warmup SECS] [--doctors N] [--admin-email E] \
+         [--admin-password P] [--json FILE] [--no-verify] [--quiet]\n       \
+         medbook-bench inproc --database-url URL [--duration SECS] [--json FILE]"
+    );
+    std::process::exit(2)
+}
+
+fn parse(args: &[String]) -> (bool, Options) {
+    let mut o = Options {
+        url: "http://127.0.0.1:8080".into(),
+        scenario: scenario::Kind::Spread,
+        clients: 16,
+        duration: Duration::from_secs(10),
+        warmup: Duration::from_secs(2),
+        doctors: 50,
+        admin_email: std::env::var("MEDBOOK_ADMIN_EMAIL").unwrap_or_else(|_| "admin@medbook.local".into()),
+        admin_password: std::env::var("MEDBOOK_ADMIN_PASSWORD").unwrap_or_else(|_| "admin-password".into()),
+        json: None,
+        verify: true,
+        quiet: false,
+        database_url: None,
+    };
+    let mut inproc = false;
+    let mut it = args.iter();
+    let secs = |v: Option<&String>| Duration::from_secs_f64(v.and_then(|v| v.parse().ok()).unwrap_or_else(|| usage()));
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "inproc" => inproc = true,
+            "--url" => o.url = it.next().cloned().unwrap_or_else(|| usage()),
+            "--scenario" => o.scenario = it.next().and_then(|s| scenario::Kind::parse(s)).unwrap_or_else(|| usage()),
+            "--clients" => o.clients = it.next().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or_else(|| usage()),
+            "--duration" => o.duration = secs(it.next()),
+            "--warmup" => o.warmup = secs(it.next()),
+            "--doctors" => o.doctors = it.next().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or_else(|| usage()),
+            "--admin-email" => o.admin_email = it.next().cloned().unwrap_or_else(|| usage()),
+            "--admin-password" => o.admin_password = it.next().cloned().unwrap_or_else(|| usage()),
+            "--json" => o.json = Some(it.next().cloned().unwrap_or_else(|| usage())),
+            "--database-url" => o.database_url = Some(it.next().cloned().unwrap_or_else(|| usage())),
+            "--no-verify" => o.verify = false,
+            "--quiet" => o.quiet = true,
+            _ => usage(),
+        }
+    }
+    (inproc, o)
+}
+
+fn finish(report: &Report, options: &Options) {
+    report.print();
+    if let Some(path) = &options.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report.json()).unwrap()).expect("write --json file");
+    }
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (inproc, options) = parse(&args);
+    if inproc {
+        let url = options.database_url.clone().unwrap_or_else(|| usage());
+        let duration = options.duration;
+        let report = tokio::task::spawn_blocking(move || scenario::inproc(&url, duration)).await.unwrap();
+        finish(&report, &options);
+        return;
+    }
+    let report = scenario::run(&options).await;
+    finish(&report, &options);
+    if report.invariant_ok == Some(false) {
+        std::process::exit(1);
+    }
+}

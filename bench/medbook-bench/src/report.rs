@@ -1,0 +1,93 @@
+//! Collected results: throughput, latency percentiles, status/code counts.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+/// What one run measured.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub scenario: String,
+    pub clients: usize,
+    pub elapsed: Duration,
+    /// Latencies of counted requests, in microseconds.
+    pub latencies_us: Vec<u64>,
+    /// "201", "409 SLOT_TAKEN", "error: …" → count.
+    pub outcomes: BTreeMap<String, u64>,
+    /// `Some(true)` when the invariant was checked and holds.
+    pub invariant_ok: Option<bool>,
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    /// Requests (or transactions) per second.
+    pub fn rate(&self) -> f64 {
+        self.latencies_us.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    fn sorted(&self) -> Vec<u64> {
+        let mut v = self.latencies_us.clone();
+        v.sort_unstable();
+        v
+    }
+
+    /// Latency quantile in milliseconds.
+    pub fn quantile_ms(sorted: &[u64], q: f64) -> f64 {
+        if sorted.is_empty() {
+            return 0.0;
+        }
+        let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+        sorted[rank - 1] as f64 / 1000.0
+    }
+
+    pub fn json(&self) -> Value {
+        let sorted = self.sorted();
+        json!({
+            "scenario": self.scenario,
+            "clients": self.clients,
+            "seconds": self.elapsed.as_secs_f64(),
+            "requests": sorted.len(),
+            "rate_per_s": self.rate(),
+            "latency_ms": {
+                "p50": Self::quantile_ms(&sorted, 0.50),
+                "p95": Self::quantile_ms(&sorted, 0.95),
+                "p99": Self::quantile_ms(&sorted, 0.99),
+                "max": sorted.last().map_or(0.0, |m| *m as f64 / 1000.0),
+            },
+            "outcomes": self.outcomes,
+            "invariant_ok": self.invariant_ok,
+            "notes": self.notes,
+        })
+    }
+
+    pub fn print(&self) {
+        let sorted = self.sorted();
+        println!(
+            "{} × {} clients: {} requests in {:.1} s = {:.0} req/s",
+            self.scenario,
+            self.clients,
+            sorted.len(),
+            self.elapsed.as_secs_f64(),
+            self.rate()
+        );
+        println!(
+            "  latency ms: p50 {:.2}  p95 {:.2}  p99 {:.2}  max {:.2}",
+            Self::quantile_ms(&sorted, 0.50),
+            Self::quantile_ms(&sorted, 0.95),
+            Self::quantile_ms(&sorted, 0.99),
+            sorted.last().map_or(0.0, |m| *m as f64 / 1000.0)
+        );
+        for (outcome, n) in &self.outcomes {
+            println!("  {outcome:<28} {n}");
+        }
+        for note in &self.notes {
+            println!("  {note}");
+        }
+        match self.invariant_ok {
+            Some(true) => println!("  invariant: no overlapping active appointments (checked through the API)"),
+            Some(false) => println!("  INVARIANT BROKEN: overlapping active appointments"),
+            None => {}
+        }
+    }
+}
