@@ -46,7 +46,7 @@ tomorrow=$(date -u -d 'tomorrow 00:00' +%s)
 pgbench_run() { # name clients script extra-vars...
   local name=$1 c=$2 script=$3; shift 3
   local j=$(( c < 2 ? 1 : 2 ))
-  (cd "$out" && pgbench -n -f "../../bench/pgbench/$script" -c "$c" -j "$j" -T "$duration" "$@" -l --log-prefix "$name" "$DATABASE_URL" > "$name.txt" 2>&1) || { cat "$out/$name.txt"; exit 1; }
+  (cd "$out" && pgbench -n -M prepared -f "../../bench/pgbench/$script" -c "$c" -j "$j" -T "$duration" "$@" -l --log-prefix "$name" "$DATABASE_URL" > "$name.txt" 2>&1) || { cat "$out/$name.txt"; exit 1; }
   cat "$out/$name".* > "$out/$name.log" 2>/dev/null || true
 }
 

@@ -1,12 +1,9 @@
-//! Passwords (argon2id), bearer tokens (random, stored as SHA-256) and the [`Caller`]
-//! extractor that turns a token into the authenticated user.
-
-use std::future::Future;
-use std::pin::Pin;
+//! Passwords (argon2id), bearer tokens (random, stored as SHA-256), the [`Bearer`] extractor
+//! and [`authenticate`], which turns a token into the [`Caller`].
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::{FromRequest, HttpRequest};
 use argon2::password_hash::{
     rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
 };
@@ -15,7 +12,7 @@ use base64::Engine;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use crate::db::run_blocking;
+use crate::db::{run_blocking, DbConn};
 use crate::domain::Role;
 use crate::error::AppError;
 use crate::models::token;
@@ -85,29 +82,54 @@ fn bearer(req: &HttpRequest) -> Option<String> {
         .then(|| token.to_owned())
 }
 
-impl FromRequest for Caller {
+/// The bearer token of a request, not yet checked: checking it needs the database, and is
+/// done in the same blocking task as the request's work ([`AppState::as_caller`]).
+#[derive(Debug, Clone)]
+pub struct Bearer {
+    token_hash: String,
+}
+
+impl FromRequest for Bearer {
     type Error = AppError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, AppError>>>>;
+    type Future = std::future::Ready<Result<Self, AppError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let token = bearer(req);
-        let state = req.app_data::<web::Data<AppState>>().cloned();
-        Box::pin(async move {
-            let token = token.ok_or(AppError::Unauthenticated)?;
-            let state = state.ok_or_else(|| AppError::internal("app state missing"))?;
-            let token_hash = hash_token(&token);
-            let lookup = token_hash.clone();
-            let user =
-                run_blocking(&state.pool, move |conn| Ok(token::user_for(conn, &lookup)?)).await?;
-            match user {
-                Some(user) if user.is_active => Ok(Caller {
-                    id: user.id,
-                    role: user.role(),
-                    token_hash,
-                }),
-                _ => Err(AppError::Unauthenticated),
-            }
+        std::future::ready(
+            bearer(req)
+                .map(|token| Bearer {
+                    token_hash: hash_token(&token),
+                })
+                .ok_or(AppError::Unauthenticated),
+        )
+    }
+}
+
+/// The active user a bearer token belongs to; 401 for an unknown or revoked token or a
+/// deactivated user.
+pub fn authenticate(conn: &mut DbConn, bearer: &Bearer) -> Result<Caller, AppError> {
+    match token::user_for(conn, &bearer.token_hash)? {
+        Some(user) if user.is_active => Ok(Caller {
+            id: user.id,
+            role: user.role(),
+            token_hash: bearer.token_hash.clone(),
+        }),
+        _ => Err(AppError::Unauthenticated),
+    }
+}
+
+impl AppState {
+    /// Runs `f` as the authenticated caller. The token check and the work share one blocking
+    /// task and one pooled connection: one thread hand-off per request, not two.
+    pub async fn as_caller<T, F>(&self, bearer: Bearer, f: F) -> Result<T, AppError>
+    where
+        F: FnOnce(&mut DbConn, &Caller) -> Result<T, AppError> + Send + 'static,
+        T: Send + 'static,
+    {
+        run_blocking(&self.pool, move |conn| {
+            let caller = authenticate(conn, &bearer)?;
+            f(conn, &caller)
         })
+        .await
     }
 }
 

@@ -68,7 +68,11 @@ pub fn bind(
         App::new()
             .app_data(state.clone())
             .wrap(middleware::from_fn(crate::telemetry::http::track))
-            .wrap(middleware::Logger::new("%a \"%r\" %s %b %Dms"))
+            // The access log costs a regex match and formatting per request: only when shown.
+            .wrap(middleware::Condition::new(
+                log::log_enabled!(target: "actix_web::middleware::logger", log::Level::Info),
+                middleware::Logger::new("%a \"%r\" %s %b %Dms"),
+            ))
             .configure(routes::configure)
     })
     .shutdown_timeout(30)

@@ -6,7 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use super::auth::hash_in_background;
 use super::openapi::{ErrorDoc, IdempotencyKey, IfMatch};
 use super::{def, idempotent, RouteDef};
-use crate::auth::Caller;
+use crate::auth::Bearer;
 use crate::db::run_blocking;
 use crate::error::AppError;
 use crate::extract::{path_id, Expected, Json};
@@ -45,10 +45,13 @@ pub(crate) fn routes() -> Vec<RouteDef> {
 pub(crate) async fn create_user(
     state: web::Data<AppState>,
     req: HttpRequest,
-    caller: Caller,
+    bearer: Bearer,
     Json(input): Json<CreateUserInput>,
 ) -> Result<HttpResponse, AppError> {
-    caller.require_admin()?;
+    // Admin first: nothing below (not even validation) is for anyone else.
+    state
+        .as_caller(bearer.clone(), |_, caller| caller.require_admin())
+        .await?;
     let role = input.check()?;
     if req.headers().get("Idempotency-Key").is_none() {
         // A taken email costs no hash. (With a key, a repeat must reach its replay instead.)
@@ -57,7 +60,7 @@ pub(crate) async fn create_user(
     }
     // Hashed before the key is claimed and outside any transaction.
     let hash = hash_in_background(input.password.clone()).await?;
-    idempotent::post(&state, &req, &caller, move |conn| {
+    idempotent::post(&state, &req, bearer, move |conn, _| {
         let user = users::create(conn, &input, role, &hash)?;
         let location = format!("/api/v1/admin/users/{}", user.id);
         idempotent::json(
@@ -87,15 +90,15 @@ pub(crate) async fn create_user(
 pub(crate) async fn update_user(
     state: web::Data<AppState>,
     req: HttpRequest,
-    caller: Caller,
+    bearer: Bearer,
     Json(input): Json<UpdateUserInput>,
 ) -> Result<HttpResponse, AppError> {
-    caller.require_admin()?;
     let id = path_id(&req, "id")?;
     let expected = Expected::from_request(&req, input.version)?;
-    let user = run_blocking(&state.pool, move |conn| {
-        users::update(conn, &caller, id, &input, expected)
-    })
-    .await?;
+    let user = state
+        .as_caller(bearer, move |conn, caller| {
+            users::update(conn, caller, id, &input, expected)
+        })
+        .await?;
     Ok(super::versioned(StatusCode::OK, user.version, &user.view()))
 }

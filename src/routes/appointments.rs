@@ -8,8 +8,7 @@ use utoipa::IntoParams;
 
 use super::openapi::{AppointmentPage, ErrorDoc, HistoryList, IdempotencyKey, IfMatch};
 use super::{def, idempotent, RouteDef};
-use crate::auth::Caller;
-use crate::db::run_blocking;
+use crate::auth::Bearer;
 use crate::domain::Status;
 use crate::error::AppError;
 use crate::extract::{parse_query, path_id, Expected, Json};
@@ -75,13 +74,12 @@ pub(crate) fn routes() -> Vec<RouteDef> {
 pub(crate) async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,
-    caller: Caller,
+    bearer: Bearer,
     Json(input): Json<BookingInput>,
 ) -> Result<HttpResponse, AppError> {
     let contention = state.contention.clone();
-    let who = caller.clone();
-    idempotent::post(&state, &req, &caller, move |conn| {
-        let booked = booking::book(conn, &who, &input, &contention)?;
+    idempotent::post(&state, &req, bearer, move |conn, caller| {
+        let booked = booking::book(conn, caller, &input, &contention)?;
         let location = format!("/api/v1/appointments/{}", booked.id);
         idempotent::json(
             StatusCode::CREATED,
@@ -122,7 +120,7 @@ pub(crate) struct ListQuery {
 pub(crate) async fn list(
     state: web::Data<AppState>,
     req: HttpRequest,
-    caller: Caller,
+    bearer: Bearer,
 ) -> Result<HttpResponse, AppError> {
     let query: ListQuery = parse_query(&req)?;
     let time = |field: &str, raw: Option<&str>| {
@@ -144,10 +142,11 @@ pub(crate) async fn list(
         limit: parse_limit(query.limit.as_deref())?,
         cursor: query.cursor.as_deref().map(Cursor::decode).transpose()?,
     };
-    let page = run_blocking(&state.pool, move |conn| {
-        appointments::list(conn, &caller, &filter)
-    })
-    .await?;
+    let page = state
+        .as_caller(bearer, move |conn, caller| {
+            appointments::list(conn, caller, &filter)
+        })
+        .await?;
     Ok(HttpResponse::Ok().json(page.map(|a| a.view())))
 }
 
@@ -162,13 +161,14 @@ pub(crate) async fn list(
 pub(crate) async fn get(
     state: web::Data<AppState>,
     req: HttpRequest,
-    caller: Caller,
+    bearer: Bearer,
 ) -> Result<HttpResponse, AppError> {
     let id = path_id(&req, "id")?;
-    let found = run_blocking(&state.pool, move |conn| {
-        appointments::get(conn, &caller, id)
-    })
-    .await?;
+    let found = state
+        .as_caller(bearer, move |conn, caller| {
+            appointments::get(conn, caller, id)
+        })
+        .await?;
     Ok(super::versioned(
         StatusCode::OK,
         found.version,
@@ -194,16 +194,17 @@ pub(crate) async fn get(
 pub(crate) async fn update(
     state: web::Data<AppState>,
     req: HttpRequest,
-    caller: Caller,
+    bearer: Bearer,
     Json(input): Json<UpdateInput>,
 ) -> Result<HttpResponse, AppError> {
     let id = path_id(&req, "id")?;
     let expected = Expected::from_request(&req, input.version)?;
     let contention = state.contention.clone();
-    let updated = run_blocking(&state.pool, move |conn| {
-        appointments::update(conn, &caller, id, &input, expected, &contention)
-    })
-    .await?;
+    let updated = state
+        .as_caller(bearer, move |conn, caller| {
+            appointments::update(conn, caller, id, &input, expected, &contention)
+        })
+        .await?;
     Ok(super::versioned(
         StatusCode::OK,
         updated.version,
@@ -228,10 +229,10 @@ pub(crate) async fn update(
 pub(crate) async fn patch(
     state: web::Data<AppState>,
     req: HttpRequest,
-    caller: Caller,
+    bearer: Bearer,
     input: Json<UpdateInput>,
 ) -> Result<HttpResponse, AppError> {
-    update(state, req, caller, input).await
+    update(state, req, bearer, input).await
 }
 
 /// Every change of an appointment, oldest first.
@@ -245,13 +246,14 @@ pub(crate) async fn patch(
 pub(crate) async fn history(
     state: web::Data<AppState>,
     req: HttpRequest,
-    caller: Caller,
+    bearer: Bearer,
 ) -> Result<HttpResponse, AppError> {
     let id = path_id(&req, "id")?;
-    let items = run_blocking(&state.pool, move |conn| {
-        appointments::history(conn, &caller, id)
-    })
-    .await?;
+    let items = state
+        .as_caller(bearer, move |conn, caller| {
+            appointments::history(conn, caller, id)
+        })
+        .await?;
     Ok(HttpResponse::Ok().json(json!({ "items": items })))
 }
 
@@ -266,13 +268,14 @@ pub(crate) async fn history(
 pub(crate) async fn prescription(
     state: web::Data<AppState>,
     req: HttpRequest,
-    caller: Caller,
+    bearer: Bearer,
 ) -> Result<HttpResponse, AppError> {
     let id = path_id(&req, "id")?;
-    let found = run_blocking(&state.pool, move |conn| {
-        prescriptions::for_appointment(conn, &caller, id)
-    })
-    .await?;
+    let found = state
+        .as_caller(bearer, move |conn, caller| {
+            prescriptions::for_appointment(conn, caller, id)
+        })
+        .await?;
     Ok(super::versioned(
         StatusCode::OK,
         found.version,

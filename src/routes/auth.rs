@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::openapi::{AuthResponse, ErrorDoc};
 use super::{def, RouteDef};
-use crate::auth::{hash_password, new_token, verify_password, Caller};
+use crate::auth::{hash_password, new_token, verify_password, Bearer};
 use crate::db::run_blocking;
 use crate::domain::Role;
 use crate::error::AppError;
@@ -40,7 +40,9 @@ fn password_work() -> &'static tokio::sync::Semaphore {
 
 /// Runs `work` (argon2) on a blocking thread, no connection or transaction held, within the
 /// per-core limit.
-async fn with_password_permit<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, AppError> {
+async fn with_password_permit<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, AppError> {
     let _permit = password_work()
         .acquire()
         .await
@@ -160,12 +162,13 @@ pub(crate) async fn login(
     ))]
 pub(crate) async fn logout(
     state: web::Data<AppState>,
-    caller: Caller,
+    bearer: Bearer,
 ) -> Result<HttpResponse, AppError> {
-    run_blocking(&state.pool, move |conn| {
-        service::logout(conn, &caller.token_hash)
-    })
-    .await?;
+    state
+        .as_caller(bearer, move |conn, caller| {
+            service::logout(conn, &caller.token_hash)
+        })
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -178,12 +181,13 @@ pub(crate) async fn logout(
     ))]
 pub(crate) async fn me(
     state: web::Data<AppState>,
-    caller: Caller,
+    bearer: Bearer,
 ) -> Result<HttpResponse, AppError> {
-    let user = run_blocking(&state.pool, move |conn| {
-        user::find(conn, caller.id)?.ok_or(AppError::Unauthenticated)
-    })
-    .await?;
+    let user = state
+        .as_caller(bearer, move |conn, caller| {
+            user::find(conn, caller.id)?.ok_or(AppError::Unauthenticated)
+        })
+        .await?;
     Ok(super::versioned(
         actix_web::http::StatusCode::OK,
         user.version,

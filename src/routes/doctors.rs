@@ -9,8 +9,7 @@ use utoipa::IntoParams;
 
 use super::openapi::{BusyList, DoctorPage, ErrorDoc};
 use super::{def, RouteDef};
-use crate::auth::Caller;
-use crate::db::run_blocking;
+use crate::auth::Bearer;
 use crate::error::AppError;
 use crate::extract::{parse_query, path_id};
 use crate::server::AppState;
@@ -63,12 +62,14 @@ pub(crate) struct BusyQuery {
 pub(crate) async fn list(
     state: web::Data<AppState>,
     req: HttpRequest,
-    _caller: Caller,
+    bearer: Bearer,
 ) -> Result<HttpResponse, AppError> {
     let query: ListQuery = parse_query(&req)?;
     let limit = parse_limit(query.limit.as_deref())?;
     let cursor = query.cursor.as_deref().map(Cursor::decode).transpose()?;
-    let page = run_blocking(&state.pool, move |conn| doctors::list(conn, limit, cursor)).await?;
+    let page = state
+        .as_caller(bearer, move |conn, _| doctors::list(conn, limit, cursor))
+        .await?;
     Ok(HttpResponse::Ok().json(page))
 }
 
@@ -83,10 +84,12 @@ pub(crate) async fn list(
 pub(crate) async fn get(
     state: web::Data<AppState>,
     req: HttpRequest,
-    _caller: Caller,
+    bearer: Bearer,
 ) -> Result<HttpResponse, AppError> {
     let id = path_id(&req, "id")?;
-    let doctor = run_blocking(&state.pool, move |conn| doctors::get(conn, id)).await?;
+    let doctor = state
+        .as_caller(bearer, move |conn, _| doctors::get(conn, id))
+        .await?;
     Ok(HttpResponse::Ok().json(doctor))
 }
 
@@ -103,7 +106,7 @@ pub(crate) async fn get(
 pub(crate) async fn busy(
     state: web::Data<AppState>,
     req: HttpRequest,
-    _caller: Caller,
+    bearer: Bearer,
 ) -> Result<HttpResponse, AppError> {
     let id = path_id(&req, "id")?;
     let query: BusyQuery = parse_query(&req)?;
@@ -113,6 +116,8 @@ pub(crate) async fn busy(
     };
     let from = time("from", query.from.as_deref())?.unwrap_or_else(crate::time::now);
     let to = time("to", query.to.as_deref())?.unwrap_or(from + Duration::days(7));
-    let items = run_blocking(&state.pool, move |conn| doctors::busy(conn, id, from, to)).await?;
+    let items = state
+        .as_caller(bearer, move |conn, _| doctors::busy(conn, id, from, to))
+        .await?;
     Ok(HttpResponse::Ok().json(json!({ "items": items })))
 }

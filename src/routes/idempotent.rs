@@ -6,7 +6,7 @@ use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::auth::Caller;
+use crate::auth::{Bearer, Caller};
 use crate::db::{run_blocking, DbConn};
 use crate::error::{AppError, ConflictCode};
 use crate::extract::BodyDigest;
@@ -98,39 +98,45 @@ async fn stored_error(err: &AppError) -> StoredResponse {
     }
 }
 
-/// Runs `work` (one service call that builds its response); with an `Idempotency-Key`
-/// header, claims the key first and records the response in the work's transaction.
+/// Runs `work` (one service call that builds its response) as the caller; with an
+/// `Idempotency-Key` header, claims the key first and records the response in the work's
+/// transaction.
 pub async fn post<F>(
     state: &web::Data<AppState>,
     req: &HttpRequest,
-    caller: &Caller,
+    bearer: Bearer,
     work: F,
 ) -> Result<HttpResponse, AppError>
 where
-    F: FnOnce(&mut DbConn) -> Result<StoredResponse, AppError> + Send + 'static,
+    F: FnOnce(&mut DbConn, &Caller) -> Result<StoredResponse, AppError> + Send + 'static,
 {
     let key = match req.headers().get("Idempotency-Key") {
         None => {
-            return run_blocking(&state.pool, work)
+            return state
+                .as_caller(bearer, work)
                 .await
                 .map(|r| respond(r, false))
         }
         Some(value) => value.to_str().unwrap_or("").to_owned(),
     };
     idempotency::check_key(&key)?;
-    let (user, fingerprint) = (caller.id, fingerprint(req));
+    let fingerprint = fingerprint(req);
     let claim_key = key.clone();
-    match run_blocking(&state.pool, move |conn| {
-        idempotency::claim(conn, user, &claim_key, &fingerprint)
-    })
-    .await?
-    {
-        Claim::Replay(stored) => return Ok(respond(stored, true)),
-        Claim::Fresh => {}
+    let (caller, claim) = state
+        .as_caller(bearer, move |conn, caller| {
+            Ok((
+                caller.clone(),
+                idempotency::claim(conn, caller.id, &claim_key, &fingerprint)?,
+            ))
+        })
+        .await?;
+    if let Claim::Replay(stored) = claim {
+        return Ok(respond(stored, true));
     }
+    let user = caller.id;
     let work_key = key.clone();
     let result = run_blocking(&state.pool, move |conn| {
-        idempotency::run_and_record(conn, user, &work_key, work)
+        idempotency::run_and_record(conn, user, &work_key, |conn| work(conn, &caller))
     })
     .await;
     match result {

@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 
 use super::openapi::ErrorDoc;
 use super::{def, RouteDef};
-use crate::auth::Caller;
+use crate::auth::Bearer;
 use crate::error::AppError;
 use crate::server::AppState;
 use crate::telemetry::{self, LockStatsView};
@@ -63,9 +63,11 @@ pub(crate) async fn metrics(
     ))]
 pub(crate) async fn lock_stats(
     state: web::Data<AppState>,
-    caller: Caller,
+    bearer: Bearer,
 ) -> Result<HttpResponse, AppError> {
-    caller.require_admin()?;
+    state
+        .as_caller(bearer, |_, caller| caller.require_admin())
+        .await?;
     Ok(HttpResponse::Ok().json(state.telemetry.locks.view()))
 }
 

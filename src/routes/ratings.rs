@@ -5,8 +5,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::openapi::{ErrorDoc, IdempotencyKey, IfMatch};
 use super::{def, idempotent, RouteDef};
-use crate::auth::Caller;
-use crate::db::run_blocking;
+use crate::auth::Bearer;
 use crate::error::AppError;
 use crate::extract::{path_id, Expected, Json};
 use crate::models::rating::Rating;
@@ -36,12 +35,11 @@ pub(crate) fn routes() -> Vec<RouteDef> {
 pub(crate) async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,
-    caller: Caller,
+    bearer: Bearer,
     Json(input): Json<CreateInput>,
 ) -> Result<HttpResponse, AppError> {
-    let who = caller.clone();
-    idempotent::post(&state, &req, &caller, move |conn| {
-        let created = ratings::create(conn, &who, &input)?;
+    idempotent::post(&state, &req, bearer, move |conn, caller| {
+        let created = ratings::create(conn, caller, &input)?;
         let location = format!("/api/v1/ratings/{}", created.id);
         idempotent::json(
             StatusCode::CREATED,
@@ -64,10 +62,12 @@ pub(crate) async fn create(
 pub(crate) async fn get(
     state: web::Data<AppState>,
     req: HttpRequest,
-    caller: Caller,
+    bearer: Bearer,
 ) -> Result<HttpResponse, AppError> {
     let id = path_id(&req, "id")?;
-    let found = run_blocking(&state.pool, move |conn| ratings::get(conn, &caller, id)).await?;
+    let found = state
+        .as_caller(bearer, move |conn, caller| ratings::get(conn, caller, id))
+        .await?;
     Ok(super::versioned(StatusCode::OK, found.version, &found))
 }
 
@@ -88,14 +88,15 @@ pub(crate) async fn get(
 pub(crate) async fn update(
     state: web::Data<AppState>,
     req: HttpRequest,
-    caller: Caller,
+    bearer: Bearer,
     Json(input): Json<UpdateInput>,
 ) -> Result<HttpResponse, AppError> {
     let id = path_id(&req, "id")?;
     let expected = Expected::from_request(&req, input.version)?;
-    let updated = run_blocking(&state.pool, move |conn| {
-        ratings::update(conn, &caller, id, &input, expected)
-    })
-    .await?;
+    let updated = state
+        .as_caller(bearer, move |conn, caller| {
+            ratings::update(conn, caller, id, &input, expected)
+        })
+        .await?;
     Ok(super::versioned(StatusCode::OK, updated.version, &updated))
 }

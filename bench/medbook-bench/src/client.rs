@@ -29,7 +29,13 @@ impl Api {
     }
 
     /// Sends a request; returns the status and the error code (if any) and the body.
-    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<&Value>) -> Result<(StatusCode, Value), reqwest::Error> {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Value), reqwest::Error> {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(token) = token {
             req = req.bearer_auth(token);
@@ -43,24 +49,50 @@ impl Api {
         Ok((status, body))
     }
 
-    async fn expect(&self, method: Method, path: &str, token: Option<&str>, body: Value, want: StatusCode) -> Value {
-        let (status, answer) = self.call(method, path, token, Some(&body)).await.expect("request");
+    async fn expect(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Value,
+        want: StatusCode,
+    ) -> Value {
+        let (status, answer) = self
+            .call(method, path, token, Some(&body))
+            .await
+            .expect("request");
         assert_eq!(status, want, "{path}: {answer}");
         answer
     }
 
     pub async fn login(&self, email: &str, password: &str) -> User {
         let answer = self
-            .expect(Method::POST, "/api/v1/auth/login", None, json!({"email": email, "password": password}), StatusCode::OK)
+            .expect(
+                Method::POST,
+                "/api/v1/auth/login",
+                None,
+                json!({"email": email, "password": password}),
+                StatusCode::OK,
+            )
             .await;
-        User { token: answer["token"].as_str().unwrap().to_owned() }
+        User {
+            token: answer["token"].as_str().unwrap().to_owned(),
+        }
     }
 
     pub async fn register(&self, email: &str) -> User {
         let answer = self
-            .expect(Method::POST, "/api/v1/auth/register", None, json!({"name": "Bench patient", "email": email, "password": "bench-password"}), StatusCode::CREATED)
+            .expect(
+                Method::POST,
+                "/api/v1/auth/register",
+                None,
+                json!({"name": "Bench patient", "email": email, "password": "bench-password"}),
+                StatusCode::CREATED,
+            )
             .await;
-        User { token: answer["token"].as_str().unwrap().to_owned() }
+        User {
+            token: answer["token"].as_str().unwrap().to_owned(),
+        }
     }
 
     pub async fn create_doctor(&self, admin: &User, email: &str) -> i64 {
@@ -85,7 +117,10 @@ impl Api {
                 Some(c) => format!("/api/v1/appointments?limit=100&cursor={c}"),
                 None => "/api/v1/appointments?limit=100".to_owned(),
             };
-            let (status, page) = self.call(Method::GET, &path, Some(&admin.token), None).await.expect("list");
+            let (status, page) = self
+                .call(Method::GET, &path, Some(&admin.token), None)
+                .await
+                .expect("list");
             assert_eq!(status, StatusCode::OK, "{page}");
             items.extend(page["items"].as_array().cloned().unwrap_or_default());
             match page["next_cursor"].as_str() {

@@ -56,8 +56,10 @@ fn parse(args: &[String]) -> (bool, Options) {
         duration: Duration::from_secs(10),
         warmup: Duration::from_secs(2),
         doctors: 50,
-        admin_email: std::env::var("MEDBOOK_ADMIN_EMAIL").unwrap_or_else(|_| "admin@medbook.local".into()),
-        admin_password: std::env::var("MEDBOOK_ADMIN_PASSWORD").unwrap_or_else(|_| "admin-password".into()),
+        admin_email: std::env::var("MEDBOOK_ADMIN_EMAIL")
+            .unwrap_or_else(|_| "admin@medbook.local".into()),
+        admin_password: std::env::var("MEDBOOK_ADMIN_PASSWORD")
+            .unwrap_or_else(|_| "admin-password".into()),
         json: None,
         verify: true,
         quiet: false,
@@ -65,20 +67,41 @@ fn parse(args: &[String]) -> (bool, Options) {
     };
     let mut inproc = false;
     let mut it = args.iter();
-    let secs = |v: Option<&String>| Duration::from_secs_f64(v.and_then(|v| v.parse().ok()).unwrap_or_else(|| usage()));
+    let secs = |v: Option<&String>| {
+        Duration::from_secs_f64(v.and_then(|v| v.parse().ok()).unwrap_or_else(|| usage()))
+    };
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "inproc" => inproc = true,
             "--url" => o.url = it.next().cloned().unwrap_or_else(|| usage()),
-            "--scenario" => o.scenario = it.next().and_then(|s| scenario::Kind::parse(s)).unwrap_or_else(|| usage()),
-            "--clients" => o.clients = it.next().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or_else(|| usage()),
+            "--scenario" => {
+                o.scenario = it
+                    .next()
+                    .and_then(|s| scenario::Kind::parse(s))
+                    .unwrap_or_else(|| usage())
+            }
+            "--clients" => {
+                o.clients = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|n| *n > 0)
+                    .unwrap_or_else(|| usage())
+            }
             "--duration" => o.duration = secs(it.next()),
             "--warmup" => o.warmup = secs(it.next()),
-            "--doctors" => o.doctors = it.next().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or_else(|| usage()),
+            "--doctors" => {
+                o.doctors = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|n| *n > 0)
+                    .unwrap_or_else(|| usage())
+            }
             "--admin-email" => o.admin_email = it.next().cloned().unwrap_or_else(|| usage()),
             "--admin-password" => o.admin_password = it.next().cloned().unwrap_or_else(|| usage()),
             "--json" => o.json = Some(it.next().cloned().unwrap_or_else(|| usage())),
-            "--database-url" => o.database_url = Some(it.next().cloned().unwrap_or_else(|| usage())),
+            "--database-url" => {
+                o.database_url = Some(it.next().cloned().unwrap_or_else(|| usage()))
+            }
             "--no-verify" => o.verify = false,
             "--quiet" => o.quiet = true,
             _ => usage(),
@@ -90,7 +113,8 @@ fn parse(args: &[String]) -> (bool, Options) {
 fn finish(report: &Report, options: &Options) {
     report.print();
     if let Some(path) = &options.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report.json()).unwrap()).expect("write --json file");
+        std::fs::write(path, serde_json::to_string_pretty(&report.json()).unwrap())
+            .expect("write --json file");
     }
 }
 
@@ -101,7 +125,9 @@ async fn main() {
     if inproc {
         let url = options.database_url.clone().unwrap_or_else(|| usage());
         let duration = options.duration;
-        let report = tokio::task::spawn_blocking(move || scenario::inproc(&url, duration)).await.unwrap();
+        let report = tokio::task::spawn_blocking(move || scenario::inproc(&url, duration))
+            .await
+            .unwrap();
         finish(&report, &options);
         return;
     }

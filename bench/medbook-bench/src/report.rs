@@ -85,7 +85,9 @@ impl Report {
             println!("  {note}");
         }
         match self.invariant_ok {
-            Some(true) => println!("  invariant: no overlapping active appointments (checked through the API)"),
+            Some(true) => println!(
+                "  invariant: no overlapping active appointments (checked through the API)"
+            ),
             Some(false) => println!("  INVARIANT BROKEN: overlapping active appointments"),
             None => {}
         }

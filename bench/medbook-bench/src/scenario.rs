@@ -76,14 +76,20 @@ struct World {
 
 async fn setup(api: &Api, options: &Options) -> World {
     let run = format!("{:x}", Utc::now().timestamp_micros());
-    let admin = api.login(&options.admin_email, &options.admin_password).await;
+    let admin = api
+        .login(&options.admin_email, &options.admin_password)
+        .await;
     let doctors_wanted = match options.scenario {
         Kind::Contended | Kind::HotDoctor => 1,
         _ => options.doctors,
     };
     let doctors: Vec<i64> = stream::iter(0..doctors_wanted)
         .map(|n| {
-            let (api, admin, email) = (api.clone(), admin.clone(), format!("bench-d{n}-{run}@example.com"));
+            let (api, admin, email) = (
+                api.clone(),
+                admin.clone(),
+                format!("bench-d{n}-{run}@example.com"),
+            );
             async move { api.create_doctor(&admin, &email).await }
         })
         .buffer_unordered(8)
@@ -97,7 +103,10 @@ async fn setup(api: &Api, options: &Options) -> World {
         .buffer_unordered(8)
         .collect()
         .await;
-    let base = (Utc::now() + ChronoDuration::days(1)).date_naive().and_hms_opt(0, 0, 0).unwrap();
+    let base = (Utc::now() + ChronoDuration::days(1))
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .unwrap();
     let mut appointments = Vec::new();
     if matches!(options.scenario, Kind::Status | Kind::Read) {
         let booked: Vec<Option<i64>> = stream::iter(0..SETUP_APPOINTMENTS)
@@ -110,45 +119,95 @@ async fn setup(api: &Api, options: &Options) -> World {
                     "type": "video_consultation",
                 });
                 async move {
-                    let (status, answer) = api.call(Method::POST, "/api/v1/appointments", Some(&patient.token), Some(&body)).await.ok()?;
-                    (status.as_u16() == 201).then(|| answer["id"].as_i64()).flatten()
+                    let (status, answer) = api
+                        .call(
+                            Method::POST,
+                            "/api/v1/appointments",
+                            Some(&patient.token),
+                            Some(&body),
+                        )
+                        .await
+                        .ok()?;
+                    (status.as_u16() == 201)
+                        .then(|| answer["id"].as_i64())
+                        .flatten()
                 }
             })
             .buffer_unordered(8)
             .collect()
             .await;
         appointments = booked.into_iter().flatten().collect();
-        assert!(!appointments.is_empty(), "set-up could not book any appointment");
+        assert!(
+            !appointments.is_empty(),
+            "set-up could not book any appointment"
+        );
     }
-    World { admin, doctors, patients, appointments, base }
+    World {
+        admin,
+        doctors,
+        patients,
+        appointments,
+        base,
+    }
 }
 
 /// One request of the scenario by client `c` (its `i`-th).
-async fn request(api: &Api, world: &World, kind: Kind, c: usize, i: i64) -> Result<(u16, Value), reqwest::Error> {
+async fn request(
+    api: &Api,
+    world: &World,
+    kind: Kind,
+    c: usize,
+    i: i64,
+) -> Result<(u16, Value), reqwest::Error> {
     let patient = &world.patients[c];
-    let booking = |doctor: i64, k: i64| {
-        json!({"doctor_id": doctor, "scheduled_at": slot_time(world.base, k), "type": "video_consultation"})
-    };
+    let booking = |doctor: i64, k: i64| json!({"doctor_id": doctor, "scheduled_at": slot_time(world.base, k), "type": "video_consultation"});
     let (method, path, token, body) = {
         let mut rng = rand::thread_rng();
         match kind {
             Kind::Spread => {
                 let doctor = world.doctors[rng.gen_range(0..world.doctors.len())];
-                (Method::POST, "/api/v1/appointments".to_owned(), &patient.token, Some(booking(doctor, rng.gen_range(0..SLOTS_PER_YEAR))))
+                (
+                    Method::POST,
+                    "/api/v1/appointments".to_owned(),
+                    &patient.token,
+                    Some(booking(doctor, rng.gen_range(0..SLOTS_PER_YEAR))),
+                )
             }
-            Kind::HotDoctor => (Method::POST, "/api/v1/appointments".to_owned(), &patient.token, Some(booking(world.doctors[0], rng.gen_range(0..SLOTS_PER_YEAR)))),
-            Kind::Contended => (Method::POST, "/api/v1/appointments".to_owned(), &patient.token, Some(booking(world.doctors[0], CONTENDED_SLOTS_FROM + i))),
+            Kind::HotDoctor => (
+                Method::POST,
+                "/api/v1/appointments".to_owned(),
+                &patient.token,
+                Some(booking(world.doctors[0], rng.gen_range(0..SLOTS_PER_YEAR))),
+            ),
+            Kind::Contended => (
+                Method::POST,
+                "/api/v1/appointments".to_owned(),
+                &patient.token,
+                Some(booking(world.doctors[0], CONTENDED_SLOTS_FROM + i)),
+            ),
             Kind::Status => {
                 let id = world.appointments[rng.gen_range(0..world.appointments.len())];
-                (Method::PUT, format!("/api/v1/appointments/{id}"), &world.admin.token, Some(json!({"reason": format!("bench {c}/{i}")})))
+                (
+                    Method::PUT,
+                    format!("/api/v1/appointments/{id}"),
+                    &world.admin.token,
+                    Some(json!({"reason": format!("bench {c}/{i}")})),
+                )
             }
             Kind::Read => {
                 let id = world.appointments[rng.gen_range(0..world.appointments.len())];
-                (Method::GET, format!("/api/v1/appointments/{id}"), &world.admin.token, None)
+                (
+                    Method::GET,
+                    format!("/api/v1/appointments/{id}"),
+                    &world.admin.token,
+                    None,
+                )
             }
         }
     };
-    api.call(method, &path, Some(token), body.as_ref()).await.map(|(s, b)| (s.as_u16(), b))
+    api.call(method, &path, Some(token), body.as_ref())
+        .await
+        .map(|(s, b)| (s.as_u16(), b))
 }
 
 /// Sets up, runs the scenario, and checks the invariant.
@@ -181,39 +240,40 @@ pub async fn run(options: &Options) -> Report {
             }
         })
     };
-    let results: Vec<(Vec<u64>, HashMap<String, u64>)> = futures_util::future::join_all((0..options.clients).map(|c| {
-        let (api, world, done) = (api.clone(), Arc::clone(&world), Arc::clone(&done));
-        let kind = options.scenario;
-        tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut outcomes: HashMap<String, u64> = HashMap::new();
-            let mut i = 0i64;
-            while Instant::now() < stop_at {
-                let sent = Instant::now();
-                let result = request(&api, &world, kind, c, i).await;
-                let took = sent.elapsed();
-                i += 1;
-                done.fetch_add(1, Ordering::Relaxed);
-                if sent < measure_from || Instant::now() > stop_at {
-                    continue;
+    let results: Vec<(Vec<u64>, HashMap<String, u64>)> =
+        futures_util::future::join_all((0..options.clients).map(|c| {
+            let (api, world, done) = (api.clone(), Arc::clone(&world), Arc::clone(&done));
+            let kind = options.scenario;
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut outcomes: HashMap<String, u64> = HashMap::new();
+                let mut i = 0i64;
+                while Instant::now() < stop_at {
+                    let sent = Instant::now();
+                    let result = request(&api, &world, kind, c, i).await;
+                    let took = sent.elapsed();
+                    i += 1;
+                    done.fetch_add(1, Ordering::Relaxed);
+                    if sent < measure_from || Instant::now() > stop_at {
+                        continue;
+                    }
+                    latencies.push(took.as_micros() as u64);
+                    let outcome = match result {
+                        Ok((status, body)) => match body["code"].as_str() {
+                            Some(code) if status >= 400 => format!("{status} {code}"),
+                            _ => status.to_string(),
+                        },
+                        Err(e) => format!("error: {}", e.without_url()),
+                    };
+                    *outcomes.entry(outcome).or_default() += 1;
                 }
-                latencies.push(took.as_micros() as u64);
-                let outcome = match result {
-                    Ok((status, body)) => match body["code"].as_str() {
-                        Some(code) if status >= 400 => format!("{status} {code}"),
-                        _ => status.to_string(),
-                    },
-                    Err(e) => format!("error: {}", e.without_url()),
-                };
-                *outcomes.entry(outcome).or_default() += 1;
-            }
-            (latencies, outcomes)
-        })
-    }))
-    .await
-    .into_iter()
-    .map(|r| r.expect("client task"))
-    .collect();
+                (latencies, outcomes)
+            })
+        }))
+        .await
+        .into_iter()
+        .map(|r| r.expect("client task"))
+        .collect();
     ticker.abort();
     progress.finish_and_clear();
 
@@ -229,10 +289,17 @@ pub async fn run(options: &Options) -> Report {
             *report.outcomes.entry(k).or_default() += n;
         }
     }
-    if options.verify && matches!(options.scenario, Kind::Spread | Kind::Contended | Kind::HotDoctor) {
+    if options.verify
+        && matches!(
+            options.scenario,
+            Kind::Spread | Kind::Contended | Kind::HotDoctor
+        )
+    {
         let (ok, checked) = verify(&api, &world.admin).await;
         report.invariant_ok = Some(ok);
-        report.notes.push(format!("invariant checked over {checked} appointments"));
+        report
+            .notes
+            .push(format!("invariant checked over {checked} appointments"));
     }
     report
 }
@@ -242,7 +309,12 @@ async fn verify(api: &Api, admin: &User) -> (bool, usize) {
     let all = api.all_appointments(admin).await;
     let active: Vec<&Value> = all
         .iter()
-        .filter(|a| matches!(a["status"].as_str(), Some("pending" | "confirmed" | "in_progress")))
+        .filter(|a| {
+            matches!(
+                a["status"].as_str(),
+                Some("pending" | "confirmed" | "in_progress")
+            )
+        })
         .collect();
     let mut ok = true;
     for key in ["doctor_id", "patient_id"] {
@@ -303,10 +375,22 @@ pub fn inproc(database_url: &str, duration: Duration) -> Report {
         .id
     };
     let (doctor, patient) = (new_user(Role::Doctor), new_user(Role::Patient));
-    let caller = Caller { id: patient, role: Role::Patient, token_hash: String::new() };
+    let caller = Caller {
+        id: patient,
+        role: Role::Patient,
+        token_hash: String::new(),
+    };
     let contention = Contention::default();
-    let base = (Utc::now() + ChronoDuration::days(1)).date_naive().and_hms_opt(0, 0, 0).unwrap();
-    let mut report = Report { scenario: "inproc-booking".into(), clients: 1, elapsed: duration, ..Report::default() };
+    let base = (Utc::now() + ChronoDuration::days(1))
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .unwrap();
+    let mut report = Report {
+        scenario: "inproc-booking".into(),
+        clients: 1,
+        elapsed: duration,
+        ..Report::default()
+    };
     let outcomes = Arc::new(Mutex::new(HashMap::<String, u64>::new()));
     let started = Instant::now();
     let mut k = 0i64;
@@ -330,6 +414,11 @@ pub fn inproc(database_url: &str, duration: Duration) -> Report {
         *outcomes.lock().unwrap().entry(key).or_default() += 1;
     }
     report.elapsed = started.elapsed();
-    report.outcomes = outcomes.lock().unwrap().iter().map(|(k, v)| (k.clone(), *v)).collect();
+    report.outcomes = outcomes
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
     report
 }
