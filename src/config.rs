@@ -38,7 +38,11 @@ impl Config {
             listen: var("MEDBOOK_LISTEN").unwrap_or_else(|| "127.0.0.1:8080".to_owned()),
             admin_email: var("MEDBOOK_ADMIN_EMAIL"),
             admin_password: var("MEDBOOK_ADMIN_PASSWORD"),
-            pool_size: number("MEDBOOK_POOL_SIZE", var("MEDBOOK_POOL_SIZE"), 8)? as u32,
+            pool_size: number(
+                "MEDBOOK_POOL_SIZE",
+                var("MEDBOOK_POOL_SIZE"),
+                default_pool_size(),
+            )? as u32,
             pool_timeout: millis("MEDBOOK_POOL_TIMEOUT_MS", 2_000)?,
             pg_lock_timeout: millis("MEDBOOK_LOCK_TIMEOUT_MS", 5_000)?,
             pg_statement_timeout: millis("MEDBOOK_STATEMENT_TIMEOUT_MS", 15_000)?,
@@ -72,6 +76,13 @@ impl Config {
     pub fn backend(&self) -> Backend {
         backend_of(&self.database_url)
     }
+}
+
+/// Four connections per core, 4 to 16: enough to keep the database busy while requests wait on
+/// the network, few enough that a 2-core database is not thrashed (8 there; see BENCHMARKS.md).
+pub fn default_pool_size() -> u64 {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
+    (cores * 4).clamp(4, 16)
 }
 
 /// `postgres://` and `postgresql://` select PostgreSQL; anything else is a SQLite path.

@@ -8,13 +8,15 @@
 \set patient :patient_lo + :client_id
 \set slot random(0, 17519)
 \set start :base + :slot * 1800
+\set earliest :start - 14400
+\set finish :start + 1800
 BEGIN;
-SELECT * FROM users WHERE id = least(:doctor, :patient) LIMIT 1 FOR UPDATE;
-SELECT * FROM users WHERE id = greatest(:doctor, :patient) LIMIT 1 FOR UPDATE;
-SELECT count(*) AS doctor_busy FROM (SELECT id FROM appointments WHERE doctor_id = :doctor AND status IN ('pending', 'confirmed', 'in_progress') AND scheduled_at > to_timestamp(:start - 14400) AT TIME ZONE 'UTC' AND scheduled_at < to_timestamp(:start + 1800) AT TIME ZONE 'UTC' AND ends_at > to_timestamp(:start) AT TIME ZONE 'UTC' LIMIT 1) s \gset
-SELECT count(*) AS patient_busy FROM (SELECT id FROM appointments WHERE patient_id = :patient AND status IN ('pending', 'confirmed', 'in_progress') AND scheduled_at > to_timestamp(:start - 14400) AT TIME ZONE 'UTC' AND scheduled_at < to_timestamp(:start + 1800) AT TIME ZONE 'UTC' AND ends_at > to_timestamp(:start) AT TIME ZONE 'UTC' LIMIT 1) s \gset
+SELECT * FROM users WHERE id = least(:doctor::integer, :patient::integer) LIMIT 1 FOR UPDATE;
+SELECT * FROM users WHERE id = greatest(:doctor::integer, :patient::integer) LIMIT 1 FOR UPDATE;
+SELECT count(*) AS doctor_busy FROM (SELECT id FROM appointments WHERE doctor_id = :doctor AND status IN ('pending', 'confirmed', 'in_progress') AND scheduled_at > to_timestamp(:earliest::double precision) AT TIME ZONE 'UTC' AND scheduled_at < to_timestamp(:finish::double precision) AT TIME ZONE 'UTC' AND ends_at > to_timestamp(:start::double precision) AT TIME ZONE 'UTC' LIMIT 1) s \gset
+SELECT count(*) AS patient_busy FROM (SELECT id FROM appointments WHERE patient_id = :patient AND status IN ('pending', 'confirmed', 'in_progress') AND scheduled_at > to_timestamp(:earliest::double precision) AT TIME ZONE 'UTC' AND scheduled_at < to_timestamp(:finish::double precision) AT TIME ZONE 'UTC' AND ends_at > to_timestamp(:start::double precision) AT TIME ZONE 'UTC' LIMIT 1) s \gset
 \if :doctor_busy + :patient_busy = 0
-INSERT INTO appointments (patient_id, doctor_id, scheduled_at, duration_minutes, ends_at, type, reason, status, version, created_at, updated_at) VALUES (:patient, :doctor, to_timestamp(:start) AT TIME ZONE 'UTC', 30, to_timestamp(:start + 1800) AT TIME ZONE 'UTC', 'video_consultation', NULL, 'pending', 1, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC') RETURNING id AS appointment_id \gset
+INSERT INTO appointments (patient_id, doctor_id, scheduled_at, duration_minutes, ends_at, type, reason, status, version, created_at, updated_at) VALUES (:patient, :doctor, to_timestamp(:start::double precision) AT TIME ZONE 'UTC', 30, to_timestamp(:finish::double precision) AT TIME ZONE 'UTC', 'video_consultation', NULL, 'pending', 1, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC') RETURNING id AS appointment_id \gset
 INSERT INTO appointment_history (appointment_id, actor_id, action, from_status, to_status, version, at) VALUES (:appointment_id, :patient, 'created', NULL, 'pending', 1, now() AT TIME ZONE 'UTC');
 \endif
 COMMIT;

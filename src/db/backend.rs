@@ -8,6 +8,12 @@ use super::DbConn;
 use crate::models::user::User;
 use crate::schema::users;
 
+/// SQLite has one writer at a time. This process's writers queue here, handed the turn one
+/// after the other, instead of polling the file lock with `busy_timeout`'s sleeps (which cost
+/// up to tens of milliseconds per wait under load); `busy_timeout` still covers writers in
+/// other processes. (One lock for all SQLite files: a process serves one database.)
+static SQLITE_WRITER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Runs `f` in a write transaction.
 ///
 /// PostgreSQL: an ordinary `BEGIN` (READ COMMITTED); row locks are taken explicitly where
@@ -27,6 +33,7 @@ where
     match conn {
         DbConn::Pg(_) => conn.transaction(f),
         DbConn::Sqlite(inner) => {
+            let _writer = SQLITE_WRITER.lock().unwrap_or_else(|e| e.into_inner());
             AnsiTransactionManager::begin_transaction_sql(inner, "BEGIN IMMEDIATE")?;
             match f(conn) {
                 Ok(value) => {

@@ -6,7 +6,6 @@ use serde::Serialize;
 
 use super::Versioned;
 use crate::db::DbConn;
-use crate::domain::status::ACTIVE;
 use crate::domain::{Status, MAX_DURATION_MINUTES};
 use crate::schema::appointments;
 
@@ -114,6 +113,35 @@ pub enum Calendar {
     Patient(i32),
 }
 
+/// `status IN ('pending', 'confirmed', 'in_progress')`, spelled with binds and `OR` so that
+/// the statement has a static shape and diesel caches it prepared (an `IN` list does not).
+#[macro_export]
+macro_rules! active_status {
+    () => {
+        $crate::schema::appointments::status
+            .eq($crate::domain::status::ACTIVE[0])
+            .or($crate::schema::appointments::status.eq($crate::domain::status::ACTIVE[1]))
+            .or($crate::schema::appointments::status.eq($crate::domain::status::ACTIVE[2]))
+    };
+}
+
+/// The overlap query for one calendar column; a macro so both calendars get a static,
+/// cacheable statement.
+macro_rules! first_overlap {
+    ($conn:expr, $owner:expr, $id:expr, $start:expr, $end:expr, $earliest:expr, $except:expr) => {
+        appointments::table
+            .select(appointments::id)
+            .filter($owner.eq($id))
+            .filter(active_status!())
+            .filter(appointments::scheduled_at.gt($earliest))
+            .filter(appointments::scheduled_at.lt($end))
+            .filter(appointments::ends_at.gt($start))
+            .filter(appointments::id.ne($except))
+            .first::<i32>($conn)
+            .optional()
+    };
+}
+
 /// Whether an active appointment (other than `except`) of that calendar overlaps
 /// `[start, end)`.
 ///
@@ -128,21 +156,29 @@ pub fn overlaps(
     except: Option<i32>,
 ) -> QueryResult<bool> {
     let earliest = start - Duration::minutes(MAX_DURATION_MINUTES.into());
-    let mut query = appointments::table
-        .select(appointments::id)
-        .filter(appointments::status.eq_any(ACTIVE))
-        .filter(appointments::scheduled_at.gt(earliest))
-        .filter(appointments::scheduled_at.lt(end))
-        .filter(appointments::ends_at.gt(start))
-        .into_boxed();
-    query = match calendar {
-        Calendar::Doctor(id) => query.filter(appointments::doctor_id.eq(id)),
-        Calendar::Patient(id) => query.filter(appointments::patient_id.eq(id)),
+    // Ids start at 1: 0 excludes nothing.
+    let except = except.unwrap_or(0);
+    let hit = match calendar {
+        Calendar::Doctor(id) => first_overlap!(
+            conn,
+            appointments::doctor_id,
+            id,
+            start,
+            end,
+            earliest,
+            except
+        )?,
+        Calendar::Patient(id) => first_overlap!(
+            conn,
+            appointments::patient_id,
+            id,
+            start,
+            end,
+            earliest,
+            except
+        )?,
     };
-    if let Some(except) = except {
-        query = query.filter(appointments::id.ne(except));
-    }
-    query.first::<i32>(conn).optional().map(|hit| hit.is_some())
+    Ok(hit.is_some())
 }
 
 /// Inserts an appointment and returns the stored row.

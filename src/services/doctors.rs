@@ -6,7 +6,6 @@ use serde::Serialize;
 
 use super::pagination::{Cursor, Page};
 use crate::db::DbConn;
-use crate::domain::status::ACTIVE;
 use crate::domain::{Role, MAX_DURATION_MINUTES};
 use crate::error::AppError;
 use crate::models::rating::{self, Summary};
@@ -113,7 +112,7 @@ pub fn busy(
     let earliest = from - Duration::minutes(MAX_DURATION_MINUTES.into());
     Ok(appointments::table
         .filter(appointments::doctor_id.eq(id))
-        .filter(appointments::status.eq_any(ACTIVE))
+        .filter(crate::active_status!())
         .filter(appointments::scheduled_at.gt(earliest))
         .filter(appointments::scheduled_at.lt(to))
         .filter(appointments::ends_at.gt(from))
