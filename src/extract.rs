@@ -111,6 +111,15 @@ pub fn parse_query<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, AppError
         .map_err(|e| AppError::BadRequest(format!("Invalid query string: {e}")))
 }
 
+/// An optional time query parameter; unparsable → 422 naming the parameter.
+pub fn time_param(
+    field: &str,
+    raw: Option<&str>,
+) -> Result<Option<chrono::NaiveDateTime>, AppError> {
+    raw.map(|raw| crate::time::parse(raw).map_err(|e| AppError::invalid(field, e)))
+        .transpose()
+}
+
 /// A path segment that must be a positive integer id; anything else cannot name a resource: 404.
 pub fn path_id(req: &HttpRequest, name: &str) -> Result<i32, AppError> {
     req.match_info()

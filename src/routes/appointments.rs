@@ -11,7 +11,7 @@ use super::{def, idempotent, RouteDef};
 use crate::auth::Bearer;
 use crate::domain::Status;
 use crate::error::AppError;
-use crate::extract::{parse_query, path_id, Expected, Json};
+use crate::extract::{parse_query, path_id, time_param, Expected, Json};
 use crate::models::appointment::AppointmentView;
 use crate::models::prescription::PrescriptionView;
 use crate::server::AppState;
@@ -123,10 +123,6 @@ pub(crate) async fn list(
     bearer: Bearer,
 ) -> Result<HttpResponse, AppError> {
     let query: ListQuery = parse_query(&req)?;
-    let time = |field: &str, raw: Option<&str>| {
-        raw.map(|raw| crate::time::parse(raw).map_err(|e| AppError::invalid(field, e)))
-            .transpose()
-    };
     let status = query
         .status
         .as_deref()
@@ -137,8 +133,8 @@ pub(crate) async fn list(
         .transpose()?;
     let filter = ListFilter {
         status,
-        from: time("from", query.from.as_deref())?,
-        to: time("to", query.to.as_deref())?,
+        from: time_param("from", query.from.as_deref())?,
+        to: time_param("to", query.to.as_deref())?,
         limit: parse_limit(query.limit.as_deref())?,
         cursor: query.cursor.as_deref().map(Cursor::decode).transpose()?,
     };

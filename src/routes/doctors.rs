@@ -11,7 +11,7 @@ use super::openapi::{BusyList, DoctorPage, ErrorDoc};
 use super::{def, RouteDef};
 use crate::auth::Bearer;
 use crate::error::AppError;
-use crate::extract::{parse_query, path_id};
+use crate::extract::{parse_query, path_id, time_param};
 use crate::server::AppState;
 use crate::services::doctors::{self, DoctorView};
 use crate::services::pagination::{parse_limit, Cursor};
@@ -110,12 +110,8 @@ pub(crate) async fn busy(
 ) -> Result<HttpResponse, AppError> {
     let id = path_id(&req, "id")?;
     let query: BusyQuery = parse_query(&req)?;
-    let time = |field: &str, raw: Option<&str>| {
-        raw.map(|raw| crate::time::parse(raw).map_err(|e| AppError::invalid(field, e)))
-            .transpose()
-    };
-    let from = time("from", query.from.as_deref())?.unwrap_or_else(crate::time::now);
-    let to = time("to", query.to.as_deref())?.unwrap_or(from + Duration::days(7));
+    let from = time_param("from", query.from.as_deref())?.unwrap_or_else(crate::time::now);
+    let to = time_param("to", query.to.as_deref())?.unwrap_or(from + Duration::days(7));
     let items = state
         .as_caller(bearer, move |conn, _| doctors::busy(conn, id, from, to))
         .await?;

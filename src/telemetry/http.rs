@@ -21,6 +21,15 @@ use crate::server::AppState;
 
 type Key = (String, String, u16);
 
+/// The Prometheus labels of a series.
+fn labels((route, method, status): &Key) -> [(&'static str, String); 3] {
+    [
+        ("route", route.clone()),
+        ("method", method.clone()),
+        ("status", status.to_string()),
+    ]
+}
+
 #[derive(Debug, Default)]
 struct Series {
     count: AtomicU64,
@@ -85,14 +94,9 @@ impl HttpStats {
                 None,
                 MetricType::Counter,
             )?;
-            for ((route, method, status), s) in &series {
-                let status = status.to_string();
-                let labels = [
-                    ("route", route.as_str()),
-                    ("method", method.as_str()),
-                    ("status", status.as_str()),
-                ];
-                ConstCounter::new(s.count.load(Relaxed)).encode(family.encode_family(&labels)?)?;
+            for (key, s) in &series {
+                ConstCounter::new(s.count.load(Relaxed))
+                    .encode(family.encode_family(&labels(key))?)?;
             }
         }
         let mut family = encoder.encode_descriptor(
@@ -101,16 +105,10 @@ impl HttpStats {
             Some(&Unit::Seconds),
             MetricType::Histogram,
         )?;
-        for ((route, method, status), s) in &series {
-            let status = status.to_string();
-            let labels = [
-                ("route", route.as_str()),
-                ("method", method.as_str()),
-                ("status", status.as_str()),
-            ];
+        for (key, s) in &series {
             let snapshot = s.latency.snapshot();
             family
-                .encode_family(&labels)?
+                .encode_family(&labels(key))?
                 .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
                     snapshot.sum_seconds(),
                     snapshot.count,

@@ -5,13 +5,15 @@
 //!               [--clients N] [--duration SECS] [--warmup SECS] [--doctors N]
 //!               [--admin-email E] [--admin-password P] [--json FILE] [--no-verify] [--quiet]
 //! medbook-bench inproc --database-url URL [--duration SECS]
+//! medbook-bench stats-overhead --database-url URL
 //! ```
 //!
 //! It creates its own users through the API, runs the scenario for the duration (after a
 //! warm-up whose requests are not counted), prints requests/s, latency percentiles and the
 //! status/code counts, and then checks through the API that no two active appointments of a
 //! doctor or of a patient overlap. `inproc` runs the booking transaction in a tight loop
-//! through the medbook library on one connection (the ceiling for SQLite).
+//! through the medbook library on one connection (the ceiling for SQLite); `stats-overhead`
+//! measures what the lock statistics cost a booking.
 
 mod client;
 mod report;
@@ -43,12 +45,21 @@ fn usage() -> ! {
         "usage: medbook-bench [--url URL] [--scenario spread|contended|hot-doctor|status|read] \
          [--clients N] [--duration SECS] [--warmup SECS] [--doctors N] [--admin-email E] \
          [--admin-password P] [--json FILE] [--no-verify] [--quiet]\n       \
-         medbook-bench inproc --database-url URL [--duration SECS] [--json FILE]"
+         medbook-bench inproc --database-url URL [--duration SECS] [--json FILE]\n       \
+         medbook-bench stats-overhead --database-url URL"
     );
     std::process::exit(2)
 }
 
-fn parse(args: &[String]) -> (bool, Options) {
+/// What to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Http,
+    InProcess,
+    StatsOverhead,
+}
+
+fn parse(args: &[String]) -> (Mode, Options) {
     let mut o = Options {
         url: "http://127.0.0.1:8080".into(),
         scenario: scenario::Kind::Spread,
@@ -65,14 +76,15 @@ fn parse(args: &[String]) -> (bool, Options) {
         quiet: false,
         database_url: None,
     };
-    let mut inproc = false;
+    let mut mode = Mode::Http;
     let mut it = args.iter();
     let secs = |v: Option<&String>| {
         Duration::from_secs_f64(v.and_then(|v| v.parse().ok()).unwrap_or_else(|| usage()))
     };
     while let Some(arg) = it.next() {
         match arg.as_str() {
-            "inproc" => inproc = true,
+            "inproc" => mode = Mode::InProcess,
+            "stats-overhead" => mode = Mode::StatsOverhead,
             "--url" => o.url = it.next().cloned().unwrap_or_else(|| usage()),
             "--scenario" => {
                 o.scenario = it
@@ -107,7 +119,7 @@ fn parse(args: &[String]) -> (bool, Options) {
             _ => usage(),
         }
     }
-    (inproc, o)
+    (mode, o)
 }
 
 fn finish(report: &Report, options: &Options) {
@@ -121,13 +133,16 @@ fn finish(report: &Report, options: &Options) {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (inproc, options) = parse(&args);
-    if inproc {
+    let (mode, options) = parse(&args);
+    if mode != Mode::Http {
         let url = options.database_url.clone().unwrap_or_else(|| usage());
         let duration = options.duration;
-        let report = tokio::task::spawn_blocking(move || scenario::inproc(&url, duration))
-            .await
-            .unwrap();
+        let report = tokio::task::spawn_blocking(move || match mode {
+            Mode::InProcess => scenario::inproc(&url, duration),
+            _ => scenario::stats_overhead(&url),
+        })
+        .await
+        .unwrap();
         finish(&report, &options);
         return;
     }

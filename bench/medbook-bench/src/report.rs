@@ -63,6 +63,13 @@ impl Report {
 
     pub fn print(&self) {
         let sorted = self.sorted();
+        if sorted.is_empty() {
+            println!("{}", self.scenario);
+            for note in &self.notes {
+                println!("  {note}");
+            }
+            return;
+        }
         println!(
             "{} × {} clients: {} requests in {:.1} s = {:.0} req/s",
             self.scenario,

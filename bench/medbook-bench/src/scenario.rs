@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{Duration as ChronoDuration, NaiveDateTime, Utc};
@@ -339,86 +339,176 @@ async fn verify(api: &Api, admin: &User) -> (bool, usize) {
     (ok, all.len())
 }
 
+/// A database with one doctor and one patient, made directly through the medbook library, for
+/// the in-process loops.
+struct InProcess {
+    pool: medbook::db::DbPool,
+    doctor: i32,
+    caller: medbook::auth::Caller,
+    base: NaiveDateTime,
+}
+
+impl InProcess {
+    fn new(database_url: &str) -> InProcess {
+        use medbook::domain::Role;
+        use medbook::models::user::{self, NewUser};
+
+        let config = medbook::config::Config::for_database(database_url);
+        let pool = medbook::db::build_pool(&config, Arc::default());
+        let mut conn = pool.get().expect("database reachable");
+        medbook::db::run_migrations(&mut conn).expect("migrations");
+        let now = medbook::time::now();
+        let run = now.and_utc().timestamp_micros();
+        let mut new_user = |role: Role| {
+            let email = format!("inproc-{}-{run}@example.com", role.as_str());
+            user::insert(
+                &mut conn,
+                &NewUser {
+                    name: "In-process",
+                    email: &email,
+                    password_hash: "not-a-login",
+                    role: role.as_str(),
+                    specialty: None,
+                    is_active: true,
+                    version: 1,
+                    created_at: now,
+                    updated_at: now,
+                },
+            )
+            .expect("user")
+            .id
+        };
+        let (doctor, patient) = (new_user(Role::Doctor), new_user(Role::Patient));
+        drop(conn);
+        InProcess {
+            pool,
+            doctor,
+            caller: medbook::auth::Caller {
+                id: patient,
+                role: Role::Patient,
+                token_hash: String::new(),
+            },
+            // The doctor is new on every run, so consecutive slots from tomorrow are free.
+            base: (Utc::now() + ChronoDuration::days(1))
+                .date_naive()
+                .and_hms_opt(0, 0, 0)
+                .unwrap(),
+        }
+    }
+
+    /// Books the `k`-th consecutive 30-minute slot through `services::booking::book`.
+    fn book(
+        &self,
+        conn: &mut medbook::db::DbConn,
+        contention: &medbook::db::Contention,
+        k: i64,
+    ) -> Result<(), medbook::AppError> {
+        let input = medbook::services::booking::BookingInput {
+            doctor_id: self.doctor,
+            scheduled_at: medbook::time::InputTime(self.base + ChronoDuration::minutes(30 * k)),
+            type_: "video_consultation".to_owned(),
+            reason: None,
+            duration_minutes: None,
+            patient_id: None,
+        };
+        medbook::services::booking::book(conn, &self.caller, &input, contention).map(drop)
+    }
+}
+
 /// The booking transaction in a tight loop through the medbook library on one connection.
 pub fn inproc(database_url: &str, duration: Duration) -> Report {
-    use medbook::auth::Caller;
-    use medbook::config::Config;
-    use medbook::db::{build_pool, run_migrations, Contention};
-    use medbook::domain::Role;
-    use medbook::models::user::{self, NewUser};
-    use medbook::services::booking::{self, BookingInput};
-    use medbook::time::InputTime;
-
-    let config = Config::for_database(database_url);
-    let pool = build_pool(&config, Arc::default());
-    let mut conn = pool.get().expect("database reachable");
-    run_migrations(&mut conn).expect("migrations");
-    let now = medbook::time::now();
-    let run = now.and_utc().timestamp_micros();
-    let mut new_user = |role: Role| {
-        let email = format!("inproc-{}-{run}@example.com", role.as_str());
-        user::insert(
-            &mut conn,
-            &NewUser {
-                name: "In-process",
-                email: &email,
-                password_hash: "not-a-login",
-                role: role.as_str(),
-                specialty: None,
-                is_active: true,
-                version: 1,
-                created_at: now,
-                updated_at: now,
-            },
-        )
-        .expect("user")
-        .id
-    };
-    let (doctor, patient) = (new_user(Role::Doctor), new_user(Role::Patient));
-    let caller = Caller {
-        id: patient,
-        role: Role::Patient,
-        token_hash: String::new(),
-    };
-    let contention = Contention::default();
-    let base = (Utc::now() + ChronoDuration::days(1))
-        .date_naive()
-        .and_hms_opt(0, 0, 0)
-        .unwrap();
+    let world = InProcess::new(database_url);
+    let mut conn = world.pool.get().expect("connection");
+    let contention = medbook::db::Contention::default();
     let mut report = Report {
         scenario: "inproc-booking".into(),
         clients: 1,
         elapsed: duration,
         ..Report::default()
     };
-    let outcomes = Arc::new(Mutex::new(HashMap::<String, u64>::new()));
     let started = Instant::now();
     let mut k = 0i64;
     while started.elapsed() < duration {
-        let input = BookingInput {
-            doctor_id: doctor,
-            scheduled_at: InputTime(base + ChronoDuration::minutes(30 * k)),
-            type_: "video_consultation".to_owned(),
-            reason: None,
-            duration_minutes: None,
-            patient_id: None,
-        };
-        k += 1;
         let sent = Instant::now();
-        let result = booking::book(&mut conn, &caller, &input, &contention);
-        report.latencies_us.push(sent.elapsed().as_micros() as u64);
-        let key = match result {
-            Ok(_) => "201".to_owned(),
+        let outcome = match world.book(&mut conn, &contention, k) {
+            Ok(()) => "201".to_owned(),
             Err(e) => e.code().to_owned(),
         };
-        *outcomes.lock().unwrap().entry(key).or_default() += 1;
+        k += 1;
+        report.latencies_us.push(sent.elapsed().as_micros() as u64);
+        *report.outcomes.entry(outcome).or_default() += 1;
     }
     report.elapsed = started.elapsed();
-    report.outcomes = outcomes
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), *v))
-        .collect();
+    report
+}
+
+/// What the lock statistics cost a booking: bookings with statistics on and off in
+/// interleaved rounds (medians compared), and the statistics' own work in a tight loop.
+pub fn stats_overhead(database_url: &str) -> Report {
+    const ROUNDS: usize = 12;
+    const PER_ROUND: usize = 150;
+    let world = InProcess::new(database_url);
+    let mut conn = world.pool.get().expect("connection");
+    let contention = medbook::db::Contention::default();
+    let mut k = 0i64;
+    let mut per_booking = |enabled: bool| -> f64 {
+        contention.stats.set_enabled(enabled);
+        let started = Instant::now();
+        for _ in 0..PER_ROUND {
+            world
+                .book(&mut conn, &contention, k)
+                .expect("bench booking");
+            k += 1;
+        }
+        started.elapsed().as_secs_f64() * 1e6 / PER_ROUND as f64
+    };
+    per_booking(true); // warm-up
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        // Alternate which goes first, so drift on a shared machine hits both alike.
+        if round % 2 == 0 {
+            on.push(per_booking(true));
+            off.push(per_booking(false));
+        } else {
+            off.push(per_booking(false));
+            on.push(per_booking(true));
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (on, off) = (median(on), median(off));
+
+    let iterations: i32 = 1_000_000;
+    let stats = Arc::new(medbook::telemetry::LockStats::default());
+    let started = Instant::now();
+    for i in 0..iterations {
+        let hold = stats.acquired(i % 50, Duration::from_micros(40));
+        if i % 10 == 0 {
+            stats.slot_conflict(i % 50);
+        }
+        drop(hold);
+    }
+    let stats_ns = started.elapsed().as_nanos() as f64 / f64::from(iterations);
+
+    let mut report = Report {
+        scenario: "stats-overhead".into(),
+        clients: 1,
+        ..Report::default()
+    };
+    report.notes = vec![
+        format!("bookings: {ROUNDS} rounds x {PER_ROUND} each way; medians per booking"),
+        format!("statistics on : {on:9.1} us"),
+        format!("statistics off: {off:9.1} us"),
+        format!(
+            "difference    : {:+9.2} % (the machine's noise included)",
+            (on - off) / off * 100.0
+        ),
+        format!(
+            "statistics work alone: {stats_ns:.0} ns per booking = {:.4} % of a booking",
+            stats_ns / 1000.0 / off * 100.0
+        ),
+    ];
     report
 }
