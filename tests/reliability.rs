@@ -20,6 +20,7 @@ both_backends!(
     expired_and_abandoned_keys_are_claimed_again,
     sigterm_lets_an_in_flight_booking_commit,
     sigkill_mid_load_loses_no_acknowledged_booking,
+    sigkill_with_idempotency_keys_neither_loses_nor_repeats_work,
 );
 
 async fn with_key(
@@ -591,4 +592,101 @@ async fn two_processes_on_one_postgres_database_book_one_slot_once() {
         1
     );
     drop((a, b));
+}
+
+async fn sigkill_with_idempotency_keys_neither_loses_nor_repeats_work(app: TestApp) {
+    let server = Process::start(&app.db_url, &[]);
+    let client = std::sync::Arc::new(Client::new(&server.base));
+    let admin = client
+        .login(common::ADMIN_EMAIL, common::ADMIN_PASSWORD)
+        .await;
+    let doctor = client.doctor(&admin, 300).await;
+    let patient = client.patient(300).await;
+    let request = |n: usize| {
+        let body = json!({"doctor_id": doctor.id, "scheduled_at": slot(9, 8 + (n / 4) as u32, (n % 4) as u32 * 15), "type": "in_person", "duration_minutes": 15});
+        (format!("order-{n}"), body)
+    };
+    let send = |base: String, token: String, key: String, body: Value| async move {
+        let response = reqwest::Client::new()
+            .post(format!("{base}/api/v1/appointments"))
+            .bearer_auth(token)
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await?;
+        let status = response.status();
+        Ok::<_, reqwest::Error>((status, response.text().await?))
+    };
+    let mut tasks = Vec::new();
+    for n in 0..40 {
+        let (key, body) = request(n);
+        let (base, token) = (server.base.clone(), patient.token.clone());
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(n as u64 * 5)).await;
+            send(base, token, key, body).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    server.signal("KILL");
+    let mut first = Vec::new();
+    for task in tasks {
+        first.push(task.await.unwrap().ok());
+    }
+    drop(server);
+    let acknowledged = first
+        .iter()
+        .filter(|r| matches!(r, Some((StatusCode::CREATED, _))))
+        .count();
+    eprintln!("before the kill: {acknowledged} of 40 orders acknowledged");
+
+    // The client retries every request with its key after the restart. Claims whose request
+    // died with the process are in use until their lease runs out; let it run out.
+    let restarted = Process::start(&app.db_url, &[]);
+    let old = if app.backend == Backend::Postgres {
+        "now() - interval '1 hour'"
+    } else {
+        "datetime('now', '-1 hour')"
+    };
+    app.sql(&format!(
+        "UPDATE idempotency_keys SET claimed_at = {old} WHERE state = 'in_flight'"
+    ));
+    for (n, earlier) in first.iter().enumerate() {
+        let (key, body) = request(n);
+        let (status, text) = send(restarted.base.clone(), patient.token.clone(), key, body)
+            .await
+            .unwrap();
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "retry of order-{n} (first answer {earlier:?}): {text}"
+        );
+        if let Some((StatusCode::CREATED, first_text)) = earlier {
+            assert_eq!(
+                &text, first_text,
+                "an acknowledged order is replayed, not redone"
+            );
+        }
+    }
+    // Exactly one appointment per key: none lost, none made twice.
+    assert_eq!(
+        count_in(
+            app.backend,
+            &app.db_url,
+            &format!(
+                "SELECT COUNT(*) FROM appointments WHERE patient_id = {}",
+                patient.id
+            )
+        ),
+        40
+    );
+    assert_eq!(
+        count_in(
+            app.backend,
+            &app.db_url,
+            "SELECT COUNT(*) FROM idempotency_keys WHERE state = 'completed'"
+        ),
+        40
+    );
+    assert_no_overlaps_in(app.backend, &app.db_url);
 }
