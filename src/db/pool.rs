@@ -57,6 +57,17 @@ impl ConnectionManager {
             session_sql,
         }
     }
+
+    /// Opens a connection of the URL's backend and applies the session settings.
+    fn open(&self) -> Result<DbConn, diesel::ConnectionError> {
+        let mut conn = match self.backend {
+            Backend::Postgres => DbConn::Pg(diesel::PgConnection::establish(&self.url)?),
+            Backend::Sqlite => DbConn::Sqlite(diesel::SqliteConnection::establish(&self.url)?),
+        };
+        conn.batch_execute(&self.session_sql)
+            .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+        Ok(conn)
+    }
 }
 
 /// The file path of a SQLite `DATABASE_URL` (an optional `sqlite://` prefix is dropped).
@@ -82,18 +93,6 @@ impl std::ops::Deref for PoolConn {
 impl std::ops::DerefMut for PoolConn {
     fn deref_mut(&mut self) -> &mut DbConn {
         &mut self.conn
-    }
-}
-
-impl ConnectionManager {
-    fn open(&self) -> Result<DbConn, diesel::ConnectionError> {
-        let mut conn = match self.backend {
-            Backend::Postgres => DbConn::Pg(diesel::PgConnection::establish(&self.url)?),
-            Backend::Sqlite => DbConn::Sqlite(diesel::SqliteConnection::establish(&self.url)?),
-        };
-        conn.batch_execute(&self.session_sql)
-            .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
-        Ok(conn)
     }
 }
 
