@@ -400,17 +400,7 @@ async fn concurrent_prescriptions_yield_one(app: TestApp) {
         )
     }))
     .await;
-    assert_eq!(
-        answers
-            .iter()
-            .filter(|a| a.status == StatusCode::CREATED)
-            .count(),
-        1
-    );
-    assert!(answers
-        .iter()
-        .filter(|a| a.status != StatusCode::CREATED)
-        .all(|a| a.status == StatusCode::CONFLICT && a.code() == "PRESCRIPTION_EXISTS"));
+    common::assert_one_winner(&answers, "PRESCRIPTION_EXISTS");
     assert_eq!(
         app.count(&format!(
             "SELECT COUNT(*) FROM prescriptions WHERE appointment_id = {id}"
@@ -548,17 +538,7 @@ async fn concurrent_ratings_yield_one_and_feed_the_average(app: TestApp) {
         )
     }))
     .await;
-    assert_eq!(
-        answers
-            .iter()
-            .filter(|a| a.status == StatusCode::CREATED)
-            .count(),
-        1
-    );
-    assert!(answers
-        .iter()
-        .filter(|a| a.status != StatusCode::CREATED)
-        .all(|a| a.status == StatusCode::CONFLICT && a.code() == "RATING_EXISTS"));
+    common::assert_one_winner(&answers, "RATING_EXISTS");
     let rating = answers
         .iter()
         .find(|a| a.status == StatusCode::CREATED)

@@ -46,6 +46,26 @@ async fn with_key(
     )
 }
 
+/// Sends the same request twice with one key; returns the status after checking that the
+/// second answer repeats the first byte for byte.
+async fn twice(
+    app: &TestApp,
+    path: &str,
+    token: &str,
+    key: &str,
+    body: Value,
+) -> (StatusCode, String) {
+    let (first, _, first_text) = with_key(app, path, token, key, body.clone()).await;
+    let (second, headers, second_text) = with_key(app, path, token, key, body).await;
+    assert_eq!(
+        (second, &second_text),
+        (first, &first_text),
+        "{path}: the repeat is a replay"
+    );
+    assert_eq!(headers["idempotent-replayed"], "true");
+    (first, first_text)
+}
+
 async fn idempotent_post_replays_and_rejects_a_different_request(app: TestApp) {
     let doctor = app.doctor().await;
     let patient = app.patient().await;
@@ -135,15 +155,7 @@ async fn idempotent_post_replays_and_rejects_a_different_request(app: TestApp) {
     app.walk(id, &doctor, &["confirmed", "in_progress", "completed"])
         .await;
     let prescription = json!({"appointment_id": id, "medications": [{"name": "A", "dosage": "1", "frequency": "daily"}]});
-    let (a, _, ta) = with_key(
-        &app,
-        "/api/v1/prescriptions",
-        &doctor.token,
-        "rx",
-        prescription.clone(),
-    )
-    .await;
-    let (b, _, tb) = with_key(
+    let (status, text) = twice(
         &app,
         "/api/v1/prescriptions",
         &doctor.token,
@@ -151,55 +163,34 @@ async fn idempotent_post_replays_and_rejects_a_different_request(app: TestApp) {
         prescription,
     )
     .await;
-    assert_eq!((a, b), (StatusCode::CREATED, StatusCode::CREATED));
-    assert_eq!(ta, tb);
-    let pid = serde_json::from_str::<Value>(&ta).unwrap()["id"]
+    assert_eq!(status, StatusCode::CREATED);
+    let pid = serde_json::from_str::<Value>(&text).unwrap()["id"]
         .as_i64()
         .unwrap();
     let ack = format!("/api/v1/prescriptions/{pid}/acknowledge");
-    let (a, _, ta) = with_key(&app, &ack, &patient.token, "ack", json!({})).await;
-    let (b, _, tb) = with_key(&app, &ack, &patient.token, "ack", json!({})).await;
-    assert_eq!((a, b, ta == tb), (StatusCode::OK, StatusCode::OK, true));
-    let (a, _, ta) = with_key(
-        &app,
-        "/api/v1/ratings",
-        &patient.token,
-        "rate",
-        json!({"appointment_id": id, "score": 5}),
-    )
-    .await;
-    let (b, _, tb) = with_key(
-        &app,
-        "/api/v1/ratings",
-        &patient.token,
-        "rate",
-        json!({"appointment_id": id, "score": 5}),
-    )
-    .await;
     assert_eq!(
-        (a, b, ta == tb),
-        (StatusCode::CREATED, StatusCode::CREATED, true)
+        twice(&app, &ack, &patient.token, "ack", json!({})).await.0,
+        StatusCode::OK
+    );
+    let rating = json!({"appointment_id": id, "score": 5});
+    assert_eq!(
+        twice(&app, "/api/v1/ratings", &patient.token, "rate", rating)
+            .await
+            .0,
+        StatusCode::CREATED
     );
     let user = json!({"name": "Dr Twice", "email": "twice@medbook.test", "password": "doctor-pass", "role": "doctor"});
-    let (a, _, ta) = with_key(
-        &app,
-        "/api/v1/admin/users",
-        &app.admin.token,
-        "mk-user",
-        user.clone(),
-    )
-    .await;
-    let (b, _, tb) = with_key(
-        &app,
-        "/api/v1/admin/users",
-        &app.admin.token,
-        "mk-user",
-        user,
-    )
-    .await;
     assert_eq!(
-        (a, b, ta == tb),
-        (StatusCode::CREATED, StatusCode::CREATED, true)
+        twice(
+            &app,
+            "/api/v1/admin/users",
+            &app.admin.token,
+            "mk-user",
+            user
+        )
+        .await
+        .0,
+        StatusCode::CREATED
     );
     assert_eq!(
         app.count("SELECT COUNT(*) FROM users WHERE email = 'twice@medbook.test'"),

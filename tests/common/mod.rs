@@ -429,6 +429,28 @@ impl Drop for TestApp {
     }
 }
 
+/// Exactly one of `answers` is a 201; every other is a 409 with `loser_code`.
+pub fn assert_one_winner(answers: &[Answer], loser_code: &str) {
+    let created = answers
+        .iter()
+        .filter(|a| a.status == StatusCode::CREATED)
+        .count();
+    assert_eq!(
+        created,
+        1,
+        "{:?}",
+        answers.iter().map(|a| &a.body).collect::<Vec<_>>()
+    );
+    for answer in answers.iter().filter(|a| a.status != StatusCode::CREATED) {
+        assert_eq!(
+            (answer.status, answer.code()),
+            (StatusCode::CONFLICT, loser_code),
+            "{:?}",
+            answer.body
+        );
+    }
+}
+
 /// A slot `days` from now at `hour:minute` UTC, RFC 3339.
 pub fn slot(days: i64, hour: u32, minute: u32) -> String {
     let day = (Utc::now() + ChronoDuration::days(days)).date_naive();
