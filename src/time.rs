@@ -14,8 +14,13 @@ pub fn now() -> NaiveDateTime {
 /// `YYYY-MM-DD HH:MM:SS` (also with `T`), taken as UTC.
 pub fn parse(input: &str) -> Result<NaiveDateTime, String> {
     let input = input.trim();
+    // Microseconds are what both databases keep; finer digits are dropped here, not there.
+    let micros = |t: NaiveDateTime| {
+        t.with_nanosecond(t.nanosecond() / 1_000 * 1_000)
+            .unwrap_or(t)
+    };
     if let Ok(t) = DateTime::parse_from_rfc3339(input) {
-        return Ok(t.with_timezone(&Utc).naive_utc());
+        return Ok(micros(t.with_timezone(&Utc).naive_utc()));
     }
     for format in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"] {
         if let Ok(t) = NaiveDateTime::parse_from_str(input, format) {
@@ -67,6 +72,12 @@ mod tests {
         assert_eq!(parse("2030-01-20 10:00:00").unwrap(), expected);
         assert_eq!(parse(" 2030-01-20T10:00:00 ").unwrap(), expected);
         assert_eq!(format(&expected), "2030-01-20T10:00:00Z");
+    }
+
+    #[test]
+    fn keeps_microseconds_and_drops_finer_digits() {
+        let t = parse("2030-01-20T10:00:00.123456789Z").unwrap();
+        assert_eq!(format(&t), "2030-01-20T10:00:00.123456Z");
     }
 
     #[test]

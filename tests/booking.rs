@@ -175,6 +175,12 @@ async fn booking_rules_answer_with_the_documented_codes(app: TestApp) {
     let at = slot(10, 10, 0);
     let book = |body: serde_json::Value| app.post("/api/v1/appointments", &patient, body);
 
+    let far = book(json!({"doctor_id": doctor.id, "scheduled_at": "9999-12-31T23:00:00-05:00", "type": "in_person"})).await;
+    assert_eq!(far.code(), "VALIDATION_FAILED");
+    assert!(far.body["details"]["scheduled_at"]
+        .as_str()
+        .unwrap()
+        .contains("10 years"));
     let past = book(json!({"doctor_id": doctor.id, "scheduled_at": "2001-01-01T10:00:00Z", "type": "in_person"})).await;
     assert_eq!(
         (past.status, past.code()),

@@ -52,10 +52,16 @@ pub struct BookingInput {
     pub patient_id: Option<i32>,
 }
 
+/// How far ahead an appointment may be booked (10 years). Beyond any real calendar, and it
+/// keeps every stored time a four-digit year, whose text sorts as the time does (SQLite).
+pub const BOOKING_HORIZON_DAYS: i64 = 3653;
+
 /// Checks a slot's time and length; shared by booking and rescheduling.
 fn check_slot(problems: &mut Problems, start: NaiveDateTime, duration: i32, now: NaiveDateTime) {
     if start <= now {
         problems.add("scheduled_at", "must be in the future");
+    } else if start > now + Duration::days(BOOKING_HORIZON_DAYS) {
+        problems.add("scheduled_at", "must be at most 10 years ahead");
     }
     problems.range(
         "duration_minutes",
