@@ -45,3 +45,41 @@ pub const APPOINTMENT_TYPES: [&str; 4] = [
 pub const MIN_DURATION_MINUTES: i32 = 5;
 pub const MAX_DURATION_MINUTES: i32 = 240;
 pub const DEFAULT_DURATION_MINUTES: i32 = 30;
+
+/// The documented value sets, for the OpenAPI document only (the stored and parsed forms are
+/// the strings above; these enums keep the document's `enum`s in one place).
+pub mod doc {
+    /// An appointment's type.
+    #[derive(utoipa::ToSchema)]
+    #[schema(as = AppointmentType)]
+    #[allow(non_camel_case_types, dead_code)]
+    pub enum AppointmentType {
+        text_consultation,
+        video_consultation,
+        voice_consultation,
+        in_person,
+    }
+
+    /// An appointment's status.
+    #[derive(utoipa::ToSchema)]
+    #[schema(as = AppointmentStatus)]
+    #[allow(non_camel_case_types, dead_code)]
+    pub enum AppointmentStatus {
+        pending,
+        confirmed,
+        in_progress,
+        completed,
+        cancelled,
+        rejected,
+    }
+
+    /// A user's role.
+    #[derive(utoipa::ToSchema)]
+    #[schema(as = Role)]
+    #[allow(non_camel_case_types, dead_code)]
+    pub enum Role {
+        patient,
+        doctor,
+        admin,
+    }
+}

@@ -91,8 +91,10 @@ pub struct AppointmentView {
     #[serde(serialize_with = "crate::time::serialize")]
     pub ends_at: NaiveDateTime,
     #[serde(rename = "type")]
+    #[schema(value_type = crate::domain::doc::AppointmentType)]
     pub type_: String,
     pub reason: Option<String>,
+    #[schema(value_type = crate::domain::doc::AppointmentStatus)]
     pub status: String,
     pub version: i32,
     #[serde(serialize_with = "crate::time::serialize")]

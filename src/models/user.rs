@@ -89,8 +89,7 @@ pub struct UserView {
     pub id: i32,
     pub name: String,
     pub email: String,
-    /// `patient`, `doctor` or `admin`.
-    #[schema(value_type = String)]
+    #[schema(value_type = crate::domain::doc::Role)]
     pub role: &'static str,
     /// Doctors only.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -106,6 +106,11 @@ impl Modify for BearerAuth {
 #[openapi(
     info(title = "medbook", description = "Telemedicine appointments where concurrency never corrupts a booking."),
     modifiers(&BearerAuth),
+    components(schemas(
+        crate::domain::doc::AppointmentType,
+        crate::domain::doc::AppointmentStatus,
+        crate::domain::doc::Role,
+    )),
     paths(
         super::health::healthz, super::health::readyz, document,
         super::auth::register, super::auth::login, super::auth::logout, super::auth::me,

@@ -25,6 +25,7 @@ use crate::time::InputTime;
 #[schema(as = AppointmentUpdate)]
 pub struct UpdateInput {
     #[serde(default)]
+    #[schema(value_type = Option<crate::domain::doc::AppointmentStatus>)]
     pub status: Option<String>,
     #[serde(default)]
     #[schema(value_type = Option<String>, format = DateTime)]

@@ -40,6 +40,7 @@ pub struct BookingInput {
     #[schema(value_type = String, format = DateTime)]
     pub scheduled_at: InputTime,
     #[serde(rename = "type")]
+    #[schema(value_type = crate::domain::doc::AppointmentType)]
     pub type_: String,
     #[serde(default)]
     pub reason: Option<String>,

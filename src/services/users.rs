@@ -23,6 +23,7 @@ pub struct CreateUserInput {
     pub name: String,
     pub email: String,
     pub password: String,
+    #[schema(value_type = crate::domain::doc::Role)]
     pub role: String,
     #[serde(default)]
     pub specialty: Option<String>,
