@@ -247,6 +247,15 @@ deactivation = [
 ]
 
 operations = [
+    request("Lock statistics (admin)", "GET", "/api/v1/admin/lock-stats", token="adminToken",
+            tests=status(200) + [
+                'pm.test("bookings took locks", () => pm.expect(pm.response.json().lock_acquisitions).to.be.at.least(2));',
+                'pm.test("the taken slot was counted", () => pm.expect(pm.response.json().conflicts.SLOT_TAKEN).to.be.at.least(1));',
+            ]),
+    request("Lock statistics are admin only → 403", "GET", "/api/v1/admin/lock-stats", token="patientToken",
+            tests=error("FORBIDDEN", 403)),
+    request("Prometheus metrics", "GET", "/metrics",
+            tests=status(200) + ['pm.test("lock counters", () => pm.expect(pm.response.text()).to.include("medbook_lock_acquisitions_total"));']),
     request("Liveness", "GET", "/healthz", tests=status(200)),
     request("Readiness", "GET", "/readyz", tests=status(200)),
     request("OpenAPI document", "GET", "/api/v1/openapi.json",
