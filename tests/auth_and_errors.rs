@@ -306,14 +306,7 @@ async fn tokens_that_do_not_authenticate_get_401(app: TestApp) {
     // A deactivated user's token stops working.
     let doctor = app.doctor().await;
     assert_eq!(app.get("/api/v1/me", &doctor).await.status, StatusCode::OK);
-    let deactivate = app
-        .call(
-            Method::PATCH,
-            &format!("/api/v1/admin/users/{}", doctor.id),
-            Some(&app.admin.token),
-            Some(json!({"is_active": false})),
-        )
-        .await;
+    let deactivate = app.deactivate(doctor.id).await;
     assert_eq!(deactivate.status, StatusCode::OK);
     assert_eq!(
         app.get("/api/v1/me", &doctor).await.status,

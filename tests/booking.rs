@@ -123,14 +123,7 @@ async fn doctor_deactivated_during_bookings_refuses_every_later_one(app: TestApp
     }));
     let deactivate = async {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        let answer = app
-            .call(
-                Method::PATCH,
-                &format!("/api/v1/admin/users/{}", doctor.id),
-                Some(&app.admin.token),
-                Some(json!({"is_active": false})),
-            )
-            .await;
+        let answer = app.deactivate(doctor.id).await;
         (answer, chrono::Utc::now().naive_utc())
     };
     let (answers, (deactivated, answered_at)) = tokio::join!(bookings, deactivate);

@@ -306,6 +306,17 @@ impl TestApp {
         self.login(&email, PASSWORD).await
     }
 
+    /// Deactivates a user through the admin API.
+    pub async fn deactivate(&self, user_id: i64) -> Answer {
+        self.call(
+            Method::PATCH,
+            &format!("/api/v1/admin/users/{user_id}"),
+            Some(&self.admin.token),
+            Some(json!({"is_active": false})),
+        )
+        .await
+    }
+
     /// Books `doctor` for `patient` at `at` (RFC 3339) for `minutes`.
     pub async fn book(&self, patient: &Actor, doctor: &Actor, at: &str, minutes: i64) -> Answer {
         self.post(
