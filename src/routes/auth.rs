@@ -8,10 +8,9 @@ use super::openapi::{AuthResponse, ErrorDoc};
 use super::{def, RouteDef};
 use crate::auth::{hash_password, new_token, verify_password, Bearer};
 use crate::db::run_blocking;
-use crate::domain::Role;
 use crate::error::AppError;
 use crate::extract::{etag, Json};
-use crate::models::user::{self, NewUser, UserView};
+use crate::models::user::{self, UserView};
 use crate::server::AppState;
 use crate::services::auth::{self as service, LoginInput, RegisterInput};
 use crate::services::validate::Problems;
@@ -77,28 +76,14 @@ pub(crate) async fn register(
     service::check_account(&mut problems, &input.name, &input.email, &input.password);
     problems.finish()?;
     let email = input.email.trim().to_owned();
-    let probe = email.clone();
     run_blocking(&state.pool, move |conn| {
-        service::ensure_email_free(conn, &probe)
+        service::ensure_email_free(conn, &email)
     })
     .await?;
-    let password_hash = hash_in_background(input.password).await?;
+    let password_hash = hash_in_background(input.password.clone()).await?;
     let (token, token_hash) = new_token();
-    let name = input.name.trim().to_owned();
     let user = run_blocking(&state.pool, move |conn| {
-        let now = crate::time::now();
-        let new = NewUser {
-            name: &name,
-            email: &email,
-            password_hash: &password_hash,
-            role: Role::Patient.as_str(),
-            specialty: None,
-            is_active: true,
-            version: 1,
-            created_at: now,
-            updated_at: now,
-        };
-        service::create_user_with_token(conn, &new, &token_hash, now)
+        service::register_patient(conn, &input, &password_hash, &token_hash)
     })
     .await?;
     Ok(HttpResponse::Created()

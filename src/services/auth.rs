@@ -1,11 +1,11 @@
 //! Registration, login and logout. Password hashing happens before these functions are
 //! called (see `routes::auth`), never inside a transaction.
 
-use chrono::NaiveDateTime;
 use serde::Deserialize;
 
 use super::validate::Problems;
 use crate::db::{classify, write_transaction, DbConn, DbErrorClass};
+use crate::domain::Role;
 use crate::error::{AppError, ConflictCode};
 use crate::models::token;
 use crate::models::user::{self, NewUser, User};
@@ -60,15 +60,28 @@ pub fn map_email_conflict(err: diesel::result::Error) -> AppError {
     }
 }
 
-/// Creates a user and a first token for it in one transaction.
-pub fn create_user_with_token(
+/// Registers a patient (password already hashed) and stores their first token, in one
+/// transaction.
+pub fn register_patient(
     conn: &mut DbConn,
-    new: &NewUser<'_>,
+    input: &RegisterInput,
+    password_hash: &str,
     token_hash: &str,
-    now: NaiveDateTime,
 ) -> Result<User, AppError> {
+    let now = crate::time::now();
+    let new = NewUser {
+        name: input.name.trim(),
+        email: input.email.trim(),
+        password_hash,
+        role: Role::Patient.as_str(),
+        specialty: None,
+        is_active: true,
+        version: 1,
+        created_at: now,
+        updated_at: now,
+    };
     write_transaction(conn, |conn| {
-        let user = user::insert(conn, new).map_err(map_email_conflict)?;
+        let user = user::insert(conn, &new).map_err(map_email_conflict)?;
         token::insert(conn, user.id, token_hash, now)?;
         Ok(user)
     })
