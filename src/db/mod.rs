@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod errors;
 pub mod pool;
+pub mod prepared;
 pub mod retry;
 
 use diesel::pg::PgConnection;
@@ -12,6 +13,7 @@ use diesel::sqlite::SqliteConnection;
 pub use backend::{lock_users_in_order, write_transaction};
 pub use errors::{classify, DbErrorClass};
 pub use pool::{build_pool, run_blocking, run_migrations, DbPool};
+pub use prepared::FixedShapeDsl;
 pub use retry::{with_retry, Contention, RetryPolicy};
 
 /// One connection type for both databases. Everything outside [`backend`] is written

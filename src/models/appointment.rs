@@ -29,7 +29,7 @@ pub struct Appointment {
 
 /// A new `appointments` row.
 #[derive(Debug, Insertable)]
-#[diesel(table_name = appointments)]
+#[diesel(table_name = appointments, treat_none_as_default_value = false)]
 pub struct NewAppointment<'a> {
     pub patient_id: i32,
     pub doctor_id: i32,

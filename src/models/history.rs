@@ -21,7 +21,7 @@ pub struct HistoryEntry {
 
 /// A new history row.
 #[derive(Debug, Insertable)]
-#[diesel(table_name = appointment_history)]
+#[diesel(table_name = appointment_history, treat_none_as_default_value = false)]
 pub struct NewHistoryEntry<'a> {
     pub appointment_id: i32,
     pub actor_id: i32,

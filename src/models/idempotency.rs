@@ -1,5 +1,6 @@
 //! `idempotency_keys`: claims of `Idempotency-Key`s and the responses stored for them.
 
+use crate::db::FixedShapeDsl;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
@@ -74,6 +75,7 @@ pub fn reclaim(
         keys::claimed_at.eq(now),
         keys::expires_at.eq(expires_at),
     ))
+    .fixed_shape()
     .execute(conn)
     .map(|n| n == 1)
 }
@@ -99,6 +101,7 @@ pub fn complete(
         keys::response_headers.eq(Some(headers)),
         keys::response_body.eq(Some(body)),
     ))
+    .fixed_shape()
     .execute(conn)
     .map(|n| n == 1)
 }

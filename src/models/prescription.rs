@@ -37,7 +37,7 @@ pub struct Prescription {
 
 /// A new `prescriptions` row.
 #[derive(Debug, Insertable)]
-#[diesel(table_name = prescriptions)]
+#[diesel(table_name = prescriptions, treat_none_as_default_value = false)]
 pub struct NewPrescription<'a> {
     pub appointment_id: i32,
     pub doctor_id: i32,

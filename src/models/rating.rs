@@ -30,7 +30,7 @@ pub struct Rating {
 
 /// A new `ratings` row.
 #[derive(Debug, Insertable)]
-#[diesel(table_name = ratings)]
+#[diesel(table_name = ratings, treat_none_as_default_value = false)]
 pub struct NewRating<'a> {
     pub appointment_id: i32,
     pub doctor_id: i32,

@@ -32,7 +32,7 @@ pub struct User {
 
 /// A new `users` row.
 #[derive(Debug, Insertable)]
-#[diesel(table_name = users)]
+#[diesel(table_name = users, treat_none_as_default_value = false)]
 pub struct NewUser<'a> {
     pub name: &'a str,
     pub email: &'a str,

@@ -1,5 +1,6 @@
 //! Reading appointments, the status lifecycle (optimistic, no row locks) and history.
 
+use crate::db::FixedShapeDsl;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use serde::Deserialize;
@@ -176,6 +177,7 @@ pub fn update(
                     appointments::updated_at.eq(now),
                 ))
                 .returning(appointments::all_columns)
+                .fixed_shape()
                 .get_result::<Appointment>(conn)
                 .optional()?;
                 let Some(updated) = updated else {

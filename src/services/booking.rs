@@ -2,6 +2,7 @@
 //! appointment to another slot. Both lock the doctor's and the patient's user rows in
 //! ascending id order, check, and write, in one short transaction.
 
+use crate::db::FixedShapeDsl;
 use std::time::Instant;
 
 use crate::telemetry::LockHold;
@@ -400,6 +401,7 @@ fn move_slot(
         appointments::updated_at.eq(now),
     ))
     .returning(appointments::all_columns)
+    .fixed_shape()
     .get_result(conn)
     .optional()
 }

@@ -1,6 +1,7 @@
 //! Prescriptions: one per completed appointment, written by its doctor, acknowledged once by
 //! its patient. Uniqueness is decided by the unique index on `appointment_id`.
 
+use crate::db::FixedShapeDsl;
 use diesel::prelude::*;
 use serde::Deserialize;
 
@@ -202,6 +203,7 @@ pub fn update(
                     prescriptions::updated_at.eq(crate::time::now()),
                 ))
                 .returning(prescriptions::all_columns)
+                .fixed_shape()
                 .get_result::<Prescription>(conn)
                 .optional()?)
             })
@@ -244,6 +246,7 @@ pub fn acknowledge(
                     prescriptions::updated_at.eq(now),
                 ))
                 .returning(prescriptions::all_columns)
+                .fixed_shape()
                 .get_result::<Prescription>(conn)
                 .optional()?;
                 if acknowledged.is_some() {

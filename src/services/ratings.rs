@@ -1,5 +1,6 @@
 //! Ratings: one per completed appointment, by its patient (unique `appointment_id`).
 
+use crate::db::FixedShapeDsl;
 use diesel::prelude::*;
 use serde::Deserialize;
 
@@ -138,6 +139,7 @@ pub fn update(
                     ratings::updated_at.eq(crate::time::now()),
                 ))
                 .returning(ratings::all_columns)
+                .fixed_shape()
                 .get_result::<Rating>(conn)
                 .optional()?)
             })

@@ -1,6 +1,7 @@
 //! Users seen by admins: creation with any role, activation and renaming, and the bootstrap
 //! admin from the environment.
 
+use crate::db::FixedShapeDsl;
 use diesel::prelude::*;
 use serde::Deserialize;
 
@@ -149,6 +150,7 @@ pub fn update(
                     users::updated_at.eq(crate::time::now()),
                 ))
                 .returning(users::all_columns)
+                .fixed_shape()
                 .get_result::<User>(conn)
                 .optional()?;
                 if let Some(user) = &updated {

@@ -1,0 +1,113 @@
+//! The hot-path statements stay prepared on PostgreSQL: after a few bookings and optimistic
+//! updates through the services, every statement of those paths is a named prepared statement
+//! of the connection, prepared once (diesel prepares uncacheable statements as the unnamed
+//! statement, which `pg_prepared_statements` does not list, and parses and plans them anew
+//! on every call).
+
+mod common;
+
+use chrono::Duration;
+use diesel::dsl::sql;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text};
+use medbook::auth::Caller;
+use medbook::db::{Contention, DbConn};
+use medbook::domain::Role;
+use medbook::extract::Expected;
+use medbook::models::user::{self, NewUser};
+use medbook::services::appointments::{self, UpdateInput};
+use medbook::services::booking::{self, BookingInput};
+use medbook::time::InputTime;
+
+use common::{Backend, ScratchDb};
+
+fn new_user(conn: &mut DbConn, role: Role) -> i32 {
+    let now = medbook::time::now();
+    let email = format!("prepared-{}@example.com", role.as_str());
+    user::insert(
+        conn,
+        &NewUser {
+            name: "Prepared",
+            email: &email,
+            password_hash: "not-a-login",
+            role: role.as_str(),
+            specialty: None,
+            is_active: true,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        },
+    )
+    .expect("user")
+    .id
+}
+
+/// How many of this connection's named prepared statements start with `prefix`.
+fn prepared(conn: &mut DbConn, prefix: &str) -> i64 {
+    diesel::select(
+        sql::<BigInt>("(SELECT count(*) FROM pg_prepared_statements WHERE starts_with(statement, ")
+            .bind::<Text, _>(prefix)
+            .sql("))"),
+    )
+    .get_result(conn)
+    .expect("pg_prepared_statements")
+}
+
+#[test]
+fn postgres_booking_and_update_statements_are_prepared_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(db) = ScratchDb::new(Backend::Postgres, dir.path()) else {
+        return;
+    };
+    let config = medbook::config::Config::for_database(&db.url);
+    let pool = medbook::db::build_pool(&config, std::sync::Arc::default());
+    let mut conn = pool.get().expect("connection");
+    medbook::db::run_migrations(&mut conn).expect("migrations");
+    let doctor = new_user(&mut conn, Role::Doctor);
+    let patient = Caller {
+        id: new_user(&mut conn, Role::Patient),
+        role: Role::Patient,
+        token_hash: String::new(),
+    };
+    let contention = Contention::default();
+    let tomorrow = medbook::time::now() + Duration::days(1);
+    for k in 0..3 {
+        let booked = booking::book(
+            &mut conn,
+            &patient,
+            &BookingInput {
+                doctor_id: doctor,
+                scheduled_at: InputTime(tomorrow + Duration::hours(k)),
+                type_: "video_consultation".to_owned(),
+                reason: None,
+                duration_minutes: None,
+                patient_id: None,
+            },
+            &contention,
+        )
+        .expect("booked");
+        let update = UpdateInput {
+            status: None,
+            scheduled_at: None,
+            duration_minutes: None,
+            reason: Some(format!("reason {k}")),
+            version: None,
+        };
+        appointments::update(
+            &mut conn,
+            &patient,
+            booked.id,
+            &update,
+            Expected::Latest,
+            &contention,
+        )
+        .expect("updated");
+    }
+    for (prefix, statements) in [
+        (r#"INSERT INTO "appointments""#, 1),
+        (r#"INSERT INTO "appointment_history""#, 1),
+        (r#"UPDATE "appointments""#, 1),
+    ] {
+        assert_eq!(prepared(&mut conn, prefix), statements, "{prefix}");
+    }
+}
