@@ -1,30 +1,28 @@
 //! The only module that knows which database it is on (vaultwarden's `db_run!` idea):
 //! write transactions and row locks, which diesel's `MultiConnection` cannot express.
 
-use diesel::connection::{AnsiTransactionManager, TransactionManager};
+use diesel::connection::TransactionManager;
 use diesel::prelude::*;
 
+use super::group_commit::SQLITE_WRITERS;
 use super::DbConn;
 use crate::models::user::User;
 use crate::schema::users;
-
-/// SQLite has one writer at a time. This process's writers queue here, handed the turn one
-/// after the other, instead of polling the file lock with `busy_timeout`'s sleeps (which cost
-/// up to tens of milliseconds per wait under load); `busy_timeout` still covers writers in
-/// other processes. (One lock for all SQLite files: a process serves one database.)
-static SQLITE_WRITER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Runs `f` in a write transaction.
 ///
 /// PostgreSQL: an ordinary `BEGIN` (READ COMMITTED); row locks are taken explicitly where
 /// needed. SQLite: `BEGIN IMMEDIATE`, which takes the database's single write lock up front,
 /// so a transaction that reads before it writes can never fail half-way with
-/// `SQLITE_BUSY_SNAPSHOT`; waiting for the lock is bounded by `busy_timeout`. Nested in another
-/// transaction it is a savepoint, on both backends.
+/// `SQLITE_BUSY_SNAPSHOT`; waiting for the lock is bounded by `busy_timeout`. The writes of
+/// this process that wait at the same time share that transaction, each in a savepoint, and
+/// one commit ([`super::group_commit`]). Nested in another transaction it is a savepoint, on
+/// both backends.
 pub fn write_transaction<T, E, F>(conn: &mut DbConn, f: F) -> Result<T, E>
 where
-    F: FnOnce(&mut DbConn) -> Result<T, E>,
-    E: From<diesel::result::Error>,
+    F: FnOnce(&mut DbConn) -> Result<T, E> + Send,
+    T: Send,
+    E: From<diesel::result::Error> + Send,
 {
     // Nested in another write transaction: a savepoint (SQLite's write lock is already held).
     if in_transaction(conn) {
@@ -32,24 +30,11 @@ where
     }
     match conn {
         DbConn::Pg(_) => conn.transaction(f),
-        DbConn::Sqlite(inner) => {
-            let _writer = SQLITE_WRITER.lock().unwrap_or_else(|e| e.into_inner());
-            AnsiTransactionManager::begin_transaction_sql(inner, "BEGIN IMMEDIATE")?;
-            match f(conn) {
-                Ok(value) => {
-                    <DbConn as Connection>::TransactionManager::commit_transaction(conn)?;
-                    Ok(value)
-                }
-                Err(err) => {
-                    if let Err(rollback) =
-                        <DbConn as Connection>::TransactionManager::rollback_transaction(conn)
-                    {
-                        log::error!("rollback after a failed transaction failed: {rollback}");
-                    }
-                    Err(err)
-                }
-            }
-        }
+        // This process's SQLite writers queue in-process instead of polling the file lock with
+        // `busy_timeout`'s sleeps (which cost up to tens of milliseconds per wait under load),
+        // and the writes waiting together share one commit; `busy_timeout` still covers
+        // writers in other processes.
+        DbConn::Sqlite(_) => SQLITE_WRITERS.write(conn, f),
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod errors;
+mod group_commit;
 pub mod pool;
 pub mod prepared;
 pub mod retry;

@@ -118,7 +118,7 @@ pub fn run_and_record(
     conn: &mut DbConn,
     user_id: i32,
     key: &str,
-    work: impl FnOnce(&mut DbConn) -> Result<StoredResponse, AppError>,
+    work: impl FnOnce(&mut DbConn) -> Result<StoredResponse, AppError> + Send,
 ) -> Result<StoredResponse, AppError> {
     write_transaction(conn, |conn| {
         let response = work(conn)?;

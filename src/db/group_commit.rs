@@ -1,0 +1,430 @@
+//! Group commit for SQLite's single writer.
+//!
+//! SQLite has one write lock per database, and with `synchronous = FULL` every commit waits
+//! for the disk. Taking turns (one transaction, one fsync, the next) makes the disk the
+//! ceiling however many requests are waiting. Instead, this process's writers queue here, and
+//! whoever finds no batch running becomes the *leader*: it takes every write waiting, runs
+//! them one after the other inside one `BEGIN IMMEDIATE` transaction on its own connection,
+//! each in its own savepoint, and commits once. Then it wakes their threads.
+//!
+//! What each write sees and does is exactly what it would see and do alone: the writes run
+//! serially under the database's write lock (the lock that makes every check-then-write on
+//! SQLite safe), each sees the writes before it, and a write that fails is rolled back to its
+//! savepoint without touching the others. What changes is only when they become durable:
+//! together, at the batch's commit, and no thread answers before that commit returned. If the
+//! commit (or `BEGIN`) fails, every write of the batch fails with that error and none is
+//! acknowledged.
+//!
+//! A write waiting here runs on the leader's thread, borrowing the waiting thread's data; the
+//! waiting thread does not return (and its borrows stay valid) until the leader has marked its
+//! write finished. That is the one `unsafe` of this module.
+
+use std::any::Any;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+use diesel::connection::{AnsiTransactionManager, TransactionManager};
+use diesel::result::Error;
+use diesel::Connection;
+
+use super::DbConn;
+
+/// At most this many writes share one commit (bounds the wait of the first of them).
+const MAX_BATCH: usize = 64;
+
+/// One queued write, as the leader runs it: returns whether it succeeded (its savepoint is
+/// released) or failed (rolled back to it). Its typed result goes to the waiting thread
+/// through the closure's own captures.
+type Work<'a> = dyn FnMut(&mut DbConn) -> bool + Send + 'a;
+
+/// How a write of a batch ended, from the leader to the waiting thread.
+enum Outcome {
+    /// Not run yet.
+    Pending,
+    /// Its savepoint was released and the batch committed (or it failed by itself and was
+    /// rolled back to its savepoint: its closure holds its error).
+    Finished,
+    /// The batch's `BEGIN`, a savepoint command or the `COMMIT` failed: this error instead.
+    BatchFailed(Error),
+    /// Its closure panicked on the leader's thread; the waiting thread resumes the panic.
+    Panicked(Box<dyn Any + Send>),
+}
+
+/// A queued write: the work, and where the leader reports its outcome. Both live on the
+/// waiting thread's stack.
+struct Entry {
+    work: *mut Work<'static>,
+    outcome: *mut Outcome,
+}
+
+// SAFETY: the pointers are dereferenced only by the leader while the waiting thread is blocked
+// in `GroupCommit::write` (see `Entry::new`), and the work is `Send`.
+unsafe impl Send for Entry {}
+
+struct Queue {
+    leader: bool,
+    waiting: Vec<Entry>,
+}
+
+/// The writers of one process (one database per process).
+pub(super) struct GroupCommit {
+    queue: Mutex<Queue>,
+    finished: Condvar,
+}
+
+pub(super) static SQLITE_WRITERS: GroupCommit = GroupCommit::new();
+
+impl GroupCommit {
+    const fn new() -> GroupCommit {
+        GroupCommit {
+            queue: Mutex::new(Queue {
+                leader: false,
+                waiting: Vec::new(),
+            }),
+            finished: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` in a write transaction shared with whatever other writes are waiting, and
+    /// returns once that transaction committed or failed. `conn` is used if this thread
+    /// leads the batch.
+    pub(super) fn write<T, E, F>(&self, conn: &mut DbConn, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConn) -> Result<T, E> + Send,
+        T: Send,
+        E: From<Error> + Send,
+    {
+        let mut f = Some(f);
+        let mut result: Option<Result<T, E>> = None;
+        let mut work = |conn: &mut DbConn| {
+            let f = f.take().expect("a write runs once");
+            let r = f(conn);
+            let ok = r.is_ok();
+            result = Some(r);
+            ok
+        };
+        let mut outcome = Outcome::Pending;
+        let outcome_ptr: *mut Outcome = &mut outcome;
+        {
+            let work: &mut Work<'_> = &mut work;
+            // SAFETY: the lifetime is erased only for the queue; this function does not return
+            // before the entry is finished (the loop below), so the borrow outlives every use.
+            let work: *mut Work<'static> = unsafe { std::mem::transmute(work) };
+            let mut queue = self.lock();
+            queue.waiting.push(Entry {
+                work,
+                outcome: outcome_ptr,
+            });
+            loop {
+                // SAFETY: `outcome` is written by a leader only under the queue lock, held here.
+                if !matches!(unsafe { &*outcome_ptr }, Outcome::Pending) {
+                    break;
+                }
+                if !queue.leader {
+                    queue.leader = true;
+                    let take = queue.waiting.len().min(MAX_BATCH);
+                    let batch: Vec<Entry> = queue.waiting.drain(..take).collect();
+                    drop(queue);
+                    let outcomes = run_batch(conn, &batch);
+                    queue = self.lock();
+                    for (entry, result) in batch.iter().zip(outcomes) {
+                        // SAFETY: the entry's thread is blocked in this function (under the
+                        // queue lock now held) until it sees a non-pending outcome.
+                        unsafe { *entry.outcome = result };
+                    }
+                    queue.leader = false;
+                    self.finished.notify_all();
+                    continue;
+                }
+                queue = self.finished.wait(queue).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+        // SAFETY: finished: no leader touches the entry any more.
+        match std::mem::replace(unsafe { &mut *outcome_ptr }, Outcome::Pending) {
+            Outcome::Finished => result.expect("a finished write has a result"),
+            Outcome::BatchFailed(err) => Err(err.into()),
+            Outcome::Panicked(payload) => panic::resume_unwind(payload),
+            Outcome::Pending => unreachable!("left the loop with a pending write"),
+        }
+    }
+}
+
+/// Runs the batch in one `BEGIN IMMEDIATE … COMMIT`, each write in its own savepoint.
+fn run_batch(conn: &mut DbConn, batch: &[Entry]) -> Vec<Outcome> {
+    let DbConn::Sqlite(inner) = conn else {
+        unreachable!("group commit is for SQLite")
+    };
+    if let Err(err) = AnsiTransactionManager::begin_transaction_sql(inner, "BEGIN IMMEDIATE") {
+        return batch.iter().map(|_| failed(&err)).collect();
+    }
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for entry in batch {
+        // SAFETY: see `Entry`: the waiting thread is blocked until this entry is finished.
+        let work = unsafe { &mut *entry.work };
+        let mut panicked = None;
+        let step = conn.transaction::<(), Error, _>(|conn| {
+            match panic::catch_unwind(AssertUnwindSafe(|| work(conn))) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(Error::RollbackTransaction),
+                Err(payload) => {
+                    panicked = Some(payload);
+                    Err(Error::RollbackTransaction)
+                }
+            }
+        });
+        match (step, panicked) {
+            (_, Some(payload)) => outcomes.push(Outcome::Panicked(payload)),
+            (Ok(()) | Err(Error::RollbackTransaction), None) => outcomes.push(Outcome::Finished),
+            // The savepoint itself failed: the transaction cannot be trusted. Every write of
+            // the batch fails with this error (none is acknowledged).
+            (Err(err), None) => {
+                rollback(conn);
+                return batch.iter().map(|_| failed(&err)).collect();
+            }
+        }
+    }
+    if let Err(err) = <DbConn as Connection>::TransactionManager::commit_transaction(conn) {
+        rollback(conn);
+        return batch.iter().map(|_| failed(&err)).collect();
+    }
+    outcomes
+}
+
+fn rollback(conn: &mut DbConn) {
+    if let Err(err) = <DbConn as Connection>::TransactionManager::rollback_transaction(conn) {
+        log::error!("rollback of a failed write batch failed: {err}");
+    }
+}
+
+/// The batch's error for one of its writes (diesel's errors are not `Clone`): the same kind
+/// and message, which is all the error classification reads.
+fn failed(err: &Error) -> Outcome {
+    Outcome::BatchFailed(match err {
+        Error::DatabaseError(kind, info) => {
+            Error::DatabaseError(*kind, Box::new(info.message().to_owned()))
+        }
+        other => Error::QueryBuilderError(other.to_string().into()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::thread::{self, ThreadId};
+    use std::time::Duration;
+
+    use diesel::connection::SimpleConnection;
+    use diesel::dsl::sql;
+    use diesel::prelude::*;
+    use diesel::sqlite::SqliteConnection;
+
+    use super::*;
+
+    struct Db {
+        _dir: tempfile::TempDir,
+        path: String,
+        busy_ms: u32,
+    }
+
+    impl Db {
+        fn new() -> Db {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("t.db").to_string_lossy().into_owned();
+            let db = Db {
+                _dir: dir,
+                path,
+                busy_ms: 5000,
+            };
+            db.conn()
+                .batch_execute("PRAGMA journal_mode = WAL; CREATE TABLE t (n INTEGER PRIMARY KEY)")
+                .unwrap();
+            db
+        }
+
+        fn conn(&self) -> DbConn {
+            let mut conn = DbConn::Sqlite(SqliteConnection::establish(&self.path).unwrap());
+            conn.batch_execute(&format!("PRAGMA busy_timeout = {}", self.busy_ms))
+                .unwrap();
+            conn
+        }
+
+        fn rows(&self) -> Vec<i64> {
+            let mut conn = self.conn();
+            let all: String = diesel::select(sql::<diesel::sql_types::Text>(
+                "(SELECT coalesce(group_concat(n, ','), '') FROM (SELECT n FROM t ORDER BY n))",
+            ))
+            .get_result(&mut conn)
+            .unwrap();
+            all.split(',')
+                .filter(|s| !s.is_empty())
+                .map(|s| s.parse().unwrap())
+                .collect()
+        }
+    }
+
+    fn insert(conn: &mut DbConn, n: i64) -> Result<ThreadId, Error> {
+        conn.batch_execute(&format!("INSERT INTO t (n) VALUES ({n})"))?;
+        Ok(thread::current().id())
+    }
+
+    fn waiting(writers: &GroupCommit) -> usize {
+        writers.lock().waiting.len()
+    }
+
+    /// Starts a write that holds the batch (as its leader) until `release` is sent.
+    fn held_leader(
+        writers: &'static GroupCommit,
+        db: &Db,
+    ) -> (mpsc::Sender<()>, thread::JoinHandle<()>) {
+        let (release, hold) = mpsc::channel::<()>();
+        let (started, running) = mpsc::channel();
+        let mut conn = db.conn();
+        let leader = thread::spawn(move || {
+            writers
+                .write(&mut conn, move |conn| {
+                    started.send(()).unwrap();
+                    hold.recv().unwrap();
+                    insert(conn, 0)
+                })
+                .unwrap();
+        });
+        running.recv().unwrap();
+        (release, leader)
+    }
+
+    /// A queued write's thread: its id and what its write returned (or its panic).
+    type Queued<T> = thread::JoinHandle<(ThreadId, thread::Result<Result<T, Error>>)>;
+
+    /// Writes `ns` from one thread each, once all of them wait behind the held leader.
+    fn queued_writes<T: Send + 'static>(
+        writers: &'static GroupCommit,
+        db: &Db,
+        ns: Vec<i64>,
+        write: fn(&mut DbConn, i64) -> Result<T, Error>,
+    ) -> Vec<Queued<T>> {
+        let count = ns.len();
+        let handles: Vec<_> = ns
+            .into_iter()
+            .map(|n| {
+                let mut conn = db.conn();
+                thread::spawn(move || {
+                    let me = thread::current().id();
+                    let result = panic::catch_unwind(AssertUnwindSafe(|| {
+                        writers.write(&mut conn, |conn| write(conn, n))
+                    }));
+                    (me, result)
+                })
+            })
+            .collect();
+        while waiting(writers) < count {
+            thread::sleep(Duration::from_millis(5));
+        }
+        handles
+    }
+
+    #[test]
+    fn writes_waiting_together_share_one_transaction_and_commit() {
+        static WRITERS: GroupCommit = GroupCommit::new();
+        let db = Db::new();
+        let (release, leader) = held_leader(&WRITERS, &db);
+        let followers = queued_writes(&WRITERS, &db, (1..=8).collect(), insert);
+        release.send(()).unwrap();
+        leader.join().unwrap();
+        let ran_on: Vec<(ThreadId, ThreadId)> = followers
+            .into_iter()
+            .map(|h| {
+                let (me, result) = h.join().unwrap();
+                (me, result.unwrap().unwrap())
+            })
+            .collect();
+        // The eight waited together: one of them led the next batch and ran the other seven
+        // on its own thread and connection.
+        let foreign = ran_on.iter().filter(|(me, on)| me != on).count();
+        assert_eq!(foreign, 7, "{ran_on:?}");
+        assert_eq!(db.rows(), (0..=8).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_failing_write_is_rolled_back_alone() {
+        static WRITERS: GroupCommit = GroupCommit::new();
+        let db = Db::new();
+        let (release, leader) = held_leader(&WRITERS, &db);
+        // 13 inserts its row, then fails: only its own savepoint is rolled back.
+        let followers = queued_writes(&WRITERS, &db, vec![11, 12, 13, 14], |conn, n| {
+            insert(conn, n)?;
+            if n == 13 {
+                return Err(Error::NotFound);
+            }
+            Ok(n)
+        });
+        release.send(()).unwrap();
+        leader.join().unwrap();
+        let results: Vec<_> = followers
+            .into_iter()
+            .map(|h| h.join().unwrap().1.unwrap())
+            .collect();
+        let mut ok: Vec<i64> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .copied()
+            .collect();
+        ok.sort_unstable();
+        assert_eq!(ok, vec![11, 12, 14], "{results:?}");
+        assert!(results.iter().any(|r| matches!(r, Err(Error::NotFound))));
+        assert_eq!(db.rows(), vec![0, 11, 12, 14]);
+    }
+
+    #[test]
+    fn a_panicking_write_panics_in_its_own_thread_and_the_others_commit() {
+        static WRITERS: GroupCommit = GroupCommit::new();
+        let db = Db::new();
+        let (release, leader) = held_leader(&WRITERS, &db);
+        let followers = queued_writes(&WRITERS, &db, vec![21, 22, 23], |conn, n| {
+            insert(conn, n)?;
+            assert_ne!(n, 22, "write 22 panics");
+            Ok(n)
+        });
+        release.send(()).unwrap();
+        leader.join().unwrap();
+        let panicked: Vec<bool> = followers
+            .into_iter()
+            .map(|h| h.join().unwrap().1.is_err())
+            .collect();
+        assert_eq!(panicked.iter().filter(|p| **p).count(), 1);
+        assert_eq!(db.rows(), vec![0, 21, 23]);
+    }
+
+    #[test]
+    fn when_the_batch_cannot_begin_every_write_of_it_fails() {
+        static WRITERS: GroupCommit = GroupCommit::new();
+        // The held leader works on another database; the queued writes' connections give up
+        // on a busy lock at once, and another connection (as another process would) holds
+        // their database's write lock: their batch's BEGIN IMMEDIATE fails.
+        let elsewhere = Db::new();
+        let db = Db {
+            busy_ms: 0,
+            ..Db::new()
+        };
+        let mut other = db.conn();
+        other.batch_execute("BEGIN IMMEDIATE").unwrap();
+        let (release, leader) = held_leader(&WRITERS, &elsewhere);
+        let followers = queued_writes(&WRITERS, &db, vec![31, 32, 33], insert);
+        release.send(()).unwrap();
+        leader.join().unwrap();
+        for handle in followers {
+            let err = handle.join().unwrap().1.unwrap().unwrap_err();
+            assert_eq!(
+                crate::db::classify(&err),
+                crate::db::DbErrorClass::Busy,
+                "{err}"
+            );
+        }
+        other.batch_execute("ROLLBACK").unwrap();
+        assert_eq!(db.rows(), Vec::<i64>::new());
+        assert_eq!(elsewhere.rows(), vec![0]);
+    }
+}
