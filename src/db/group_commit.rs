@@ -129,7 +129,17 @@ impl GroupCommit {
                     let take = queue.waiting.len().min(MAX_BATCH);
                     let batch: Vec<Entry> = queue.waiting.drain(..take).collect();
                     drop(queue);
-                    let outcomes = run_batch(conn, &batch);
+                    // A panic outside the writes' own closures (in diesel, say) must not leave
+                    // the queue without a leader and the batch's threads waiting forever.
+                    let outcomes =
+                        panic::catch_unwind(AssertUnwindSafe(|| run_batch(conn, &batch)))
+                            .unwrap_or_else(|_| {
+                                rollback(conn);
+                                batch
+                                    .iter()
+                                    .map(|_| failed(&Error::BrokenTransactionManager))
+                                    .collect()
+                            });
                     queue = self.lock();
                     for (entry, result) in batch.iter().zip(outcomes) {
                         // SAFETY: the entry's thread is blocked in this function (under the
