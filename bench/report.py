@@ -6,7 +6,17 @@ import re
 import sys
 from pathlib import Path
 
-out, clients = Path(sys.argv[1]), sys.argv[2].split()
+out, clients, rounds = Path(sys.argv[1]), sys.argv[2].split(), int(sys.argv[3])
+
+
+def mean(values):
+    return sum(values) / len(values)
+
+
+def rounds_of(fn, name):
+    """(rate, p99) of a cell: the mean over its rounds."""
+    cells = [fn(f"{name}-r{r}")[:2] for r in range(1, rounds + 1)]
+    return mean([c[0] for c in cells]), mean([c[1] for c in cells])
 
 
 def pgbench(name):
@@ -31,26 +41,32 @@ def medbook(name):
 
 
 def table(title, rows):
-    print(f"\n{title}")
+    print(f"\n{title}, mean of {rounds} alternating rounds")
     print(f"{'clients':>7} | {'medbook req/s':>13} | {'ceiling tps':>11} | {'ratio':>5} | {'medbook p99 ms':>14} | {'ceiling p99 ms':>14}")
     print("-" * 80)
     for c, m_rate, m_p99, c_rate, c_p99 in rows:
         print(f"{c:>7} | {m_rate:>13.0f} | {c_rate:>11.0f} | {m_rate / c_rate:>5.2f} | {m_p99:>14.2f} | {c_p99:>14.2f}")
 
 
-for scenario, script in [("spread", "booking"), ("status", "status")]:
-    rows = []
-    for c in clients:
-        m_rate, m_p99, _ = medbook(f"pg-{scenario}-{c}")
-        p_rate, p_p99 = pgbench(f"pgb-{script}-{c}")
-        rows.append((c, m_rate, m_p99, p_rate, p_p99))
-    table(f"PostgreSQL `{scenario}` vs pgbench `{script}.sql`", rows)
+placements = (out / "placements.txt").read_text().split()
+where = {
+    "shared": "load generator, medbook/pgbench and PostgreSQL share all cores",
+    "split": "PostgreSQL on its own core, load generator and medbook/pgbench on the others",
+}
+for placement in placements:
+    for scenario, script in [("spread", "booking"), ("status", "status")]:
+        rows = []
+        for c in clients:
+            m_rate, m_p99 = rounds_of(medbook, f"{placement}-pg-{scenario}-{c}")
+            p_rate, p_p99 = rounds_of(pgbench, f"{placement}-pgb-{script}-{c}")
+            rows.append((c, m_rate, m_p99, p_rate, p_p99))
+        table(f"PostgreSQL `{scenario}` vs pgbench `{script}.sql` ({placement}: {where[placement]})", rows)
 
-inproc_rate, inproc_p99, _ = medbook("sqlite-inproc")
 table("SQLite `spread` vs the same transaction in-process (diesel, one connection)",
-      [(c, *medbook(f"sqlite-spread-{c}")[:2], inproc_rate, inproc_p99) for c in clients])
+      [(c, *rounds_of(medbook, f"sqlite-spread-{c}"), *rounds_of(medbook, f"sqlite-inproc-{c}"))
+       for c in clients])
 
-for name in ["pg-contended-64", "pg-hot-doctor-64", "pg-verify"]:
+for name in ["shared-pg-contended-64", "shared-pg-hot-doctor-64", "shared-pg-verify"]:
     _, _, data = medbook(name)
     print(f"\n{name}: {data['rate_per_s']:.0f} req/s, p99 {data['latency_ms']['p99']:.2f} ms, "
           f"max {data['latency_ms']['max']:.2f} ms, outcomes {data['outcomes']}, invariant_ok={data['invariant_ok']}")
