@@ -58,7 +58,7 @@ struct Entry {
 }
 
 // SAFETY: the pointers are dereferenced only by the leader while the waiting thread is blocked
-// in `GroupCommit::write` (see `Entry::new`), and the work is `Send`.
+// in `GroupCommit::write` until the leader has finished the entry, and the work is `Send`.
 unsafe impl Send for Entry {}
 
 struct Queue {
