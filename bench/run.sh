@@ -35,6 +35,13 @@ max_clients=$(echo "$clients" | tr ' ' '\n' | sort -n | tail -n1)
 
 stop() { kill -TERM "$(cat "$out/server.pid" 2>/dev/null)" 2>/dev/null || true; wait "$(cat "$out/server.pid" 2>/dev/null)" 2>/dev/null || true; }
 app=""
+# Start-up on the existing database (DATABASE_URL): from exec to listening.
+startup_ms() { # name
+  local start_ns; start_ns=$(date +%s%N)
+  scripts/start-server.sh "$out/server.pid" "$out/server-$1-restart.log" >/dev/null
+  echo "$1_startup_ms $(( ($(date +%s%N) - start_ns) / 1000000 ))" >> "$out/facts.txt"
+  stop
+}
 rss_kib() { awk '/VmHWM/ {print $2}' "/proc/$(cat "$out/server.pid")/status"; }
 
 # Placements. shared: the load generator, medbook, pgbench and PostgreSQL share every core.
@@ -91,10 +98,7 @@ for c in $clients; do
 done
 echo "sqlite_rss_kib $(rss_kib)" >> "$out/facts.txt"
 stop
-start_ns=$(date +%s%N)
-scripts/start-server.sh "$out/server.pid" "$out/server-sqlite-restart.log" >/dev/null
-echo "sqlite_startup_ms $(( ($(date +%s%N) - start_ns) / 1000000 ))" >> "$out/facts.txt"
-stop
+startup_ms sqlite
 
 placements=shared
 if [ "$cpus" -gt 1 ] && pin_postgres "$all_cpus"; then placements="shared split"; else echo "(split placement skipped: cannot set PostgreSQL's CPU affinity)"; fi
@@ -116,10 +120,6 @@ $bench --url "$base" --scenario hot-doctor --clients 64 --duration "$((duration 
 $bench --url "$base" --scenario spread --clients 64 --duration 3 --warmup 1 --quiet --json "$out/shared-pg-verify.json" > "$out/shared-pg-verify.out"; tail -n2 "$out/shared-pg-verify.out"
 echo "pg_rss_kib $(rss_kib)" >> "$out/facts.txt"
 stop
-# Start-up on the existing database: from exec to listening.
-start_ns=$(date +%s%N)
-scripts/start-server.sh "$out/server.pid" "$out/server-restart.log" >/dev/null
-echo "pg_startup_ms $(( ($(date +%s%N) - start_ns) / 1000000 ))" >> "$out/facts.txt"
-stop
+startup_ms pg
 
 python3 bench/report.py "$out" "$clients" "$rounds"

@@ -14,32 +14,24 @@ use medbook::auth::Caller;
 use medbook::db::{Contention, DbConn};
 use medbook::domain::Role;
 use medbook::extract::Expected;
-use medbook::models::user::{self, NewUser};
 use medbook::services::appointments::{self, UpdateInput};
 use medbook::services::booking::{self, BookingInput};
+use medbook::services::users::{self, CreateUserInput};
 use medbook::time::InputTime;
 
 use common::{Backend, ScratchDb};
 
 fn new_user(conn: &mut DbConn, role: Role) -> i32 {
-    let now = medbook::time::now();
-    let email = format!("prepared-{}@example.com", role.as_str());
-    user::insert(
-        conn,
-        &NewUser {
-            name: "Prepared",
-            email: &email,
-            password_hash: "not-a-login",
-            role: role.as_str(),
-            specialty: None,
-            is_active: true,
-            version: 1,
-            created_at: now,
-            updated_at: now,
-        },
-    )
-    .expect("user")
-    .id
+    let input = CreateUserInput {
+        name: "Prepared".into(),
+        email: format!("prepared-{}@example.com", role.as_str()),
+        password: String::new(),
+        role: role.as_str().into(),
+        specialty: None,
+    };
+    users::create(conn, &input, role, "not-a-login")
+        .expect("user")
+        .id
 }
 
 /// How many of this connection's named prepared statements start with `prefix`.

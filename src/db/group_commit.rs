@@ -336,20 +336,25 @@ mod tests {
         handles
     }
 
+    /// Lets the held leader finish, then waits for the queued writes.
+    fn settle<T>(
+        (release, leader): (mpsc::Sender<()>, thread::JoinHandle<()>),
+        queued: Vec<Queued<T>>,
+    ) -> Vec<(ThreadId, thread::Result<Result<T, Error>>)> {
+        release.send(()).unwrap();
+        leader.join().unwrap();
+        queued.into_iter().map(|h| h.join().unwrap()).collect()
+    }
+
     #[test]
     fn writes_waiting_together_share_one_transaction_and_commit() {
         static WRITERS: GroupCommit = GroupCommit::new();
         let db = Db::new();
-        let (release, leader) = held_leader(&WRITERS, &db);
+        let leader = held_leader(&WRITERS, &db);
         let followers = queued_writes(&WRITERS, &db, (1..=8).collect(), insert);
-        release.send(()).unwrap();
-        leader.join().unwrap();
-        let ran_on: Vec<(ThreadId, ThreadId)> = followers
+        let ran_on: Vec<(ThreadId, ThreadId)> = settle(leader, followers)
             .into_iter()
-            .map(|h| {
-                let (me, result) = h.join().unwrap();
-                (me, result.unwrap().unwrap())
-            })
+            .map(|(me, result)| (me, result.unwrap().unwrap()))
             .collect();
         // The eight waited together: one of them led the next batch and ran the other seven
         // on its own thread and connection.
@@ -362,7 +367,7 @@ mod tests {
     fn a_failing_write_is_rolled_back_alone() {
         static WRITERS: GroupCommit = GroupCommit::new();
         let db = Db::new();
-        let (release, leader) = held_leader(&WRITERS, &db);
+        let leader = held_leader(&WRITERS, &db);
         // 13 inserts its row, then fails: only its own savepoint is rolled back.
         let followers = queued_writes(&WRITERS, &db, vec![11, 12, 13, 14], |conn, n| {
             insert(conn, n)?;
@@ -371,11 +376,9 @@ mod tests {
             }
             Ok(n)
         });
-        release.send(()).unwrap();
-        leader.join().unwrap();
-        let results: Vec<_> = followers
+        let results: Vec<_> = settle(leader, followers)
             .into_iter()
-            .map(|h| h.join().unwrap().1.unwrap())
+            .map(|(_, result)| result.unwrap())
             .collect();
         let mut ok: Vec<i64> = results
             .iter()
@@ -392,17 +395,15 @@ mod tests {
     fn a_panicking_write_panics_in_its_own_thread_and_the_others_commit() {
         static WRITERS: GroupCommit = GroupCommit::new();
         let db = Db::new();
-        let (release, leader) = held_leader(&WRITERS, &db);
+        let leader = held_leader(&WRITERS, &db);
         let followers = queued_writes(&WRITERS, &db, vec![21, 22, 23], |conn, n| {
             insert(conn, n)?;
             assert_ne!(n, 22, "write 22 panics");
             Ok(n)
         });
-        release.send(()).unwrap();
-        leader.join().unwrap();
-        let panicked: Vec<bool> = followers
+        let panicked: Vec<bool> = settle(leader, followers)
             .into_iter()
-            .map(|h| h.join().unwrap().1.is_err())
+            .map(|(_, result)| result.is_err())
             .collect();
         assert_eq!(panicked.iter().filter(|p| **p).count(), 1);
         assert_eq!(db.rows(), vec![0, 21, 23]);
@@ -421,12 +422,10 @@ mod tests {
         };
         let mut other = db.conn();
         other.batch_execute("BEGIN IMMEDIATE").unwrap();
-        let (release, leader) = held_leader(&WRITERS, &elsewhere);
+        let leader = held_leader(&WRITERS, &elsewhere);
         let followers = queued_writes(&WRITERS, &db, vec![31, 32, 33], insert);
-        release.send(()).unwrap();
-        leader.join().unwrap();
-        for handle in followers {
-            let err = handle.join().unwrap().1.unwrap().unwrap_err();
+        for (_, result) in settle(leader, followers) {
+            let err = result.unwrap().unwrap_err();
             assert_eq!(
                 crate::db::classify(&err),
                 crate::db::DbErrorClass::Busy,

@@ -351,32 +351,24 @@ struct InProcess {
 impl InProcess {
     fn new(database_url: &str) -> InProcess {
         use medbook::domain::Role;
-        use medbook::models::user::{self, NewUser};
+        use medbook::services::users::{self, CreateUserInput};
 
         let config = medbook::config::Config::for_database(database_url);
         let pool = medbook::db::build_pool(&config, Arc::default());
         let mut conn = pool.get().expect("database reachable");
         medbook::db::run_migrations(&mut conn).expect("migrations");
-        let now = medbook::time::now();
-        let run = now.and_utc().timestamp_micros();
+        let run = medbook::time::now().and_utc().timestamp_micros();
         let mut new_user = |role: Role| {
-            let email = format!("inproc-{}-{run}@example.com", role.as_str());
-            user::insert(
-                &mut conn,
-                &NewUser {
-                    name: "In-process",
-                    email: &email,
-                    password_hash: "not-a-login",
-                    role: role.as_str(),
-                    specialty: None,
-                    is_active: true,
-                    version: 1,
-                    created_at: now,
-                    updated_at: now,
-                },
-            )
-            .expect("user")
-            .id
+            let input = CreateUserInput {
+                name: "In-process".into(),
+                email: format!("inproc-{}-{run}@example.com", role.as_str()),
+                password: String::new(),
+                role: role.as_str().into(),
+                specialty: None,
+            };
+            users::create(&mut conn, &input, role, "not-a-login")
+                .expect("user")
+                .id
         };
         let (doctor, patient) = (new_user(Role::Doctor), new_user(Role::Patient));
         drop(conn);
