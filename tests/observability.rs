@@ -96,6 +96,16 @@ async fn lock_stats_and_metrics_count_bookings_and_conflicts(app: TestApp) {
         Some(3.0)
     );
     assert!(text.contains("medbook_http_request_duration_seconds_bucket{"));
+    // Group commit: process-wide (other tests of this binary write too), so at least this
+    // test's 8 booking transactions on SQLite, in at least one batch.
+    let batches = metric_line(&text, "medbook_sqlite_write_batches_total").unwrap();
+    let writes = metric_line(&text, "medbook_sqlite_batched_writes_total").unwrap();
+    if app.backend == Backend::Sqlite {
+        assert!(
+            writes >= 8.0 && batches >= 1.0 && batches <= writes,
+            "{batches} {writes}"
+        );
+    }
     assert!(metric_line(&text, "medbook_pool_connections").unwrap() >= 1.0);
     assert_eq!(
         metric_line(&text, "medbook_pool_max_connections"),

@@ -21,6 +21,7 @@
 
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
@@ -70,6 +71,9 @@ struct Queue {
 pub(super) struct GroupCommit {
     queue: Mutex<Queue>,
     finished: Condvar,
+    /// Batches run, and the writes in them (for `/metrics`: their ratio is the batch size).
+    batches: AtomicU64,
+    writes: AtomicU64,
 }
 
 pub(super) static SQLITE_WRITERS: GroupCommit = GroupCommit::new();
@@ -82,7 +86,14 @@ impl GroupCommit {
                 waiting: Vec::new(),
             }),
             finished: Condvar::new(),
+            batches: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
         }
+    }
+
+    /// Batches run so far, and the writes in them.
+    pub(super) fn counts(&self) -> (u64, u64) {
+        (self.batches.load(Relaxed), self.writes.load(Relaxed))
     }
 
     fn lock(&self) -> MutexGuard<'_, Queue> {
@@ -140,6 +151,8 @@ impl GroupCommit {
                                     .map(|_| failed(&Error::BrokenTransactionManager))
                                     .collect()
                             });
+                    self.batches.fetch_add(1, Relaxed);
+                    self.writes.fetch_add(batch.len() as u64, Relaxed);
                     queue = self.lock();
                     for (entry, result) in batch.iter().zip(outcomes) {
                         // SAFETY: the entry's thread is blocked in this function (under the
@@ -360,6 +373,7 @@ mod tests {
         // on its own thread and connection.
         let foreign = ran_on.iter().filter(|(me, on)| me != on).count();
         assert_eq!(foreign, 7, "{ran_on:?}");
+        assert_eq!(WRITERS.counts(), (2, 9));
         assert_eq!(db.rows(), (0..=8).collect::<Vec<_>>());
     }
 

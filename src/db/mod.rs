@@ -17,6 +17,11 @@ pub use pool::{build_pool, run_blocking, run_migrations, DbPool};
 pub use prepared::FixedShapeDsl;
 pub use retry::{with_retry, Contention, RetryPolicy};
 
+/// SQLite group commit so far in this process: (batches, writes in them); zeros on PostgreSQL.
+pub fn sqlite_write_batches() -> (u64, u64) {
+    group_commit::SQLITE_WRITERS.counts()
+}
+
 /// One connection type for both databases. Everything outside [`backend`] is written
 /// against this type and never asks which database it is on.
 #[derive(diesel::MultiConnection)]

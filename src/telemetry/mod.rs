@@ -126,6 +126,19 @@ impl prometheus_client::collector::Collector for Collector {
                 ConstCounter::new(n).encode(family.encode_family(&[("code", code)])?)?;
             }
         }
+        let (batches, writes) = crate::db::sqlite_write_batches();
+        counter(
+            &mut encoder,
+            "sqlite_write_batches",
+            "SQLite write transactions shared by the writes waiting together (group commit; 0 on PostgreSQL)",
+            batches,
+        )?;
+        counter(
+            &mut encoder,
+            "sqlite_batched_writes",
+            "SQLite writes run in those transactions (writes / batches = mean batch size)",
+            writes,
+        )?;
         self.telemetry.http.encode(&mut encoder)?;
         let state = self.pool.state();
         gauge(
