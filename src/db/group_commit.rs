@@ -15,6 +15,10 @@
 //! commit (or `BEGIN`) fails, every write of the batch fails with that error and none is
 //! acknowledged.
 //!
+//! Only writes to the same database share a batch: every SQLite connection medbook opens
+//! can name its database ([`register`]); a connection that cannot (one opened elsewhere)
+//! commits alone.
+//!
 //! A write waiting here runs on the leader's thread, borrowing the waiting thread's data; the
 //! waiting thread does not return (and its borrows stay valid) until the leader has marked its
 //! write finished. That is the one `unsafe` of this module.
@@ -26,9 +30,44 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::result::Error;
-use diesel::Connection;
+use diesel::sqlite::SqliteConnection;
+use diesel::{Connection, QueryResult, RunQueryDsl};
 
 use super::DbConn;
+
+diesel::define_sql_function! {
+    /// The process-wide number of the SQLite database a connection is on (see [`register`]).
+    fn medbook_database() -> diesel::sql_types::BigInt;
+}
+
+/// The SQLite databases this process opened, by canonical path; a database's number is its
+/// index + 1. In-memory databases are private to their connection: each gets a new number.
+static DATABASES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Lets a new connection to `path` name its database, so that only writes to one database
+/// share a batch.
+pub(super) fn register(conn: &SqliteConnection, path: &str) -> QueryResult<()> {
+    let in_memory = path.is_empty() || path == ":memory:" || path.contains("mode=memory");
+    let key = std::fs::canonicalize(path)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| path.to_owned());
+    let number = {
+        let mut databases = DATABASES.lock().unwrap_or_else(|e| e.into_inner());
+        match databases.iter().position(|known| *known == key) {
+            Some(i) if !in_memory => i + 1,
+            _ => {
+                databases.push(key);
+                databases.len()
+            }
+        }
+    } as i64;
+    medbook_database_utils::register_impl(conn, move || number)
+}
+
+/// The database `conn` is on, if it was [`register`]ed.
+fn database_of(conn: &mut DbConn) -> Option<i64> {
+    diesel::select(medbook_database()).get_result(conn).ok()
+}
 
 /// At most this many writes share one commit (bounds the wait of the first of them).
 const MAX_BATCH: usize = 64;
@@ -51,9 +90,11 @@ enum Outcome {
     Panicked(Box<dyn Any + Send>),
 }
 
-/// A queued write: the work, and where the leader reports its outcome. Both live on the
-/// waiting thread's stack.
+/// A queued write: its database, the work, and where the leader reports its outcome. The
+/// last two live on the waiting thread's stack.
+#[derive(Clone, Copy)]
 struct Entry {
+    database: Option<i64>,
     work: *mut Work<'static>,
     outcome: *mut Outcome,
 }
@@ -118,6 +159,7 @@ impl GroupCommit {
             result = Some(r);
             ok
         };
+        let database = database_of(conn);
         let mut outcome = Outcome::Pending;
         let outcome_ptr: *mut Outcome = &mut outcome;
         {
@@ -127,6 +169,7 @@ impl GroupCommit {
             let work: *mut Work<'static> = unsafe { std::mem::transmute(work) };
             let mut queue = self.lock();
             queue.waiting.push(Entry {
+                database,
                 work,
                 outcome: outcome_ptr,
             });
@@ -137,8 +180,20 @@ impl GroupCommit {
                 }
                 if !queue.leader {
                     queue.leader = true;
-                    let take = queue.waiting.len().min(MAX_BATCH);
-                    let batch: Vec<Entry> = queue.waiting.drain(..take).collect();
+                    // The oldest writes to this thread's database (on this thread's
+                    // connection); a write whose database is unknown goes alone.
+                    let mut batch = Vec::new();
+                    queue.waiting.retain(|entry| {
+                        let take = batch.len() < MAX_BATCH
+                            && match database {
+                                Some(_) => entry.database == database,
+                                None => std::ptr::eq(entry.outcome, outcome_ptr),
+                            };
+                        if take {
+                            batch.push(*entry);
+                        }
+                        !take
+                    });
                     drop(queue);
                     // A panic outside the writes' own closures (in diesel, say) must not leave
                     // the queue without a leader and the batch's threads waiting forever.
@@ -269,7 +324,9 @@ mod tests {
         }
 
         fn conn(&self) -> DbConn {
-            let mut conn = DbConn::Sqlite(SqliteConnection::establish(&self.path).unwrap());
+            let sqlite = SqliteConnection::establish(&self.path).unwrap();
+            register(&sqlite, &self.path).unwrap();
+            let mut conn = DbConn::Sqlite(sqlite);
             conn.batch_execute(&format!("PRAGMA busy_timeout = {}", self.busy_ms))
                 .unwrap();
             conn
@@ -329,7 +386,7 @@ mod tests {
         ns: Vec<i64>,
         write: fn(&mut DbConn, i64) -> Result<T, Error>,
     ) -> Vec<Queued<T>> {
-        let count = ns.len();
+        let count = waiting(writers) + ns.len();
         let handles: Vec<_> = ns
             .into_iter()
             .map(|n| {
@@ -375,6 +432,32 @@ mod tests {
         assert_eq!(foreign, 7, "{ran_on:?}");
         assert_eq!(WRITERS.counts(), (2, 9));
         assert_eq!(db.rows(), (0..=8).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn writes_to_different_databases_never_share_a_batch() {
+        static WRITERS: GroupCommit = GroupCommit::new();
+        let (a, b) = (Db::new(), Db::new());
+        let leader = held_leader(&WRITERS, &a);
+        let to_a = queued_writes(&WRITERS, &a, vec![1, 2, 3], insert);
+        let to_b = queued_writes(&WRITERS, &b, vec![4, 5, 6], insert);
+        let threads = |queued: Vec<(ThreadId, thread::Result<Result<ThreadId, Error>>)>| {
+            let ran: Vec<(ThreadId, ThreadId)> = queued
+                .into_iter()
+                .map(|(me, result)| (me, result.unwrap().unwrap()))
+                .collect();
+            let own: Vec<ThreadId> = ran.iter().map(|(me, _)| *me).collect();
+            // Each ran on the thread of a write to its own database (its batch's leader).
+            assert!(ran.iter().all(|(_, on)| own.contains(on)), "{ran:?}");
+            ran.iter().filter(|(me, on)| me != on).count()
+        };
+        let ran_a = settle(leader, to_a);
+        let ran_b = to_b.into_iter().map(|h| h.join().unwrap()).collect();
+        // Still batched: each database's three writes shared one batch.
+        assert_eq!(threads(ran_a), 2);
+        assert_eq!(threads(ran_b), 2);
+        assert_eq!(a.rows(), vec![0, 1, 2, 3]);
+        assert_eq!(b.rows(), vec![4, 5, 6]);
     }
 
     #[test]

@@ -62,7 +62,12 @@ impl ConnectionManager {
     fn open(&self) -> Result<DbConn, diesel::ConnectionError> {
         let mut conn = match self.backend {
             Backend::Postgres => DbConn::Pg(diesel::PgConnection::establish(&self.url)?),
-            Backend::Sqlite => DbConn::Sqlite(diesel::SqliteConnection::establish(&self.url)?),
+            Backend::Sqlite => {
+                let conn = diesel::SqliteConnection::establish(&self.url)?;
+                super::group_commit::register(&conn, &self.url)
+                    .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+                DbConn::Sqlite(conn)
+            }
         };
         conn.batch_execute(&self.session_sql)
             .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
