@@ -390,15 +390,7 @@ async fn doctors_directory_and_busy_intervals(app: TestApp) {
     );
 
     let busy = app
-        .get(
-            &format!(
-                "/api/v1/doctors/{}/busy?from={}&to={}",
-                doctor.id,
-                slot(12, 0, 0),
-                slot(13, 0, 0)
-            ),
-            &patient,
-        )
+        .busy(&doctor, &slot(12, 0, 0), &slot(13, 0, 0), &patient)
         .await;
     assert_eq!(busy.status, StatusCode::OK);
     assert_eq!(
@@ -406,15 +398,7 @@ async fn doctors_directory_and_busy_intervals(app: TestApp) {
         json!([{"start": slot(12, 10, 0), "end": slot(12, 10, 30)}])
     );
     let reversed = app
-        .get(
-            &format!(
-                "/api/v1/doctors/{}/busy?from={}&to={}",
-                doctor.id,
-                slot(13, 0, 0),
-                slot(12, 0, 0)
-            ),
-            &patient,
-        )
+        .busy(&doctor, &slot(13, 0, 0), &slot(12, 0, 0), &patient)
         .await;
     assert_eq!(reversed.status, StatusCode::UNPROCESSABLE_ENTITY);
 }

@@ -326,15 +326,7 @@ async fn reschedule_keeps_the_id_and_returns_to_pending(app: TestApp) {
         (Some("rescheduled"), Some("confirmed"), Some(3))
     );
     let busy = app
-        .get(
-            &format!(
-                "/api/v1/doctors/{}/busy?from={}&to={}",
-                doctor.id,
-                slot(5, 0, 0),
-                slot(6, 0, 0)
-            ),
-            &patient,
-        )
+        .busy(&doctor, &slot(5, 0, 0), &slot(6, 0, 0), &patient)
         .await;
     assert_eq!(
         busy.body["items"],

@@ -237,6 +237,12 @@ impl TestApp {
         self.call(Method::GET, path, Some(&actor.token), None).await
     }
 
+    /// `GET /doctors/{id}/busy?from=&to=` as `actor`.
+    pub async fn busy(&self, doctor: &Actor, from: &str, to: &str, actor: &Actor) -> Answer {
+        let path = format!("/api/v1/doctors/{}/busy?from={from}&to={to}", doctor.id);
+        self.get(&path, actor).await
+    }
+
     pub async fn post(&self, path: &str, actor: &Actor, body: Value) -> Answer {
         self.call(Method::POST, path, Some(&actor.token), Some(body))
             .await
