@@ -63,6 +63,7 @@ impl ConnectionManager {
         let mut conn = match self.backend {
             Backend::Postgres => DbConn::Pg(diesel::PgConnection::establish(&self.url)?),
             Backend::Sqlite => {
+                keep_sqlite_plans();
                 let conn = diesel::SqliteConnection::establish(&self.url)?;
                 super::group_commit::register(&conn, &self.url)
                     .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
@@ -73,6 +74,49 @@ impl ConnectionManager {
             .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
         Ok(conn)
     }
+}
+
+/// Turns on SQLite's query planner stability guarantee (QPSG) for every connection this
+/// process opens from now on.
+///
+/// Without it SQLite plans a statement with the values bound at its first run wherever they
+/// could change the plan (a bound `status` against the partial unique index, a bound `id`
+/// against STAT4 samples), then marks the statement expired as soon as such a parameter is
+/// bound again and compiles it anew on the next step: every cached statement of a booking
+/// was recompiled on every use (`perf probe` on `sqlite3Reprepare`: 4 per booking). With it a
+/// prepared statement keeps its plan, which is what statement caching is for; the plans do
+/// not need the values (every hot query has an index that fits it whatever the values).
+/// diesel does not expose the `sqlite3*` handle, so the setting goes in through
+/// `sqlite3_auto_extension`, which SQLite runs for each connection it opens afterwards.
+fn keep_sqlite_plans() {
+    use libsqlite3_sys as ffi;
+    use std::os::raw::{c_char, c_int};
+
+    unsafe extern "C" fn enable_qpsg(
+        db: *mut ffi::sqlite3,
+        _err: *mut *mut c_char,
+        _api: *const ffi::sqlite3_api_routines,
+    ) -> c_int {
+        // SAFETY: SQLite calls this with the connection it is opening.
+        unsafe {
+            ffi::sqlite3_db_config(
+                db,
+                ffi::SQLITE_DBCONFIG_ENABLE_QPSG,
+                1 as c_int,
+                std::ptr::null_mut::<c_int>(),
+            )
+        }
+    }
+
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: registers a function with the signature SQLite expects; registering the same
+        // function twice is a no-op.
+        let rc = unsafe { ffi::sqlite3_auto_extension(Some(enable_qpsg)) };
+        if rc != ffi::SQLITE_OK {
+            log::warn!("SQLite query planner stability could not be enabled (code {rc})");
+        }
+    });
 }
 
 /// The file path of a SQLite `DATABASE_URL` (an optional `sqlite://` prefix is dropped).
@@ -206,4 +250,43 @@ where
     })
     .await
     .map_err(|e| AppError::internal(format!("blocking task failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libsqlite3_sys as ffi;
+    use r2d2::ManageConnection;
+
+    /// Whether a raw connection to `path` has the query planner stability guarantee on.
+    fn qpsg_of_new_connection(path: &std::path::Path) -> i32 {
+        let path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        let mut db = std::ptr::null_mut();
+        let mut enabled = -1;
+        // SAFETY: plain SQLite C API use on a connection opened and closed here.
+        unsafe {
+            assert_eq!(ffi::sqlite3_open(path.as_ptr(), &mut db), ffi::SQLITE_OK);
+            let rc = ffi::sqlite3_db_config(
+                db,
+                ffi::SQLITE_DBCONFIG_ENABLE_QPSG,
+                -1,
+                &mut enabled as *mut i32,
+            );
+            ffi::sqlite3_close(db);
+            assert_eq!(rc, ffi::SQLITE_OK);
+        }
+        enabled
+    }
+
+    #[test]
+    fn sqlite_connections_keep_their_query_plans() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plans.db");
+        let manager = ConnectionManager::new(&Config::for_database(path.to_str().unwrap()));
+        let mut conn = manager.connect().unwrap();
+        conn.batch_execute("SELECT 1").unwrap();
+        // Opening a pooled connection installs the setting for every connection from then on,
+        // so that SQLite never recompiles a cached statement because a bind changed.
+        assert_eq!(qpsg_of_new_connection(&path), 1);
+    }
 }
