@@ -15,7 +15,9 @@ use sha2::{Digest, Sha256};
 use crate::db::{run_blocking, DbConn};
 use crate::domain::Role;
 use crate::error::AppError;
+use crate::models::appointment::Appointment;
 use crate::models::token;
+use crate::models::user::User;
 use crate::server::AppState;
 
 /// Hashes a password with argon2id and a random salt. Slow on purpose: never call it while
@@ -107,7 +109,24 @@ impl FromRequest for Bearer {
 /// The active user a bearer token belongs to; 401 for an unknown or revoked token or a
 /// deactivated user.
 pub fn authenticate(conn: &mut DbConn, bearer: &Bearer) -> Result<Caller, AppError> {
-    match token::user_for(conn, &bearer.token_hash)? {
+    caller_of(token::user_for(conn, &bearer.token_hash)?, bearer)
+}
+
+/// [`authenticate`], and the appointment `id` (if it exists) read in the same query. The
+/// appointment is not yet checked against the caller (see `services::visible`).
+pub fn authenticate_with_appointment(
+    conn: &mut DbConn,
+    bearer: &Bearer,
+    id: i32,
+) -> Result<(Caller, Option<Appointment>), AppError> {
+    match token::user_and_appointment(conn, &bearer.token_hash, id)? {
+        Some((user, appointment)) => Ok((caller_of(Some(user), bearer)?, appointment)),
+        None => Err(AppError::Unauthenticated),
+    }
+}
+
+fn caller_of(user: Option<User>, bearer: &Bearer) -> Result<Caller, AppError> {
+    match user {
         Some(user) if user.is_active => Ok(Caller {
             id: user.id,
             role: user.role(),
@@ -128,6 +147,30 @@ impl AppState {
         run_blocking(&self.pool, move |conn| {
             let caller = authenticate(conn, &bearer)?;
             f(conn, &caller)
+        })
+        .await
+    }
+
+    /// [`as_caller`](Self::as_caller) for a request about appointment `id`: `f` also gets the
+    /// appointment as it was when the token was checked (`None`: there is none), read in the
+    /// same query, so that the request needs one database round trip fewer. Like any read
+    /// outside a transaction it may be stale by the time `f` writes: updates built on it are
+    /// conditional on its `version`.
+    pub async fn as_caller_with_appointment<T, F>(
+        &self,
+        bearer: Bearer,
+        id: i32,
+        f: F,
+    ) -> Result<T, AppError>
+    where
+        F: FnOnce(&mut DbConn, &Caller, Option<Appointment>) -> Result<T, AppError>
+            + Send
+            + 'static,
+        T: Send + 'static,
+    {
+        run_blocking(&self.pool, move |conn| {
+            let (caller, appointment) = authenticate_with_appointment(conn, &bearer, id)?;
+            f(conn, &caller, appointment)
         })
         .await
     }

@@ -273,7 +273,26 @@ async fn bad_input_gets_clear_json_errors(app: TestApp) {
 
 async fn tokens_that_do_not_authenticate_get_401(app: TestApp) {
     let patient = app.patient().await;
-    let url = format!("{}/api/v1/me", app.base);
+    let doctor = app.doctor().await;
+    let id = app.booked(&patient, &doctor, &common::slot(2, 9, 0)).await;
+    // GET/PUT of one appointment check the token in the same query that reads the appointment:
+    // an existing appointment must not turn a bad token into anything but 401.
+    let requests = |auth: Option<&str>| {
+        let appointment = format!("{}/api/v1/appointments/{id}", app.base);
+        let missing = format!("{}/api/v1/appointments/999999", app.base);
+        [
+            app.client.get(format!("{}/api/v1/me", app.base)),
+            app.client.get(&appointment),
+            app.client.get(missing),
+            app.client
+                .put(&appointment)
+                .json(&json!({"status": "cancelled"})),
+        ]
+        .map(|req| match auth {
+            Some(value) => req.header("Authorization", value),
+            None => req,
+        })
+    };
     let cases = [
         None,
         Some("Bearer"),
@@ -282,16 +301,27 @@ async fn tokens_that_do_not_authenticate_get_401(app: TestApp) {
         Some("Bearer not-a-real-token"),
     ];
     for header in cases {
-        let mut req = app.client.get(&url);
-        if let Some(value) = header {
-            req = req.header("Authorization", value);
+        for req in requests(header) {
+            let answer = app.send(req).await;
+            assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{header:?}");
+            assert_eq!(answer.code(), "UNAUTHENTICATED");
+            assert_eq!(answer.header("www-authenticate"), "Bearer");
         }
-        let answer = app.send(req).await;
-        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{header:?}");
-        assert_eq!(answer.code(), "UNAUTHENTICATED");
-        assert_eq!(answer.header("www-authenticate"), "Bearer");
+    }
+    // A deactivated user's token stops working.
+    assert_eq!(app.get("/api/v1/me", &doctor).await.status, StatusCode::OK);
+    let deactivate = app.deactivate(doctor.id).await;
+    assert_eq!(deactivate.status, StatusCode::OK);
+    for req in requests(Some(&format!("Bearer {}", doctor.token))) {
+        assert_eq!(app.send(req).await.status, StatusCode::UNAUTHORIZED);
     }
     // Revoked by logout.
+    assert_eq!(
+        app.get(&format!("/api/v1/appointments/{id}"), &patient)
+            .await
+            .status,
+        StatusCode::OK
+    );
     app.call(
         Method::POST,
         "/api/v1/auth/logout",
@@ -299,17 +329,18 @@ async fn tokens_that_do_not_authenticate_get_401(app: TestApp) {
         None,
     )
     .await;
+    for req in requests(Some(&format!("Bearer {}", patient.token))) {
+        assert_eq!(app.send(req).await.status, StatusCode::UNAUTHORIZED);
+    }
+    // Nothing was changed by the rejected PUTs.
+    let admin_view = app
+        .get(&format!("/api/v1/appointments/{id}"), &app.admin)
+        .await;
     assert_eq!(
-        app.get("/api/v1/me", &patient).await.status,
-        StatusCode::UNAUTHORIZED
-    );
-    // A deactivated user's token stops working.
-    let doctor = app.doctor().await;
-    assert_eq!(app.get("/api/v1/me", &doctor).await.status, StatusCode::OK);
-    let deactivate = app.deactivate(doctor.id).await;
-    assert_eq!(deactivate.status, StatusCode::OK);
-    assert_eq!(
-        app.get("/api/v1/me", &doctor).await.status,
-        StatusCode::UNAUTHORIZED
+        (
+            admin_view.body["status"].as_str(),
+            admin_view.body["version"].as_i64()
+        ),
+        (Some("pending"), Some(1))
     );
 }

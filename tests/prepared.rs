@@ -34,12 +34,12 @@ fn new_user(conn: &mut DbConn, role: Role) -> i32 {
         .id
 }
 
-/// How many of this connection's named prepared statements start with `prefix`.
-fn prepared(conn: &mut DbConn, prefix: &str) -> i64 {
+/// How many of this connection's named prepared statements contain `text`.
+fn prepared(conn: &mut DbConn, text: &str) -> i64 {
     diesel::select(
-        sql::<BigInt>("(SELECT count(*) FROM pg_prepared_statements WHERE starts_with(statement, ")
-            .bind::<Text, _>(prefix)
-            .sql("))"),
+        sql::<BigInt>("(SELECT count(*) FROM pg_prepared_statements WHERE strpos(statement, ")
+            .bind::<Text, _>(text)
+            .sql(") > 0)"),
     )
     .get_result(conn)
     .expect("pg_prepared_statements")
@@ -85,10 +85,18 @@ fn postgres_booking_and_update_statements_are_prepared_once() {
             reason: Some(format!("reason {k}")),
             version: None,
         };
+        // The token check that reads the appointment in the same query (GET/PUT/PATCH of one
+        // appointment).
+        let found =
+            medbook::models::token::user_and_appointment(&mut conn, "no-such-token", booked.id)
+                .expect("token and appointment");
+        assert!(found.is_none());
+        let found = medbook::models::appointment::find(&mut conn, booked.id).expect("read");
         appointments::update(
             &mut conn,
             &patient,
             booked.id,
+            found,
             &update,
             Expected::Latest,
             &contention,
@@ -99,6 +107,7 @@ fn postgres_booking_and_update_statements_are_prepared_once() {
         (r#"INSERT INTO "appointments""#, 1),
         (r#"INSERT INTO "appointment_history""#, 1),
         (r#"UPDATE "appointments""#, 1),
+        (r#"LEFT OUTER JOIN "appointments""#, 1),
     ] {
         assert_eq!(prepared(&mut conn, prefix), statements, "{prefix}");
     }

@@ -3,9 +3,10 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
+use super::appointment::Appointment;
 use super::user::User;
 use crate::db::DbConn;
-use crate::schema::{api_tokens, users};
+use crate::schema::{api_tokens, appointments, users};
 
 /// Stores the hash of a new token for `user_id`.
 pub fn insert(
@@ -30,6 +31,22 @@ pub fn user_for(conn: &mut DbConn, token_hash: &str) -> QueryResult<Option<User>
         .inner_join(users::table)
         .filter(api_tokens::token_hash.eq(token_hash))
         .select(users::all_columns)
+        .first(conn)
+        .optional()
+}
+
+/// The user a token hash belongs to and, in the same query, the appointment `appointment_id`
+/// (`None` if there is none): one database round trip for a request about one appointment.
+pub fn user_and_appointment(
+    conn: &mut DbConn,
+    token_hash: &str,
+    appointment_id: i32,
+) -> QueryResult<Option<(User, Option<Appointment>)>> {
+    api_tokens::table
+        .inner_join(users::table)
+        .left_join(appointments::table.on(appointments::id.eq(appointment_id)))
+        .filter(api_tokens::token_hash.eq(token_hash))
+        .select((users::all_columns, appointments::all_columns.nullable()))
         .first(conn)
         .optional()
 }

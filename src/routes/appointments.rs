@@ -161,8 +161,8 @@ pub(crate) async fn get(
 ) -> Result<HttpResponse, AppError> {
     let id = path_id(&req, "id")?;
     let found = state
-        .as_caller(bearer, move |conn, caller| {
-            appointments::get(conn, caller, id)
+        .as_caller_with_appointment(bearer, id, move |_, caller, found| {
+            appointments::get(caller, found)
         })
         .await?;
     Ok(super::versioned(
@@ -197,8 +197,8 @@ pub(crate) async fn update(
     let expected = Expected::from_request(&req, input.version)?;
     let contention = state.contention.clone();
     let updated = state
-        .as_caller(bearer, move |conn, caller| {
-            appointments::update(conn, caller, id, &input, expected, &contention)
+        .as_caller_with_appointment(bearer, id, move |conn, caller, found| {
+            appointments::update(conn, caller, id, found, &input, expected, &contention)
         })
         .await?;
     Ok(super::versioned(

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::booking::{self, Reschedule};
 use super::optimistic::update_versioned;
 use super::validate::Problems;
-use super::{party_of, visible_appointment};
+use super::{party_of, visible, visible_appointment};
 use crate::auth::Caller;
 use crate::db::{write_transaction, Contention, DbConn};
 use crate::domain::{transition, Party, Role, Status, TransitionError};
@@ -39,9 +39,10 @@ pub struct UpdateInput {
     pub version: Option<i32>,
 }
 
-/// One appointment the caller may see.
-pub fn get(conn: &mut DbConn, caller: &Caller, id: i32) -> Result<Appointment, AppError> {
-    visible_appointment(conn, caller, id).map(|(a, _)| a)
+/// One appointment the caller may see, from the row read with the caller's token
+/// ([`AppState::as_caller_with_appointment`](crate::server::AppState::as_caller_with_appointment)).
+pub fn get(caller: &Caller, found: Option<Appointment>) -> Result<Appointment, AppError> {
+    visible(caller, found).map(|(a, _)| a)
 }
 
 /// Filters of `GET /appointments`, already parsed.
@@ -95,11 +96,14 @@ pub fn list(
     }))
 }
 
-/// Applies a `PUT`/`PATCH`: a status move, a reschedule, or a new reason.
+/// Applies a `PUT`/`PATCH`: a status move, a reschedule, or a new reason. `found` is appointment
+/// `id` as read with the caller's token (`None`: there is none); the first attempt starts from
+/// it, a retry after a lost race reads the row again.
 pub fn update(
     conn: &mut DbConn,
     caller: &Caller,
     id: i32,
+    found: Option<Appointment>,
     input: &UpdateInput,
     expected: Expected,
     contention: &Contention,
@@ -136,10 +140,17 @@ pub fn update(
     problems.optional_text("reason", input.reason.as_deref(), 2000);
     problems.finish()?;
 
+    let mut found = Some(found);
     update_versioned(
         conn,
         expected,
-        |conn| visible_appointment(conn, caller, id).map(|(a, _)| a),
+        |conn| {
+            match found.take() {
+                Some(found) => visible(caller, found),
+                None => visible_appointment(conn, caller, id),
+            }
+            .map(|(a, _)| a)
+        },
         |_| Ok(()),
         |conn, current| {
             let party = party_of(caller, current.patient_id, current.doctor_id)

@@ -26,7 +26,15 @@ pub fn visible_appointment(
     caller: &Caller,
     id: i32,
 ) -> Result<(Appointment, Party), AppError> {
-    let appointment = appointment::find(conn, id)?.ok_or(AppError::NotFound)?;
+    visible(caller, appointment::find(conn, id)?)
+}
+
+/// [`visible_appointment`] for an appointment already read (`None`: there is none).
+pub fn visible(
+    caller: &Caller,
+    found: Option<Appointment>,
+) -> Result<(Appointment, Party), AppError> {
+    let appointment = found.ok_or(AppError::NotFound)?;
     let party = party_of(caller, appointment.patient_id, appointment.doctor_id)
         .ok_or(AppError::NotFound)?;
     Ok((appointment, party))
