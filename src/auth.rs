@@ -119,10 +119,8 @@ pub fn authenticate_with_appointment(
     bearer: &Bearer,
     id: i32,
 ) -> Result<(Caller, Option<Appointment>), AppError> {
-    match token::user_and_appointment(conn, &bearer.token_hash, id)? {
-        Some((user, appointment)) => Ok((caller_of(Some(user), bearer)?, appointment)),
-        None => Err(AppError::Unauthenticated),
-    }
+    let (user, appointment) = token::user_and_appointment(conn, &bearer.token_hash, id)?.unzip();
+    Ok((caller_of(user, bearer)?, appointment.flatten()))
 }
 
 fn caller_of(user: Option<User>, bearer: &Bearer) -> Result<Caller, AppError> {
