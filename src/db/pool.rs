@@ -80,8 +80,8 @@ impl ConnectionManager {
 /// process opens from now on.
 ///
 /// Without it SQLite plans a statement with the values bound at its first run wherever they
-/// could change the plan (a bound `status` against the partial unique index, a bound `id`
-/// against STAT4 samples), then marks the statement expired as soon as such a parameter is
+/// could change the plan (a bound `status` compared with the partial unique index's
+/// predicate, for one), then marks the statement expired as soon as such a parameter is
 /// bound again and compiles it anew on the next step: every cached statement of a booking
 /// was recompiled on every use (`perf probe` on `sqlite3Reprepare`: 4 per booking). With it a
 /// prepared statement keeps its plan, which is what statement caching is for; the plans do
