@@ -62,7 +62,7 @@ pub fn lock_users_in_order(conn: &mut DbConn, ids: &[i32]) -> QueryResult<Vec<Us
                 .for_update()
                 .first::<User>(pg)
                 .optional()?,
-            DbConn::Sqlite(_) => users::table.find(id).first::<User>(conn).optional()?,
+            DbConn::Sqlite(sqlite) => users::table.find(id).first::<User>(sqlite).optional()?,
         };
         rows.extend(row);
     }

@@ -66,7 +66,10 @@ pub(super) fn register(conn: &SqliteConnection, path: &str) -> QueryResult<()> {
 
 /// The database `conn` is on, if it was [`register`]ed.
 fn database_of(conn: &mut DbConn) -> Option<i64> {
-    diesel::select(medbook_database()).get_result(conn).ok()
+    match conn {
+        DbConn::Sqlite(sqlite) => diesel::select(medbook_database()).get_result(sqlite).ok(),
+        DbConn::Pg(_) => None,
+    }
 }
 
 /// At most this many writes share one commit (bounds the wait of the first of them).

@@ -7,6 +7,7 @@ use serde::Serialize;
 use super::Versioned;
 use crate::db::DbConn;
 use crate::domain::{Status, MAX_DURATION_MINUTES};
+use crate::on_backend;
 use crate::schema::appointments;
 
 /// An `appointments` row. Field order follows the table.
@@ -105,7 +106,7 @@ pub struct AppointmentView {
 
 /// Finds an appointment by id.
 pub fn find(conn: &mut DbConn, id: i32) -> QueryResult<Option<Appointment>> {
-    appointments::table.find(id).first(conn).optional()
+    on_backend!(conn, |c| appointments::table.find(id).first(c).optional())
 }
 
 /// Whose calendar an overlap check looks at.
@@ -161,32 +162,32 @@ pub fn overlaps(
     // Ids start at 1: 0 excludes nothing.
     let except = except.unwrap_or(0);
     let hit = match calendar {
-        Calendar::Doctor(id) => first_overlap!(
-            conn,
+        Calendar::Doctor(id) => on_backend!(conn, |c| first_overlap!(
+            c,
             appointments::doctor_id,
             id,
             start,
             end,
             earliest,
             except
-        )?,
-        Calendar::Patient(id) => first_overlap!(
-            conn,
+        ))?,
+        Calendar::Patient(id) => on_backend!(conn, |c| first_overlap!(
+            c,
             appointments::patient_id,
             id,
             start,
             end,
             earliest,
             except
-        )?,
+        ))?,
     };
     Ok(hit.is_some())
 }
 
 /// Inserts an appointment and returns the stored row.
 pub fn insert(conn: &mut DbConn, new: &NewAppointment<'_>) -> QueryResult<Appointment> {
-    diesel::insert_into(appointments::table)
+    on_backend!(conn, |c| diesel::insert_into(appointments::table)
         .values(new)
         .returning(appointments::all_columns)
-        .get_result(conn)
+        .get_result(c))
 }

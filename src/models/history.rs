@@ -5,6 +5,7 @@ use diesel::prelude::*;
 use serde::Serialize;
 
 use crate::db::DbConn;
+use crate::on_backend;
 use crate::schema::appointment_history;
 
 /// A history row as the API shows it.
@@ -34,10 +35,10 @@ pub struct NewHistoryEntry<'a> {
 
 /// Appends a history row; call it in the transaction of the change it records.
 pub fn append(conn: &mut DbConn, entry: &NewHistoryEntry<'_>) -> QueryResult<()> {
-    diesel::insert_into(appointment_history::table)
+    on_backend!(conn, |c| diesel::insert_into(appointment_history::table)
         .values(entry)
-        .execute(conn)
-        .map(drop)
+        .execute(c)
+        .map(drop))
 }
 
 /// The history of an appointment, oldest first.

@@ -6,6 +6,7 @@ use diesel::prelude::*;
 use super::appointment::Appointment;
 use super::user::User;
 use crate::db::DbConn;
+use crate::on_backend;
 use crate::schema::{api_tokens, appointments, users};
 
 /// Stores the hash of a new token for `user_id`.
@@ -27,12 +28,12 @@ pub fn insert(
 
 /// The user a token hash belongs to, if the token exists.
 pub fn user_for(conn: &mut DbConn, token_hash: &str) -> QueryResult<Option<User>> {
-    api_tokens::table
+    on_backend!(conn, |c| api_tokens::table
         .inner_join(users::table)
         .filter(api_tokens::token_hash.eq(token_hash))
         .select(users::all_columns)
-        .first(conn)
-        .optional()
+        .first(c)
+        .optional())
 }
 
 /// The user a token hash belongs to and, in the same query, the appointment `appointment_id`
@@ -42,13 +43,13 @@ pub fn user_and_appointment(
     token_hash: &str,
     appointment_id: i32,
 ) -> QueryResult<Option<(User, Option<Appointment>)>> {
-    api_tokens::table
+    on_backend!(conn, |c| api_tokens::table
         .inner_join(users::table)
         .left_join(appointments::table.on(appointments::id.eq(appointment_id)))
         .filter(api_tokens::token_hash.eq(token_hash))
         .select((users::all_columns, appointments::all_columns.nullable()))
-        .first(conn)
-        .optional()
+        .first(c)
+        .optional())
 }
 
 /// Deletes a token; it stops working at once.

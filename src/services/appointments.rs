@@ -1,6 +1,7 @@
 //! Reading appointments, the status lifecycle (optimistic, no row locks) and history.
 
 use crate::db::FixedShapeDsl;
+use crate::on_backend;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use serde::Deserialize;
@@ -176,7 +177,7 @@ pub fn update(
             write_transaction(conn, |conn| {
                 let now = crate::time::now();
                 let reason = input.reason.as_deref().or(current.reason.as_deref());
-                let updated = diesel::update(
+                let updated = on_backend!(conn, |c| diesel::update(
                     appointments::table
                         .filter(appointments::id.eq(current.id))
                         .filter(appointments::version.eq(current.version)),
@@ -189,8 +190,8 @@ pub fn update(
                 ))
                 .returning(appointments::all_columns)
                 .fixed_shape()
-                .get_result::<Appointment>(conn)
-                .optional()?;
+                .get_result::<Appointment>(c)
+                .optional())?;
                 let Some(updated) = updated else {
                     return Ok(None);
                 };
