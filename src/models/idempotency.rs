@@ -1,10 +1,9 @@
 //! `idempotency_keys`: claims of `Idempotency-Key`s and the responses stored for them.
 
-use crate::db::FixedShapeDsl;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use crate::db::DbConn;
+use crate::db::{DbConn, FixedShapeDsl};
 use crate::schema::idempotency_keys as keys;
 
 /// An `idempotency_keys` row. Field order follows the table.

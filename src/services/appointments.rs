@@ -1,7 +1,5 @@
 //! Reading appointments, the status lifecycle (optimistic, no row locks) and history.
 
-use crate::db::FixedShapeDsl;
-use crate::on_backend;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use serde::Deserialize;
@@ -11,12 +9,13 @@ use super::optimistic::update_versioned;
 use super::validate::Problems;
 use super::{party_of, visible, visible_appointment};
 use crate::auth::Caller;
-use crate::db::{write_transaction, Contention, DbConn};
+use crate::db::{write_transaction, Contention, DbConn, FixedShapeDsl};
 use crate::domain::{transition, Party, Role, Status, TransitionError};
 use crate::error::AppError;
 use crate::extract::Expected;
 use crate::models::appointment::Appointment;
 use crate::models::history::{self, HistoryEntry, NewHistoryEntry};
+use crate::on_backend;
 use crate::schema::appointments;
 use crate::services::pagination::{Cursor, Page};
 use crate::time::InputTime;

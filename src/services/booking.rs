@@ -2,7 +2,6 @@
 //! appointment to another slot. Both lock the doctor's and the patient's user rows in
 //! ascending id order, check, and write, in one short transaction.
 
-use crate::db::FixedShapeDsl;
 use std::time::Instant;
 
 use crate::telemetry::LockHold;
@@ -16,6 +15,7 @@ use super::{party_of, visible_appointment};
 use crate::auth::Caller;
 use crate::db::{
     classify, lock_users_in_order, with_retry, write_transaction, Contention, DbConn, DbErrorClass,
+    FixedShapeDsl,
 };
 use crate::domain::{
     Party, Role, Status, APPOINTMENT_TYPES, DEFAULT_DURATION_MINUTES, MAX_DURATION_MINUTES,

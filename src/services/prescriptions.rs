@@ -1,7 +1,6 @@
 //! Prescriptions: one per completed appointment, written by its doctor, acknowledged once by
 //! its patient. Uniqueness is decided by the unique index on `appointment_id`.
 
-use crate::db::FixedShapeDsl;
 use diesel::prelude::*;
 use serde::Deserialize;
 
@@ -9,7 +8,7 @@ use super::optimistic::update_versioned;
 use super::validate::Problems;
 use super::{party_of, visible_appointment};
 use crate::auth::Caller;
-use crate::db::{classify, write_transaction, DbConn, DbErrorClass};
+use crate::db::{classify, write_transaction, DbConn, DbErrorClass, FixedShapeDsl};
 use crate::domain::{Party, Status};
 use crate::error::{AppError, ConflictCode};
 use crate::extract::Expected;
