@@ -1,5 +1,7 @@
-//! The only module that knows which database it is on (vaultwarden's `db_run!` idea):
-//! write transactions and row locks, which diesel's `MultiConnection` cannot express.
+//! Where the services' behaviour differs by database (vaultwarden's `db_run!` idea): write
+//! transactions and row locks, which diesel's `MultiConnection` cannot express. (The rest of
+//! `db` also looks inside `DbConn`, for connection set-up, SQLite group commit and
+//! [`on_backend!`](crate::on_backend), without changing what a statement does.)
 
 use diesel::connection::TransactionManager;
 use diesel::prelude::*;
