@@ -48,6 +48,17 @@ def table(title, rows):
         print(f"{c:>7} | {m_rate:>13.0f} | {c_rate:>11.0f} | {m_rate / c_rate:>5.2f} | {m_p99:>14.2f} | {c_p99:>14.2f}")
 
 
+def floor_table(title, rows):
+    print(f"\n{title}, mean of {rounds} alternating rounds")
+    print(f"{'clients':>7} | {'medbook req/s':>13} | {'floor req/s':>11} | {'pgbench tps':>11} | "
+          f"{'medbook ratio':>13} | {'floor ratio':>11} | {'p99 ms medbook / floor / pgbench':>32}")
+    print("-" * 116)
+    for c, m_rate, m_p99, f_rate, f_p99, p_rate, p_p99 in rows:
+        p99s = f"{m_p99:.2f} / {f_p99:.2f} / {p_p99:.2f}"
+        print(f"{c:>7} | {m_rate:>13.0f} | {f_rate:>11.0f} | {p_rate:>11.0f} | "
+              f"{m_rate / p_rate:>13.2f} | {f_rate / p_rate:>11.2f} | {p99s:>32}")
+
+
 placements = (out / "placements.txt").read_text().split()
 where = {
     "shared": "load generator, medbook/pgbench and PostgreSQL share all cores",
@@ -59,8 +70,15 @@ for placement in placements:
         for c in clients:
             m_rate, m_p99 = rounds_of(medbook, f"{placement}-pg-{scenario}-{c}")
             p_rate, p_p99 = rounds_of(pgbench, f"{placement}-pgb-{script}-{c}")
-            rows.append((c, m_rate, m_p99, p_rate, p_p99))
-        table(f"PostgreSQL `{scenario}` vs pgbench `{script}.sql` ({placement}: {where[placement]})", rows)
+            if scenario == "status":
+                rows.append((c, m_rate, m_p99, *rounds_of(medbook, f"{placement}-floor-status-{c}"), p_rate, p_p99))
+            else:
+                rows.append((c, m_rate, m_p99, p_rate, p_p99))
+        title = f"PostgreSQL `{scenario}` vs pgbench `{script}.sql` ({placement}: {where[placement]})"
+        if scenario == "status":
+            floor_table(title + "; floor = `medbook-bench floor-server`, the same SQL behind the same stack", rows)
+        else:
+            table(title, rows)
 
 table("SQLite `spread` vs the same transaction in-process (diesel, one connection)",
       [(c, *rounds_of(medbook, f"sqlite-spread-{c}"), *rounds_of(medbook, f"sqlite-inproc-{c}"))

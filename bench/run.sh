@@ -7,8 +7,11 @@
 # (release build) under medbook-bench and the same SQL transaction under pgbench
 # (bench/pgbench/*.sql), for booking (`spread`) and the optimistic update (`status`); then
 # `contended` and `hot-doctor` at 64 clients, the invariant, RSS and start-up time.
-# Each cell alternates medbook and its ceiling for --rounds rounds of --duration seconds
-# (A B A B), so that the machine's drift hits both alike; the report averages the rounds.
+# `status` is also run against `medbook-bench floor-server`: the same SQL as status.sql behind
+# the same HTTP server, pool and thread hand-off, and nothing else — the stack's own floor.
+# Each cell alternates medbook and its ceiling (and the floor) for --rounds rounds of
+# --duration seconds (A B A B), so that the machine's drift hits all alike; the report
+# averages the rounds.
 #
 #   usage: bench/run.sh [--duration SECS] [--warmup SECS] [--rounds N] [--clients "1 4 16 64"]
 #   env:   MEDBOOK_BENCH_PG_URL (admin URL, default postgres://postgres@127.0.0.1:5432/postgres)
@@ -33,7 +36,24 @@ export MEDBOOK_ADMIN_EMAIL=admin@medbook.local MEDBOOK_ADMIN_PASSWORD=admin-pass
 bench=target/release/medbook-bench
 max_clients=$(echo "$clients" | tr ' ' '\n' | sort -n | tail -n1)
 
-stop() { kill -TERM "$(cat "$out/server.pid" 2>/dev/null)" 2>/dev/null || true; wait "$(cat "$out/server.pid" 2>/dev/null)" 2>/dev/null || true; }
+stop() {
+  local f
+  for f in server floor; do
+    kill -TERM "$(cat "$out/$f.pid" 2>/dev/null)" 2>/dev/null || true
+    wait "$(cat "$out/$f.pid" 2>/dev/null)" 2>/dev/null || true
+  done
+  rm -f "$out/floor.pid"
+}
+# The floor server (see above) on DATABASE_URL, placed like medbook; prints its base URL.
+start_floor() { # log
+  $app $bench floor-server --database-url "$DATABASE_URL" --listen 127.0.0.1:0 > "$1" 2>&1 &
+  echo $! > "$out/floor.pid"
+  for _ in $(seq 1 100); do
+    grep -o 'http://[0-9.:]*' "$1" && return 0
+    sleep 0.1
+  done
+  cat "$1" >&2; exit 1
+}
 app=""
 # Start-up on the existing database (DATABASE_URL): from exec to listening.
 startup_ms() { # name
@@ -67,6 +87,7 @@ pg_scenarios() { # placement
   psql "$pg_admin" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
   export DATABASE_URL="${pg_admin%/*}/$db"
   base=$($app scripts/start-server.sh "$out/server.pid" "$out/server-$p.log")
+  floor=$(start_floor "$out/floor-$p.log")
   # Users for pgbench, made directly (ids contiguous): 50 doctors, one patient per client.
   read -r doctor_lo doctor_hi < <(psql "$DATABASE_URL" -qtAF' ' -c "WITH d AS (INSERT INTO users (name, email, password_hash, role, created_at, updated_at) SELECT 'pgbench doctor', 'pgb-d' || g || '@example.com', '-', 'doctor', now(), now() FROM generate_series(1, 50) g RETURNING id) SELECT min(id), max(id) FROM d")
   read -r patient_lo < <(psql "$DATABASE_URL" -qtA -c "WITH p AS (INSERT INTO users (name, email, password_hash, role, created_at, updated_at) SELECT 'pgbench patient', 'pgb-p' || g || '@example.com', '-', 'patient', now(), now() FROM generate_series(1, $max_clients) g RETURNING id) SELECT min(id) FROM p")
@@ -79,6 +100,7 @@ pg_scenarios() { # placement
     done
     for r in $(seq "$rounds"); do
       $app $bench --url "$base" --scenario status --clients "$c" --duration "$duration" --warmup "$warmup" --quiet --json "$out/$p-pg-status-$c-r$r.json" > "$out/$p-pg-status-$c-r$r.out"; head -n1 "$out/$p-pg-status-$c-r$r.out"
+      $app $bench --url "$base" --target-url "$floor" --scenario status --clients "$c" --duration "$duration" --warmup "$warmup" --quiet --json "$out/$p-floor-status-$c-r$r.json" > "$out/$p-floor-status-$c-r$r.out"; head -n1 "$out/$p-floor-status-$c-r$r.out"
       read -r appt_lo appt_hi < <(psql "$DATABASE_URL" -qtAF' ' -c "SELECT min(id), max(id) FROM (SELECT id FROM appointments ORDER BY id DESC LIMIT 400) s")
       pgbench_run "$p-pgb-status-$c-r$r" "$c" status.sql -D appt_lo="$appt_lo" -D appt_hi="$appt_hi"
     done

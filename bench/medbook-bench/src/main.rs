@@ -4,8 +4,10 @@
 //! medbook-bench [--url URL] [--scenario spread|contended|hot-doctor|status|read]
 //!               [--clients N] [--duration SECS] [--warmup SECS] [--doctors N]
 //!               [--admin-email E] [--admin-password P] [--json FILE] [--no-verify] [--quiet]
+//!               [--target-url URL]
 //! medbook-bench inproc --database-url URL [--duration SECS]
 //! medbook-bench stats-overhead --database-url URL
+//! medbook-bench floor-server --database-url URL [--listen ADDR]
 //! ```
 //!
 //! It creates its own users through the API, runs the scenario for the duration (after a
@@ -13,9 +15,12 @@
 //! status/code counts, and then checks through the API that no two active appointments of a
 //! doctor or of a patient overlap. `inproc` runs the booking transaction in a tight loop
 //! through the medbook library on one connection (the ceiling for SQLite); `stats-overhead`
-//! measures what the lock statistics cost a booking.
+//! measures what the lock statistics cost a booking. `floor-server` serves the `status`
+//! transaction with nothing else around it (see `floor.rs`); `--target-url` sends a
+//! scenario's measured requests there while set-up still goes through medbook at `--url`.
 
 mod client;
+mod floor;
 mod report;
 mod scenario;
 
@@ -38,15 +43,19 @@ pub struct Options {
     pub verify: bool,
     pub quiet: bool,
     pub database_url: Option<String>,
+    /// Where the measured requests go, if not to `url` (set-up and checks always use `url`).
+    pub target_url: Option<String>,
+    pub listen: String,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: medbook-bench [--url URL] [--scenario spread|contended|hot-doctor|status|read] \
          [--clients N] [--duration SECS] [--warmup SECS] [--doctors N] [--admin-email E] \
-         [--admin-password P] [--json FILE] [--no-verify] [--quiet]\n       \
+         [--admin-password P] [--json FILE] [--no-verify] [--quiet] [--target-url URL]\n       \
          medbook-bench inproc --database-url URL [--duration SECS] [--json FILE]\n       \
-         medbook-bench stats-overhead --database-url URL"
+         medbook-bench stats-overhead --database-url URL\n       \
+         medbook-bench floor-server --database-url URL [--listen ADDR]"
     );
     std::process::exit(2)
 }
@@ -57,6 +66,7 @@ enum Mode {
     Http,
     InProcess,
     StatsOverhead,
+    FloorServer,
 }
 
 fn parse(args: &[String]) -> (Mode, Options) {
@@ -75,6 +85,8 @@ fn parse(args: &[String]) -> (Mode, Options) {
         verify: true,
         quiet: false,
         database_url: None,
+        target_url: None,
+        listen: "127.0.0.1:8090".into(),
     };
     let mut mode = Mode::Http;
     let mut it = args.iter();
@@ -85,6 +97,9 @@ fn parse(args: &[String]) -> (Mode, Options) {
         match arg.as_str() {
             "inproc" => mode = Mode::InProcess,
             "stats-overhead" => mode = Mode::StatsOverhead,
+            "floor-server" => mode = Mode::FloorServer,
+            "--target-url" => o.target_url = Some(it.next().cloned().unwrap_or_else(|| usage())),
+            "--listen" => o.listen = it.next().cloned().unwrap_or_else(|| usage()),
             "--url" => o.url = it.next().cloned().unwrap_or_else(|| usage()),
             "--scenario" => {
                 o.scenario = it
@@ -130,10 +145,22 @@ fn finish(report: &Report, options: &Options) {
     }
 }
 
-#[tokio::main(flavor = "multi_thread")]
-async fn main() {
+fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (mode, options) = parse(&args);
+    if mode == Mode::FloorServer {
+        let url = options.database_url.clone().unwrap_or_else(|| usage());
+        floor::serve(&url, &options.listen).expect("floor server");
+        return;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(run(mode, options));
+}
+
+async fn run(mode: Mode, options: Options) {
     if mode != Mode::Http {
         let url = options.database_url.clone().unwrap_or_else(|| usage());
         let duration = options.duration;

@@ -242,7 +242,11 @@ pub async fn run(options: &Options) -> Report {
     };
     let results: Vec<(Vec<u64>, HashMap<String, u64>)> =
         futures_util::future::join_all((0..options.clients).map(|c| {
-            let (api, world, done) = (api.clone(), Arc::clone(&world), Arc::clone(&done));
+            let api = match &options.target_url {
+                Some(url) => Api::new(url),
+                None => api.clone(),
+            };
+            let (world, done) = (Arc::clone(&world), Arc::clone(&done));
             let kind = options.scenario;
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
