@@ -10,7 +10,7 @@
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use diesel::prelude::*;
-use medbook::db::{run_blocking, DbPool};
+use medbook::db::{run_blocking, DbPool, FixedShapeDsl};
 use medbook::error::AppError;
 use medbook::schema::{appointment_history as h, appointments as a};
 use serde::Deserialize;
@@ -41,6 +41,7 @@ async fn update(
                             a::updated_at.eq(now),
                         ))
                         .returning(a::version)
+                        .fixed_shape() // kept prepared, as medbook's updates are
                         .get_result(c)
                         .optional()?;
                 if let Some(v) = changed {
