@@ -16,8 +16,7 @@ use crate::db::{run_blocking, DbConn};
 use crate::domain::Role;
 use crate::error::AppError;
 use crate::models::appointment::Appointment;
-use crate::models::token;
-use crate::models::user::User;
+use crate::models::token::{self, TokenOwner};
 use crate::server::AppState;
 
 /// Hashes a password with argon2id and a random salt. Slow on purpose: never call it while
@@ -123,7 +122,7 @@ pub fn authenticate_with_appointment(
     Ok((caller_of(user, bearer)?, appointment.flatten()))
 }
 
-fn caller_of(user: Option<User>, bearer: &Bearer) -> Result<Caller, AppError> {
+fn caller_of(user: Option<TokenOwner>, bearer: &Bearer) -> Result<Caller, AppError> {
     match user {
         Some(user) if user.is_active => Ok(Caller {
             id: user.id,

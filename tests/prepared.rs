@@ -45,6 +45,19 @@ fn prepared(conn: &mut DbConn, text: &str) -> i64 {
     .expect("pg_prepared_statements")
 }
 
+/// How many of this connection's named prepared statements contain both `a` and `b`.
+fn prepared_with_both(conn: &mut DbConn, a: &str, b: &str) -> i64 {
+    diesel::select(
+        sql::<BigInt>("(SELECT count(*) FROM pg_prepared_statements WHERE strpos(statement, ")
+            .bind::<Text, _>(a)
+            .sql(") > 0 AND strpos(statement, ")
+            .bind::<Text, _>(b)
+            .sql(") > 0)"),
+    )
+    .get_result(conn)
+    .expect("pg_prepared_statements")
+}
+
 #[test]
 fn postgres_booking_and_update_statements_are_prepared_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -91,6 +104,8 @@ fn postgres_booking_and_update_statements_are_prepared_once() {
             medbook::models::token::user_and_appointment(&mut conn, "no-such-token", booked.id)
                 .expect("token and appointment");
         assert!(found.is_none());
+        let owner = medbook::models::token::user_for(&mut conn, "no-such-token").expect("token");
+        assert!(owner.is_none());
         let found = medbook::models::appointment::find(&mut conn, booked.id).expect("read");
         appointments::update(
             &mut conn,
@@ -111,4 +126,11 @@ fn postgres_booking_and_update_statements_are_prepared_once() {
     ] {
         assert_eq!(prepared(&mut conn, prefix), statements, "{prefix}");
     }
+    // Both token lookups are prepared once each, and neither reads the password hash: they
+    // run on every request and need only the user's id, role and active flag.
+    assert_eq!(prepared_with_both(&mut conn, "\"api_tokens\"", "SELECT"), 2);
+    assert_eq!(
+        prepared_with_both(&mut conn, "\"api_tokens\"", "password_hash"),
+        0
+    );
 }

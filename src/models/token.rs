@@ -4,10 +4,32 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::appointment::Appointment;
-use super::user::User;
 use crate::db::DbConn;
+use crate::domain::Role;
 use crate::on_backend;
 use crate::schema::{api_tokens, appointments, users};
+
+/// What a token check needs of the token's user, and no more: the lookup runs on every
+/// request, and the whole user row (its password hash included) would be read, sent and
+/// decoded each time for nothing.
+#[derive(Debug, Clone, Queryable)]
+pub struct TokenOwner {
+    pub id: i32,
+    role: String,
+    pub is_active: bool,
+}
+
+impl TokenOwner {
+    /// The role; as [`User::role`](super::user::User::role), an impossible value gets the
+    /// least privilege.
+    pub fn role(&self) -> Role {
+        Role::parse(&self.role).unwrap_or(Role::Patient)
+    }
+}
+
+/// The columns of [`TokenOwner`].
+type OwnerColumns = (users::id, users::role, users::is_active);
+const OWNER_COLUMNS: OwnerColumns = (users::id, users::role, users::is_active);
 
 /// Stores the hash of a new token for `user_id`.
 pub fn insert(
@@ -27,11 +49,11 @@ pub fn insert(
 }
 
 /// The user a token hash belongs to, if the token exists.
-pub fn user_for(conn: &mut DbConn, token_hash: &str) -> QueryResult<Option<User>> {
+pub fn user_for(conn: &mut DbConn, token_hash: &str) -> QueryResult<Option<TokenOwner>> {
     on_backend!(conn, |c| api_tokens::table
         .inner_join(users::table)
         .filter(api_tokens::token_hash.eq(token_hash))
-        .select(users::all_columns)
+        .select(OWNER_COLUMNS)
         .first(c)
         .optional())
 }
@@ -42,12 +64,12 @@ pub fn user_and_appointment(
     conn: &mut DbConn,
     token_hash: &str,
     appointment_id: i32,
-) -> QueryResult<Option<(User, Option<Appointment>)>> {
+) -> QueryResult<Option<(TokenOwner, Option<Appointment>)>> {
     on_backend!(conn, |c| api_tokens::table
         .inner_join(users::table)
         .left_join(appointments::table.on(appointments::id.eq(appointment_id)))
         .filter(api_tokens::token_hash.eq(token_hash))
-        .select((users::all_columns, appointments::all_columns.nullable()))
+        .select((OWNER_COLUMNS, appointments::all_columns.nullable()))
         .first(c)
         .optional())
 }
