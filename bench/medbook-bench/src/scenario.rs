@@ -240,13 +240,14 @@ pub async fn run(options: &Options) -> Report {
             }
         })
     };
+    // The measured requests share one HTTP client, whichever server they go to.
+    let target = options
+        .target_url
+        .as_deref()
+        .map_or_else(|| api.clone(), Api::new);
     let results: Vec<(Vec<u64>, HashMap<String, u64>)> =
         futures_util::future::join_all((0..options.clients).map(|c| {
-            let api = match &options.target_url {
-                Some(url) => Api::new(url),
-                None => api.clone(),
-            };
-            let (world, done) = (Arc::clone(&world), Arc::clone(&done));
+            let (api, world, done) = (target.clone(), Arc::clone(&world), Arc::clone(&done));
             let kind = options.scenario;
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
