@@ -31,6 +31,12 @@ impl Role {
             _ => None,
         }
     }
+
+    /// A role read from the database. The table's CHECK constraint allows no other value; an
+    /// impossible one gets the least privilege.
+    pub fn of_stored(s: &str) -> Role {
+        Role::parse(s).unwrap_or(Role::Patient)
+    }
 }
 
 /// The consultation types an appointment can have.

@@ -12,7 +12,8 @@ use crate::schema::{api_tokens, appointments, users};
 /// What a token check needs of the token's user, and no more: the lookup runs on every
 /// request, and the whole user row (its password hash included) would be read, sent and
 /// decoded each time for nothing.
-#[derive(Debug, Clone, Queryable)]
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = users)]
 pub struct TokenOwner {
     pub id: i32,
     role: String,
@@ -20,16 +21,11 @@ pub struct TokenOwner {
 }
 
 impl TokenOwner {
-    /// The role; as [`User::role`](super::user::User::role), an impossible value gets the
-    /// least privilege.
+    /// The role (see [`Role::of_stored`]).
     pub fn role(&self) -> Role {
-        Role::parse(&self.role).unwrap_or(Role::Patient)
+        Role::of_stored(&self.role)
     }
 }
-
-/// The columns of [`TokenOwner`].
-type OwnerColumns = (users::id, users::role, users::is_active);
-const OWNER_COLUMNS: OwnerColumns = (users::id, users::role, users::is_active);
 
 /// Stores the hash of a new token for `user_id`.
 pub fn insert(
@@ -53,7 +49,7 @@ pub fn user_for(conn: &mut DbConn, token_hash: &str) -> QueryResult<Option<Token
     on_backend!(conn, |c| api_tokens::table
         .inner_join(users::table)
         .filter(api_tokens::token_hash.eq(token_hash))
-        .select(OWNER_COLUMNS)
+        .select(TokenOwner::as_select())
         .first(c)
         .optional())
 }
@@ -69,7 +65,10 @@ pub fn user_and_appointment(
         .inner_join(users::table)
         .left_join(appointments::table.on(appointments::id.eq(appointment_id)))
         .filter(api_tokens::token_hash.eq(token_hash))
-        .select((OWNER_COLUMNS, appointments::all_columns.nullable()))
+        .select((
+            TokenOwner::as_select(),
+            appointments::all_columns.nullable()
+        ))
         .first(c)
         .optional())
 }

@@ -46,10 +46,9 @@ pub struct NewUser<'a> {
 }
 
 impl User {
-    /// The role; the table's CHECK constraint allows no other value, and an impossible one
-    /// gets the least privilege.
+    /// The role (see [`Role::of_stored`]).
     pub fn role(&self) -> Role {
-        Role::parse(&self.role).unwrap_or(Role::Patient)
+        Role::of_stored(&self.role)
     }
 
     /// Whether this user is an active doctor.
