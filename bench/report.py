@@ -59,6 +59,14 @@ def floor_table(title, rows):
               f"{m_rate / p_rate:>13.2f} | {f_rate / p_rate:>11.2f} | {p99s:>32}")
 
 
+def booked(name):
+    """The share of a cell's requests, over its rounds, that booked (201): the rest were
+    refused (409) and committed nothing, which is cheaper."""
+    outcomes = [medbook(f"{name}-r{r}")[2]["outcomes"] for r in range(1, rounds + 1)]
+    total = sum(n for o in outcomes for n in o.values())
+    return sum(o.get("201", 0) for o in outcomes) / total if total else float("nan")
+
+
 placements = (out / "placements.txt").read_text().split()
 where = {
     "shared": "load generator, medbook/pgbench and PostgreSQL share all cores",
@@ -79,10 +87,14 @@ for placement in placements:
             floor_table(title + "; floor = `medbook-bench floor-server`, the same SQL behind the same stack", rows)
         else:
             table(title, rows)
+            print("medbook's booked (201) share: " + ", ".join(
+                f"{c}: {booked(f'{placement}-pg-spread-{c}'):.0%}" for c in clients))
 
 table("SQLite `spread` vs the same transaction in-process (diesel, one connection)",
       [(c, *rounds_of(medbook, f"sqlite-spread-{c}"), *rounds_of(medbook, f"sqlite-inproc-{c}"))
        for c in clients])
+print("booked (201) share, medbook / in-process: " + ", ".join(
+    f"{c}: {booked(f'sqlite-spread-{c}'):.0%} / {booked(f'sqlite-inproc-{c}'):.0%}" for c in clients))
 
 for name in ["shared-pg-contended-64", "shared-pg-hot-doctor-64", "shared-pg-verify"]:
     _, _, data = medbook(name)

@@ -2,11 +2,11 @@
 -- runs it directly: lock both users' rows in ascending id order, check both calendars with
 -- the same bounded overlap queries, insert the appointment and its first history row.
 -- Each pgbench client is one patient (like each medbook-bench client); the doctor and the
--- 30-minute slot within a year are random.
+-- 30-minute slot within nine years are random (as in medbook-bench: `RANDOM_SLOTS`).
 -- Variables: doctor_lo, doctor_hi, patient_lo (first patient id), base (epoch seconds).
 \set doctor random(:doctor_lo, :doctor_hi)
 \set patient :patient_lo + :client_id
-\set slot random(0, 17519)
+\set slot random(0, 157679)
 \set start :base + :slot * 1800
 \set earliest :start - 14400
 \set finish :start + 1800

@@ -5,7 +5,7 @@
 //!               [--clients N] [--duration SECS] [--warmup SECS] [--doctors N]
 //!               [--admin-email E] [--admin-password P] [--json FILE] [--no-verify] [--quiet]
 //!               [--target-url URL]
-//! medbook-bench inproc --database-url URL [--duration SECS]
+//! medbook-bench inproc --database-url URL [--duration SECS] [--doctors N]
 //! medbook-bench stats-overhead --database-url URL
 //! medbook-bench floor-server --database-url URL [--listen ADDR]
 //! ```
@@ -53,7 +53,7 @@ fn usage() -> ! {
         "usage: medbook-bench [--url URL] [--scenario spread|contended|hot-doctor|status|read] \
          [--clients N] [--duration SECS] [--warmup SECS] [--doctors N] [--admin-email E] \
          [--admin-password P] [--json FILE] [--no-verify] [--quiet] [--target-url URL]\n       \
-         medbook-bench inproc --database-url URL [--duration SECS] [--json FILE]\n       \
+         medbook-bench inproc --database-url URL [--duration SECS] [--doctors N] [--json FILE]\n       \
          medbook-bench stats-overhead --database-url URL\n       \
          medbook-bench floor-server --database-url URL [--listen ADDR]"
     );
@@ -163,9 +163,9 @@ fn main() {
 async fn run(mode: Mode, options: Options) {
     if mode != Mode::Http {
         let url = options.database_url.clone().unwrap_or_else(|| usage());
-        let duration = options.duration;
+        let (duration, doctors) = (options.duration, options.doctors);
         let report = tokio::task::spawn_blocking(move || match mode {
-            Mode::InProcess => scenario::inproc(&url, duration),
+            Mode::InProcess => scenario::inproc(&url, duration, doctors),
             _ => scenario::stats_overhead(&url),
         })
         .await

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actix_web::ResponseError;
 use chrono::{Duration as ChronoDuration, NaiveDateTime, Utc};
 use futures_util::stream::{self, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -54,11 +55,15 @@ impl Kind {
     }
 }
 
-/// Slots are 30 minutes from tomorrow 00:00 UTC; random scenarios use the first year.
-const SLOTS_PER_YEAR: i64 = 365 * 48;
-/// Set-up appointments and contended slots live after the first year, apart from the rest.
-const SETUP_SLOTS_FROM: i64 = SLOTS_PER_YEAR + 48;
-const CONTENDED_SLOTS_FROM: i64 = 2 * SLOTS_PER_YEAR;
+/// Slots are 30 minutes from tomorrow 00:00 UTC. Random scenarios (and `inproc`, and
+/// `bench/pgbench/booking.sql`) draw from the first nine years: wide enough that a patient's
+/// calendar stays mostly free during a run, so nearly every request books (a refused one is
+/// cheaper: it commits nothing), whichever side is faster.
+pub const RANDOM_SLOTS: i64 = 9 * 365 * 48;
+/// Set-up appointments and contended slots live after those, apart from the rest and still
+/// within medbook's 10-year booking horizon.
+const SETUP_SLOTS_FROM: i64 = RANDOM_SLOTS + 48;
+const CONTENDED_SLOTS_FROM: i64 = RANDOM_SLOTS + 14 * 48;
 const SETUP_APPOINTMENTS: usize = 400;
 
 fn slot_time(base: NaiveDateTime, k: i64) -> String {
@@ -170,14 +175,14 @@ async fn request(
                     Method::POST,
                     "/api/v1/appointments".to_owned(),
                     &patient.token,
-                    Some(booking(doctor, rng.gen_range(0..SLOTS_PER_YEAR))),
+                    Some(booking(doctor, rng.gen_range(0..RANDOM_SLOTS))),
                 )
             }
             Kind::HotDoctor => (
                 Method::POST,
                 "/api/v1/appointments".to_owned(),
                 &patient.token,
-                Some(booking(world.doctors[0], rng.gen_range(0..SLOTS_PER_YEAR))),
+                Some(booking(world.doctors[0], rng.gen_range(0..RANDOM_SLOTS))),
             ),
             Kind::Contended => (
                 Method::POST,
@@ -344,17 +349,17 @@ async fn verify(api: &Api, admin: &User) -> (bool, usize) {
     (ok, all.len())
 }
 
-/// A database with one doctor and one patient, made directly through the medbook library, for
-/// the in-process loops.
+/// A database with `doctors` doctors and one patient, made directly through the medbook
+/// library, for the in-process loops.
 struct InProcess {
     pool: medbook::db::DbPool,
-    doctor: i32,
+    doctors: Vec<i32>,
     caller: medbook::auth::Caller,
     base: NaiveDateTime,
 }
 
 impl InProcess {
-    fn new(database_url: &str) -> InProcess {
+    fn new(database_url: &str, doctors: usize) -> InProcess {
         use medbook::domain::Role;
         use medbook::services::users::{self, CreateUserInput};
 
@@ -363,10 +368,10 @@ impl InProcess {
         let mut conn = pool.get().expect("database reachable");
         medbook::db::run_migrations(&mut conn).expect("migrations");
         let run = medbook::time::now().and_utc().timestamp_micros();
-        let mut new_user = |role: Role| {
+        let mut new_user = |role: Role, n: usize| {
             let input = CreateUserInput {
                 name: "In-process".into(),
-                email: format!("inproc-{}-{run}@example.com", role.as_str()),
+                email: format!("inproc-{}{n}-{run}@example.com", role.as_str()),
                 password: String::new(),
                 role: role.as_str().into(),
                 specialty: None,
@@ -375,17 +380,19 @@ impl InProcess {
                 .expect("user")
                 .id
         };
-        let (doctor, patient) = (new_user(Role::Doctor), new_user(Role::Patient));
+        let doctors = (0..doctors.max(1))
+            .map(|n| new_user(Role::Doctor, n))
+            .collect();
+        let patient = new_user(Role::Patient, 0);
         drop(conn);
         InProcess {
             pool,
-            doctor,
+            doctors,
             caller: medbook::auth::Caller {
                 id: patient,
                 role: Role::Patient,
                 token_hash: String::new(),
             },
-            // The doctor is new on every run, so consecutive slots from tomorrow are free.
             base: (Utc::now() + ChronoDuration::days(1))
                 .date_naive()
                 .and_hms_opt(0, 0, 0)
@@ -393,15 +400,17 @@ impl InProcess {
         }
     }
 
-    /// Books the `k`-th consecutive 30-minute slot through `services::booking::book`.
+    /// Books the `k`-th 30-minute slot from tomorrow with `doctor` through
+    /// `services::booking::book`.
     fn book(
         &self,
         conn: &mut medbook::db::DbConn,
         contention: &medbook::db::Contention,
+        doctor: i32,
         k: i64,
     ) -> Result<(), medbook::AppError> {
         let input = medbook::services::booking::BookingInput {
-            doctor_id: self.doctor,
+            doctor_id: doctor,
             scheduled_at: medbook::time::InputTime(self.base + ChronoDuration::minutes(30 * k)),
             type_: "video_consultation".to_owned(),
             reason: None,
@@ -412,9 +421,11 @@ impl InProcess {
     }
 }
 
-/// The booking transaction in a tight loop through the medbook library on one connection.
-pub fn inproc(database_url: &str, duration: Duration) -> Report {
-    let world = InProcess::new(database_url);
+/// The booking transaction in a tight loop through the medbook library on one connection, with
+/// `spread`'s random doctor and slot, so that its mix of booked and refused requests is the one
+/// medbook sees.
+pub fn inproc(database_url: &str, duration: Duration, doctors: usize) -> Report {
+    let world = InProcess::new(database_url, doctors);
     let mut conn = world.pool.get().expect("connection");
     let contention = medbook::db::Contention::default();
     let mut report = Report {
@@ -423,15 +434,16 @@ pub fn inproc(database_url: &str, duration: Duration) -> Report {
         elapsed: duration,
         ..Report::default()
     };
+    let mut rng = rand::thread_rng();
     let started = Instant::now();
-    let mut k = 0i64;
     while started.elapsed() < duration {
+        let doctor = world.doctors[rng.gen_range(0..world.doctors.len())];
+        let slot = rng.gen_range(0..RANDOM_SLOTS);
         let sent = Instant::now();
-        let outcome = match world.book(&mut conn, &contention, k) {
+        let outcome = match world.book(&mut conn, &contention, doctor, slot) {
             Ok(()) => "201".to_owned(),
-            Err(e) => e.code().to_owned(),
+            Err(e) => format!("{} {}", e.status_code().as_u16(), e.code()),
         };
-        k += 1;
         report.latencies_us.push(sent.elapsed().as_micros() as u64);
         *report.outcomes.entry(outcome).or_default() += 1;
     }
@@ -444,16 +456,17 @@ pub fn inproc(database_url: &str, duration: Duration) -> Report {
 pub fn stats_overhead(database_url: &str) -> Report {
     const ROUNDS: usize = 12;
     const PER_ROUND: usize = 150;
-    let world = InProcess::new(database_url);
+    let world = InProcess::new(database_url, 1);
     let mut conn = world.pool.get().expect("connection");
     let contention = medbook::db::Contention::default();
+    // One new doctor, consecutive slots: every booking succeeds.
     let mut k = 0i64;
     let mut per_booking = |enabled: bool| -> f64 {
         contention.stats.set_enabled(enabled);
         let started = Instant::now();
         for _ in 0..PER_ROUND {
             world
-                .book(&mut conn, &contention, k)
+                .book(&mut conn, &contention, world.doctors[0], k)
                 .expect("bench booking");
             k += 1;
         }
