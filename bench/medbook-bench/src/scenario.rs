@@ -59,7 +59,7 @@ impl Kind {
 /// `bench/pgbench/booking.sql`) draw from the first nine years: wide enough that a patient's
 /// calendar stays mostly free during a run, so nearly every request books (a refused one is
 /// cheaper: it commits nothing), whichever side is faster.
-pub const RANDOM_SLOTS: i64 = 9 * 365 * 48;
+const RANDOM_SLOTS: i64 = 9 * 365 * 48;
 /// Set-up appointments and contended slots live after those, apart from the rest and still
 /// within medbook's 10-year booking horizon.
 const SETUP_SLOTS_FROM: i64 = RANDOM_SLOTS + 48;
