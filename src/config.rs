@@ -76,6 +76,13 @@ impl Config {
     pub fn backend(&self) -> Backend {
         backend_of(&self.database_url)
     }
+
+    /// Blocking threads per HTTP worker. Database work runs on them and waits for one of
+    /// `pool_size` connections; far more threads than connections only add memory and context
+    /// switches.
+    pub fn blocking_threads(&self) -> usize {
+        (self.pool_size as usize * 2).max(8)
+    }
 }
 
 /// Four connections per core, 4 to 16: enough to keep the database busy while requests wait on

@@ -76,9 +76,7 @@ pub fn bind(
             .configure(routes::configure)
     })
     .shutdown_timeout(30)
-    // Database work runs on these threads and waits for one of `pool_size` connections;
-    // far more threads than connections only add memory and context switches.
-    .worker_max_blocking_threads((config.pool_size as usize * 2).max(8));
+    .worker_max_blocking_threads(config.blocking_threads());
     if config.workers > 0 {
         server = server.workers(config.workers);
     }

@@ -80,7 +80,7 @@ pub fn serve(database_url: &str, listen: &str) -> std::io::Result<()> {
                 .app_data(pool.clone())
                 .route("/api/v1/appointments/{id}", web::put().to(update))
         })
-        .worker_max_blocking_threads((config.pool_size as usize * 2).max(8))
+        .worker_max_blocking_threads(config.blocking_threads())
         .bind(listen)?;
         for addr in server.addrs() {
             println!("listening on http://{addr}");
