@@ -96,6 +96,21 @@ table("SQLite `spread` vs the same transaction in-process (diesel, one connectio
 print("booked (201) share, medbook / in-process: " + ", ".join(
     f"{c}: {booked(f'sqlite-spread-{c}'):.0%} / {booked(f'sqlite-inproc-{c}'):.0%}" for c in clients))
 
+# One client is one request at a time, so a request's time is 1 / rate. A medbook that added
+# nothing to the in-process transaction but an HTTP request with its hand-off (`ping-db`)
+# would reach loop / (loop + ping-db) of the loop: the most this stack allows at one client.
+if "1" in clients:
+    loop_us = 1e6 / rounds_of(medbook, "sqlite-inproc-1")[0]
+    ping_us = 1e6 / rounds_of(medbook, "sqlite-ping-1")[0]
+    ping_db_us = 1e6 / rounds_of(medbook, "sqlite-ping-db-1")[0]
+    spread_us = 1e6 / rounds_of(medbook, "sqlite-spread-1")[0]
+    bound = loop_us / (loop_us + ping_db_us)
+    print(f"\nSQLite at one client, µs per request: in-process transaction {loop_us:.0f}; "
+          f"HTTP alone (`ping`) {ping_us:.0f}; HTTP + hand-off + one statement (`ping-db`) {ping_db_us:.0f}; "
+          f"medbook `spread` {spread_us:.0f}")
+    print(f"HTTP bound at one client: loop / (loop + ping-db) = {bound:.2f}; "
+          f"medbook's ratio {loop_us / spread_us:.2f} is {loop_us / spread_us / bound:.0%} of it")
+
 for name in ["shared-pg-contended-64", "shared-pg-hot-doctor-64", "shared-pg-verify"]:
     _, _, data = medbook(name)
     print(f"\n{name}: {data['rate_per_s']:.0f} req/s, p99 {data['latency_ms']['p99']:.2f} ms, "

@@ -2,7 +2,8 @@
 # medbook beside its ceiling, in one run on one machine.
 #
 # SQLite: medbook `spread` beside the same booking transaction in a tight in-process loop
-# through diesel (`medbook-bench inproc`); RSS and start-up time. PostgreSQL (twice: cores
+# through diesel (`medbook-bench inproc`); at one client, the HTTP bound (`ping`, `ping-db`:
+# what a request costs before any work of its own); RSS and start-up time. PostgreSQL (twice: cores
 # shared, then PostgreSQL on its own core): a fresh database; for each client count, medbook
 # (release build) under medbook-bench and the same SQL transaction under pgbench
 # (bench/pgbench/*.sql), for booking (`spread`) and the optimistic update (`status`); then
@@ -116,6 +117,13 @@ for c in $clients; do
     $bench --url "$base" --scenario spread --clients "$c" --duration "$duration" --warmup "$warmup" --no-verify --quiet --json "$out/sqlite-spread-$c-r$r.json" > "$out/sqlite-spread-$c-r$r.out"; head -n1 "$out/sqlite-spread-$c-r$r.out"
     rm -f "$out"/inproc.db*
     $bench inproc --database-url "$out/inproc.db" --duration "$duration" --json "$out/sqlite-inproc-$c-r$r.json" > "$out/sqlite-inproc-$c-r$r.out"; head -n1 "$out/sqlite-inproc-$c-r$r.out"
+  done
+done
+# The HTTP bound at one client: what a request costs before any work of its own, with no
+# database (`ping`) and with the hand-off to a blocking thread and one statement (`ping-db`).
+for r in $(seq "$rounds"); do
+  for s in ping ping-db; do
+    $bench --url "$base" --scenario "$s" --clients 1 --duration "$duration" --warmup "$warmup" --no-verify --quiet --json "$out/sqlite-$s-1-r$r.json" > "$out/sqlite-$s-1-r$r.out"; head -n1 "$out/sqlite-$s-1-r$r.out"
   done
 done
 echo "sqlite_rss_kib $(rss_kib)" >> "$out/facts.txt"

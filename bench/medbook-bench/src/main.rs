@@ -1,7 +1,7 @@
 //! `medbook-bench`: a load generator for medbook.
 //!
 //! ```text
-//! medbook-bench [--url URL] [--scenario spread|contended|hot-doctor|status|read]
+//! medbook-bench [--url URL] [--scenario spread|contended|hot-doctor|status|read|ping|ping-db]
 //!               [--clients N] [--duration SECS] [--warmup SECS] [--doctors N]
 //!               [--admin-email E] [--admin-password P] [--json FILE] [--no-verify] [--quiet]
 //!               [--target-url URL]
@@ -50,7 +50,7 @@ pub struct Options {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: medbook-bench [--url URL] [--scenario spread|contended|hot-doctor|status|read] \
+        "usage: medbook-bench [--url URL] [--scenario spread|contended|hot-doctor|status|read|ping|ping-db] \
          [--clients N] [--duration SECS] [--warmup SECS] [--doctors N] [--admin-email E] \
          [--admin-password P] [--json FILE] [--no-verify] [--quiet] [--target-url URL]\n       \
          medbook-bench inproc --database-url URL [--duration SECS] [--doctors N] [--json FILE]\n       \

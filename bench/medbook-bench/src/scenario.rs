@@ -30,6 +30,11 @@ pub enum Kind {
     Status,
     /// `GET` of random existing appointments.
     Read,
+    /// `GET /healthz`: the HTTP exchange alone, no database. With [`Kind::PingDb`], a bound on
+    /// what any request can cost less than (the SQLite table's "HTTP bound").
+    Ping,
+    /// `GET /readyz`: the HTTP exchange, the hand-off to a blocking thread and one `SELECT 1`.
+    PingDb,
 }
 
 impl Kind {
@@ -40,6 +45,8 @@ impl Kind {
             "hot-doctor" => Kind::HotDoctor,
             "status" => Kind::Status,
             "read" => Kind::Read,
+            "ping" => Kind::Ping,
+            "ping-db" => Kind::PingDb,
             _ => return None,
         })
     }
@@ -51,6 +58,8 @@ impl Kind {
             Kind::HotDoctor => "hot-doctor",
             Kind::Status => "status",
             Kind::Read => "read",
+            Kind::Ping => "ping",
+            Kind::PingDb => "ping-db",
         }
     }
 }
@@ -208,6 +217,8 @@ async fn request(
                     None,
                 )
             }
+            Kind::Ping => (Method::GET, "/healthz".to_owned(), &patient.token, None),
+            Kind::PingDb => (Method::GET, "/readyz".to_owned(), &patient.token, None),
         }
     };
     api.call(method, &path, Some(token), body.as_ref())
