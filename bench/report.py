@@ -78,17 +78,13 @@ for placement in placements:
         for c in clients:
             m_rate, m_p99 = rounds_of(medbook, f"{placement}-pg-{scenario}-{c}")
             p_rate, p_p99 = rounds_of(pgbench, f"{placement}-pgb-{script}-{c}")
-            if scenario == "status":
-                rows.append((c, m_rate, m_p99, *rounds_of(medbook, f"{placement}-floor-status-{c}"), p_rate, p_p99))
-            else:
-                rows.append((c, m_rate, m_p99, p_rate, p_p99))
+            rows.append((c, m_rate, m_p99, *rounds_of(medbook, f"{placement}-floor-{scenario}-{c}"), p_rate, p_p99))
         title = f"PostgreSQL `{scenario}` vs pgbench `{script}.sql` ({placement}: {where[placement]})"
-        if scenario == "status":
-            floor_table(title + "; floor = `medbook-bench floor-server`, the same SQL behind the same stack", rows)
-        else:
-            table(title, rows)
-            print("medbook's booked (201) share: " + ", ".join(
-                f"{c}: {booked(f'{placement}-pg-spread-{c}'):.0%}" for c in clients))
+        floor_table(title + "; floor = `medbook-bench floor-server`, the same SQL behind the same stack", rows)
+        if scenario == "spread":
+            print("booked (201) share, medbook / floor: " + ", ".join(
+                f"{c}: {booked(f'{placement}-pg-spread-{c}'):.0%} / {booked(f'{placement}-floor-spread-{c}'):.0%}"
+                for c in clients))
 
 table("SQLite `spread` vs the same transaction in-process (diesel, one connection)",
       [(c, *rounds_of(medbook, f"sqlite-spread-{c}"), *rounds_of(medbook, f"sqlite-inproc-{c}"))

@@ -8,8 +8,9 @@
 # (release build) under medbook-bench and the same SQL transaction under pgbench
 # (bench/pgbench/*.sql), for booking (`spread`) and the optimistic update (`status`); then
 # `contended` and `hot-doctor` at 64 clients, the invariant, RSS and start-up time.
-# `status` is also run against `medbook-bench floor-server`: the same SQL as status.sql behind
-# the same HTTP server, pool and thread hand-off, and nothing else — the stack's own floor.
+# `spread` and `status` are also run against `medbook-bench floor-server`: the same SQL as
+# booking.sql and status.sql behind the same HTTP server, pool and thread hand-off, and
+# nothing else — the stack's own floor.
 # Each cell alternates medbook and its ceiling (and the floor) for --rounds rounds of
 # --duration seconds (A B A B), so that the machine's drift hits all alike; the report
 # averages the rounds.
@@ -97,6 +98,7 @@ pg_scenarios() { # placement
     echo "-- $p, $c clients"
     for r in $(seq "$rounds"); do
       $app $bench --url "$base" --scenario spread --clients "$c" --duration "$duration" --warmup "$warmup" --no-verify --quiet --json "$out/$p-pg-spread-$c-r$r.json" > "$out/$p-pg-spread-$c-r$r.out"; head -n1 "$out/$p-pg-spread-$c-r$r.out"
+      $app $bench --url "$base" --target-url "$floor" --scenario spread --clients "$c" --duration "$duration" --warmup "$warmup" --no-verify --quiet --json "$out/$p-floor-spread-$c-r$r.json" > "$out/$p-floor-spread-$c-r$r.out"; head -n1 "$out/$p-floor-spread-$c-r$r.out"
       pgbench_run "$p-pgb-booking-$c-r$r" "$c" booking.sql -D doctor_lo="$doctor_lo" -D doctor_hi="$doctor_hi" -D patient_lo="$patient_lo" -D base="$tomorrow"
     done
     for r in $(seq "$rounds"); do

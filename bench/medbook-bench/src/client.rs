@@ -13,6 +13,7 @@ pub struct Api {
 /// A user the bench acts as.
 #[derive(Debug, Clone)]
 pub struct User {
+    pub id: i64,
     pub token: String,
 }
 
@@ -76,6 +77,7 @@ impl Api {
             )
             .await;
         User {
+            id: answer["user"]["id"].as_i64().unwrap(),
             token: answer["token"].as_str().unwrap().to_owned(),
         }
     }
@@ -91,6 +93,7 @@ impl Api {
             )
             .await;
         User {
+            id: answer["user"]["id"].as_i64().unwrap(),
             token: answer["token"].as_str().unwrap().to_owned(),
         }
     }

@@ -86,6 +86,9 @@ struct World {
     patients: Vec<User>,
     appointments: Vec<i64>,
     base: NaiveDateTime,
+    /// Bookings name their patient (`patient_id`): the floor server has no token to read it
+    /// from. medbook itself is sent what a patient's app sends.
+    name_patient: bool,
 }
 
 async fn setup(api: &Api, options: &Options) -> World {
@@ -162,6 +165,7 @@ async fn setup(api: &Api, options: &Options) -> World {
         patients,
         appointments,
         base,
+        name_patient: options.target_url.is_some(),
     }
 }
 
@@ -174,7 +178,13 @@ async fn request(
     i: i64,
 ) -> Result<(u16, Value), reqwest::Error> {
     let patient = &world.patients[c];
-    let booking = |doctor: i64, k: i64| json!({"doctor_id": doctor, "scheduled_at": slot_time(world.base, k), "type": "video_consultation"});
+    let booking = |doctor: i64, k: i64| {
+        let mut body = json!({"doctor_id": doctor, "scheduled_at": slot_time(world.base, k), "type": "video_consultation"});
+        if world.name_patient {
+            body["patient_id"] = patient.id.into();
+        }
+        body
+    };
     let (method, path, token, body) = {
         let mut rng = rand::thread_rng();
         match kind {
