@@ -287,6 +287,10 @@ async fn tokens_that_do_not_authenticate_get_401(app: TestApp) {
             app.client
                 .put(&appointment)
                 .json(&json!({"status": "cancelled"})),
+            // A booking checks the token in its own row locks on PostgreSQL.
+            app.client
+                .post(format!("{}/api/v1/appointments", app.base))
+                .json(&json!({"doctor_id": doctor.id, "scheduled_at": common::slot(3, 9, 0), "type": "in_person"})),
         ]
         .map(|req| match auth {
             Some(value) => req.header("Authorization", value),
@@ -343,4 +347,6 @@ async fn tokens_that_do_not_authenticate_get_401(app: TestApp) {
         ),
         (Some("pending"), Some(1))
     );
+    // ...and the rejected bookings booked nothing.
+    assert_eq!(app.count("SELECT COUNT(*) FROM appointments"), 1);
 }

@@ -79,6 +79,60 @@ async fn postgres_lock_timeout_answers_lock_timeout() {
     assert_eq!(again.status, StatusCode::CREATED);
 }
 
+/// On PostgreSQL a patient's booking checks the token inside its row locks: a request whose
+/// token does not belong to an active patient must not lock (or wait for) anybody's row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_bookings_that_do_not_authenticate_lock_nothing() {
+    let Some(app) = postgres_app(|c| c.pg_lock_timeout = Duration::from_millis(300)).await else {
+        return;
+    };
+    let doctor = app.doctor().await;
+    let other_doctor = app.doctor().await;
+    let patient = app.patient().await;
+    let inactive = app.patient().await;
+    app.sql(&format!(
+        "UPDATE users SET is_active = false WHERE id = {}",
+        inactive.id
+    ));
+    let mut holder = PgConnection::establish(&app.db_url).unwrap();
+    holder
+        .batch_execute(&format!(
+            "BEGIN; SELECT id FROM users WHERE id = {} FOR UPDATE",
+            doctor.id
+        ))
+        .unwrap();
+    let body = serde_json::json!({"doctor_id": doctor.id, "scheduled_at": slot(3, 13, 0), "type": "in_person"});
+    let post = |token: String| {
+        let body = body.clone();
+        let app = &app;
+        async move {
+            app.call(
+                reqwest::Method::POST,
+                "/api/v1/appointments",
+                Some(&token),
+                Some(body),
+            )
+            .await
+        }
+    };
+    // Had any of these waited for the doctor's row, they would answer 409 LOCK_TIMEOUT.
+    for (token, status) in [
+        ("not-a-real-token".to_owned(), StatusCode::UNAUTHORIZED),
+        (inactive.token.clone(), StatusCode::UNAUTHORIZED),
+        (other_doctor.token.clone(), StatusCode::FORBIDDEN),
+    ] {
+        let answer = post(token).await;
+        assert_eq!(answer.status, status, "{:?}", answer.body);
+    }
+    // A patient's booking does take the lock (so the cases above were tested under it).
+    let answer = post(patient.token.clone()).await;
+    assert_eq!(answer.code(), "LOCK_TIMEOUT", "{:?}", answer.body);
+    holder.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(app.count("SELECT COUNT(*) FROM appointments"), 0);
+    let answer = post(patient.token.clone()).await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_errors_without_a_diesel_kind_are_classified() {
     let Some(app) = postgres_app(|_| {}).await else {
