@@ -90,20 +90,6 @@ pub struct Bearer {
     token_hash: String,
 }
 
-impl Bearer {
-    /// The bearer of `token` (what the `Authorization` header would give).
-    pub fn new(token: &str) -> Bearer {
-        Bearer {
-            token_hash: hash_token(token),
-        }
-    }
-
-    /// The SHA-256 of the token, as stored.
-    pub fn token_hash(&self) -> &str {
-        &self.token_hash
-    }
-}
-
 impl FromRequest for Bearer {
     type Error = AppError;
     type Future = std::future::Ready<Result<Self, AppError>>;

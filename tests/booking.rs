@@ -266,7 +266,7 @@ async fn booking_rules_answer_with_the_documented_codes(app: TestApp) {
         .call(Method::GET, "/api/v1/me", Some(&inactive.token), None)
         .await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
-    // Nor book for themselves (on PostgreSQL the token is checked under the booking's lock).
+    // Nor book for themselves.
     let own = app.book(&inactive, &doctor, &slot(10, 17, 0), 30).await;
     assert_eq!(own.status, StatusCode::UNAUTHORIZED);
     let by_admin = app

@@ -79,8 +79,9 @@ async fn postgres_lock_timeout_answers_lock_timeout() {
     assert_eq!(again.status, StatusCode::CREATED);
 }
 
-/// On PostgreSQL a patient's booking checks the token inside its row locks: a request whose
-/// token does not belong to an active patient must not lock (or wait for) anybody's row.
+/// A booking whose token does not belong to an active patient is answered before it locks
+/// (or waits for) anybody's row. (Checking the token inside the booking's row locks was tried
+/// and reverted; this keeps any such change from letting bad tokens lock doctors' rows.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_bookings_that_do_not_authenticate_lock_nothing() {
     let Some(app) = postgres_app(|c| c.pg_lock_timeout = Duration::from_millis(300)).await else {

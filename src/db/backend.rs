@@ -6,22 +6,10 @@
 use diesel::connection::TransactionManager;
 use diesel::prelude::*;
 
-use diesel::sql_types::{Integer, Nullable};
-
 use super::group_commit::SQLITE_WRITERS;
 use super::DbConn;
-use crate::domain::Role;
 use crate::models::user::User;
-use crate::schema::{api_tokens, users};
-
-diesel::define_sql_function! {
-    /// PostgreSQL's `LEAST`, which skips NULL arguments.
-    fn least(a: Nullable<Integer>, b: Nullable<Integer>) -> Nullable<Integer>;
-}
-diesel::define_sql_function! {
-    /// PostgreSQL's `GREATEST`, which skips NULL arguments.
-    fn greatest(a: Nullable<Integer>, b: Nullable<Integer>) -> Nullable<Integer>;
-}
+use crate::schema::users;
 
 /// Runs `f` in a write transaction.
 ///
@@ -81,53 +69,4 @@ pub fn lock_users_in_order(conn: &mut DbConn, ids: &[i32]) -> QueryResult<Vec<Us
         rows.extend(row);
     }
     Ok(rows)
-}
-
-/// PostgreSQL: locks the rows of `user_id` and of the active patient the token `token_hash`
-/// belongs to, in ascending id order, like [`lock_users_in_order`], with the token lookup
-/// inside the two locking statements (`WHERE id IN (SELECT LEAST($user, api_tokens.user_id)
-/// FROM api_tokens JOIN users … WHERE token_hash = $hash AND role = 'patient' AND is_active)
-/// FOR UPDATE`, then `GREATEST`): the request needs no round trip of its own for the token.
-/// Returns the locked rows, lower id first. A token that is unknown, revoked, or not an
-/// active patient's locks nothing and returns no rows, so an unauthenticated request never
-/// holds a doctor's row. Which row is the token's is for the caller to tell (the one that is
-/// not `user_id`'s; its role and active flag are to be checked again on the locked row).
-///
-/// SQLite: `None`. The token check there is a read of the local file that should stay outside
-/// the database's only write lock, so the caller checks the token first instead.
-/// Must be called inside [`write_transaction`].
-pub fn lock_user_and_patient_of_token(
-    conn: &mut DbConn,
-    user_id: i32,
-    token_hash: &str,
-) -> QueryResult<Option<Vec<User>>> {
-    let DbConn::Pg(pg) = conn else {
-        return Ok(None);
-    };
-    // The token's user, read (not locked) under another name than the locked rows.
-    let owner = diesel::alias!(users as token_owner);
-    let patient_of_token = || {
-        api_tokens::table
-            .inner_join(owner.on(owner.field(users::id).eq(api_tokens::user_id)))
-            .filter(api_tokens::token_hash.eq(token_hash))
-            .filter(owner.field(users::role).eq(Role::Patient.as_str()))
-            .filter(owner.field(users::is_active).eq(true))
-    };
-    let first = users::table
-        .filter(users::id.nullable().eq_any(
-            patient_of_token().select(least(Some(user_id), api_tokens::user_id.nullable())),
-        ))
-        .for_update()
-        .first::<User>(pg)
-        .optional()?;
-    let second = users::table
-        .filter(users::id.nullable().eq_any(
-            patient_of_token().select(greatest(Some(user_id), api_tokens::user_id.nullable())),
-        ))
-        .for_update()
-        .first::<User>(pg)
-        .optional()?;
-    let mut rows: Vec<User> = first.into_iter().collect();
-    rows.extend(second.filter(|row| rows.iter().all(|first| first.id != row.id)));
-    Ok(Some(rows))
 }

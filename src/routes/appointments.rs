@@ -9,11 +9,10 @@ use utoipa::IntoParams;
 use super::openapi::{AppointmentPage, ErrorDoc, HistoryList, IdempotencyKey, IfMatch};
 use super::{def, idempotent, RouteDef};
 use crate::auth::Bearer;
-use crate::db::run_blocking;
 use crate::domain::Status;
 use crate::error::AppError;
 use crate::extract::{parse_query, path_id, time_param, Expected, Json};
-use crate::models::appointment::{Appointment, AppointmentView};
+use crate::models::appointment::AppointmentView;
 use crate::models::prescription::PrescriptionView;
 use crate::server::AppState;
 use crate::services::appointments::{self, ListFilter, UpdateInput};
@@ -79,7 +78,8 @@ pub(crate) async fn create(
     Json(input): Json<BookingInput>,
 ) -> Result<HttpResponse, AppError> {
     let contention = state.contention.clone();
-    let created = |booked: Appointment| {
+    idempotent::post(&state, &req, bearer, move |conn, caller| {
+        let booked = booking::book(conn, caller, &input, &contention)?;
         let location = format!("/api/v1/appointments/{}", booked.id);
         idempotent::json(
             StatusCode::CREATED,
@@ -87,17 +87,6 @@ pub(crate) async fn create(
             booked.version,
             &booked.view(),
         )
-    };
-    if !idempotent::has_key(&req) {
-        // The token is checked by the booking itself (in its row locks, where it can).
-        return run_blocking(&state.pool, move |conn| {
-            created(booking::book_as_bearer(conn, &bearer, &input, &contention)?)
-        })
-        .await
-        .map(idempotent::fresh);
-    }
-    idempotent::post(&state, &req, bearer, move |conn, caller| {
-        created(booking::book(conn, caller, &input, &contention)?)
     })
     .await
 }

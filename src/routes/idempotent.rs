@@ -38,16 +38,6 @@ pub fn json<T: Serialize>(
     })
 }
 
-/// Whether the request carries an `Idempotency-Key` header.
-pub fn has_key(req: &HttpRequest) -> bool {
-    req.headers().contains_key("Idempotency-Key")
-}
-
-/// The response of work done without an idempotency key.
-pub fn fresh(stored: StoredResponse) -> HttpResponse {
-    respond(stored, false)
-}
-
 fn respond(stored: StoredResponse, replayed: bool) -> HttpResponse {
     let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
     let mut response = HttpResponse::build(status);

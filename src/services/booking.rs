@@ -12,10 +12,10 @@ use serde::Deserialize;
 use super::optimistic::update_versioned;
 use super::validate::Problems;
 use super::{party_of, visible_appointment};
-use crate::auth::{authenticate, Bearer, Caller};
+use crate::auth::Caller;
 use crate::db::{
-    classify, lock_user_and_patient_of_token, lock_users_in_order, with_retry, write_transaction,
-    Contention, DbConn, DbErrorClass, FixedShapeDsl,
+    classify, lock_users_in_order, with_retry, write_transaction, Contention, DbConn, DbErrorClass,
+    FixedShapeDsl,
 };
 use crate::domain::{
     Party, Role, Status, APPOINTMENT_TYPES, DEFAULT_DURATION_MINUTES, MAX_DURATION_MINUTES,
@@ -25,7 +25,6 @@ use crate::error::{AppError, ConflictCode};
 use crate::extract::Expected;
 use crate::models::appointment::{self, Appointment, Calendar, NewAppointment};
 use crate::models::history::{self, NewHistoryEntry};
-use crate::models::user::User;
 use crate::schema::appointments;
 use crate::time::InputTime;
 
@@ -104,101 +103,11 @@ pub fn book(
             ))
         }
     };
-    let slot = validated_slot(input, patient_id, caller.role == Role::Admin)?;
-    let ids = format!("doctor={} patient={patient_id}", input.doctor_id);
-    let (booked, hold) = with_retry(contention, "book", &ids, |attempt| {
-        write_transaction(conn, |conn| {
-            let hold = hold_slot(conn, contention, &slot, attempt)?;
-            let booked = insert_booking(conn, caller.id, input, &slot)?;
-            Ok((booked, hold))
-        })
-    })?;
-    log_booked(&booked, &ids, &hold);
-    Ok(booked)
-}
-
-/// [`book`] for the bearer of a token that has not been checked yet.
-///
-/// On PostgreSQL a patient booking for themselves (the common request) has the token checked
-/// inside the booking's two row locks ([`lock_user_and_patient_of_token`]): the same locks in
-/// the same ascending order, one database round trip fewer. Every other request — another role,
-/// an unknown or revoked token, an inactive patient, an invalid body, or SQLite — has its
-/// token checked first and goes through [`book`], so the answers and their precedence (401,
-/// then 403, then 422) are `book`'s.
-pub fn book_as_bearer(
-    conn: &mut DbConn,
-    bearer: &Bearer,
-    input: &BookingInput,
-    contention: &Contention,
-) -> Result<Appointment, AppError> {
-    if input.patient_id.is_none() && matches!(conn, DbConn::Pg(_)) {
-        // Validity does not depend on who asks (the patient is known only under the lock).
-        if let Ok(slot) = validated_slot(input, 0, false) {
-            if let Some(booked) = book_locking_bearer(conn, bearer, input, slot, contention)? {
-                return Ok(booked);
-            }
-        }
-    }
-    let caller = authenticate(conn, bearer)?;
-    book(conn, &caller, input, contention)
-}
-
-/// The token-in-the-lock path of [`book_as_bearer`]; `None` when the token does not belong to
-/// an active patient (the transaction then commits having changed nothing, releasing the
-/// locks, and [`book`] answers).
-fn book_locking_bearer(
-    conn: &mut DbConn,
-    bearer: &Bearer,
-    input: &BookingInput,
-    slot: SlotRequest,
-    contention: &Contention,
-) -> Result<Option<Appointment>, AppError> {
-    let doctor_id = input.doctor_id;
-    let ids = format!("doctor={doctor_id} patient=(bearer)");
-    let booked = with_retry(contention, "book", &ids, |attempt| {
-        write_transaction(conn, |conn| {
-            let waiting = Instant::now();
-            let Some(users) = lock_user_and_patient_of_token(conn, doctor_id, bearer.token_hash())?
-            else {
-                return Ok(None);
-            };
-            // The row that is not the doctor's is the token's (see the locking function).
-            let patient = users
-                .iter()
-                .find(|u| u.id != doctor_id && u.role() == Role::Patient && u.is_active);
-            let Some(patient) = patient else {
-                return Ok(None);
-            };
-            let slot = SlotRequest {
-                patient_id: patient.id,
-                ..slot
-            };
-            let hold = locked(contention, &slot, waiting, attempt);
-            check_locked_slot(conn, contention, &slot, &users)?;
-            let booked = insert_booking(conn, patient.id, input, &slot)?;
-            Ok(Some((booked, hold)))
-        })
-    })?;
-    Ok(booked.map(|(booked, hold)| {
-        log_booked(
-            &booked,
-            &format!("doctor={doctor_id} patient={}", booked.patient_id),
-            &hold,
-        );
-        booked
-    }))
-}
-
-/// Checks the requested slot's time, length, type and reason; the slot to lock and check.
-fn validated_slot(
-    input: &BookingInput,
-    patient_id: i32,
-    patient_named_by_admin: bool,
-) -> Result<SlotRequest, AppError> {
+    let now = crate::time::now();
     let start = input.scheduled_at.0;
     let duration = input.duration_minutes.unwrap_or(DEFAULT_DURATION_MINUTES);
     let mut problems = Problems::default();
-    check_slot(&mut problems, start, duration, crate::time::now());
+    check_slot(&mut problems, start, duration, now);
     if !APPOINTMENT_TYPES.contains(&input.type_.as_str()) {
         problems.add(
             "type",
@@ -207,62 +116,59 @@ fn validated_slot(
     }
     problems.optional_text("reason", input.reason.as_deref(), 2000);
     problems.finish()?;
-    Ok(SlotRequest {
+    let end = slot_end(start, duration);
+    let ids = format!("doctor={} patient={patient_id}", input.doctor_id);
+
+    let slot = SlotRequest {
         doctor_id: input.doctor_id,
         patient_id,
         start,
-        end: slot_end(start, duration),
+        end,
         except: None,
-        patient_named_by_admin,
-    })
-}
-
-/// The new appointment and its first history row; inside the transaction that holds the slot.
-fn insert_booking(
-    conn: &mut DbConn,
-    actor_id: i32,
-    input: &BookingInput,
-    slot: &SlotRequest,
-) -> Result<Appointment, AppError> {
-    let now = crate::time::now();
-    let booked = appointment::insert(
-        conn,
-        &NewAppointment {
-            patient_id: slot.patient_id,
-            doctor_id: slot.doctor_id,
-            scheduled_at: slot.start,
-            duration_minutes: (slot.end - slot.start).num_minutes() as i32,
-            ends_at: slot.end,
-            type_: &input.type_,
-            reason: input.reason.as_deref(),
-            status: Status::Pending.as_str(),
-            version: 1,
-            created_at: now,
-            updated_at: now,
-        },
-    )
-    .map_err(map_slot_conflict)?;
-    history::append(
-        conn,
-        &NewHistoryEntry {
-            appointment_id: booked.id,
-            actor_id,
-            action: "created",
-            from_status: None,
-            to_status: Status::Pending.as_str(),
-            version: 1,
-            at: now,
-        },
-    )?;
-    Ok(booked)
-}
-
-fn log_booked(booked: &Appointment, ids: &str, hold: &LockHold) {
+        patient_named_by_admin: caller.role == Role::Admin,
+    };
+    let (booked, hold) = with_retry(contention, "book", &ids, |attempt| {
+        write_transaction(conn, |conn| {
+            let hold = hold_slot(conn, contention, &slot, attempt)?;
+            let now = crate::time::now();
+            let booked = appointment::insert(
+                conn,
+                &NewAppointment {
+                    patient_id,
+                    doctor_id: input.doctor_id,
+                    scheduled_at: start,
+                    duration_minutes: duration,
+                    ends_at: end,
+                    type_: &input.type_,
+                    reason: input.reason.as_deref(),
+                    status: Status::Pending.as_str(),
+                    version: 1,
+                    created_at: now,
+                    updated_at: now,
+                },
+            )
+            .map_err(map_slot_conflict)?;
+            history::append(
+                conn,
+                &NewHistoryEntry {
+                    appointment_id: booked.id,
+                    actor_id: caller.id,
+                    action: "created",
+                    from_status: None,
+                    to_status: Status::Pending.as_str(),
+                    version: 1,
+                    at: now,
+                },
+            )?;
+            Ok((booked, hold))
+        })
+    })?;
     log::info!(
         "ATOMIC booked appointment={} {ids} lock_held_ms={} (committed)",
         booked.id,
         hold.held().as_millis()
     );
+    Ok(booked)
 }
 
 /// What [`hold_slot`] locks and checks.
@@ -290,33 +196,6 @@ fn hold_slot(
     slot: &SlotRequest,
     attempt: u32,
 ) -> Result<LockHold, AppError> {
-    let waiting = Instant::now();
-    let users = lock_users_in_order(conn, &[slot.doctor_id, slot.patient_id])?;
-    let hold = locked(contention, slot, waiting, attempt);
-    check_locked_slot(conn, contention, slot, &users)?;
-    Ok(hold)
-}
-
-/// Records that both rows are locked (statistics and the `LOCK` log line).
-fn locked(contention: &Contention, slot: &SlotRequest, waiting: Instant, attempt: u32) -> LockHold {
-    let wait = waiting.elapsed();
-    let hold = contention.stats.acquired(slot.doctor_id, wait);
-    log::info!(
-        "LOCK acquired users doctor={} patient={} wait_ms={} attempt={attempt}",
-        slot.doctor_id,
-        slot.patient_id,
-        wait.as_millis()
-    );
-    hold
-}
-
-/// The checks [`hold_slot`] makes once `users` (the locked rows of both) are held.
-fn check_locked_slot(
-    conn: &mut DbConn,
-    contention: &Contention,
-    slot: &SlotRequest,
-    users: &[User],
-) -> Result<(), AppError> {
     let SlotRequest {
         doctor_id,
         patient_id,
@@ -325,6 +204,14 @@ fn check_locked_slot(
         except,
         patient_named_by_admin,
     } = *slot;
+    let waiting = Instant::now();
+    let users = lock_users_in_order(conn, &[doctor_id, patient_id])?;
+    let wait = waiting.elapsed();
+    let hold = contention.stats.acquired(doctor_id, wait);
+    log::info!(
+        "LOCK acquired users doctor={doctor_id} patient={patient_id} wait_ms={} attempt={attempt}",
+        wait.as_millis()
+    );
     let doctor = users
         .iter()
         .find(|u| u.id == doctor_id && u.role() == Role::Doctor)
@@ -358,7 +245,7 @@ fn check_locked_slot(
     if appointment::overlaps(conn, Calendar::Patient(patient_id), start, end, except)? {
         return Err(patient_busy());
     }
-    Ok(())
+    Ok(hold)
 }
 
 fn slot_taken() -> AppError {
