@@ -57,20 +57,28 @@ async fn postgres_deadlocks_beyond_the_retries_answer_deadlock_detected() {
     assert_eq!(again.status, StatusCode::CREATED, "{:?}", again.body);
 }
 
+/// How long the lock-timeout tests' app waits for a row lock.
+const SHORT_LOCK_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// A session holding `user_id`'s row lock until it rolls back.
+fn hold_user_row(db_url: &str, user_id: i64) -> PgConnection {
+    let mut holder = PgConnection::establish(db_url).unwrap();
+    holder
+        .batch_execute(&format!(
+            "BEGIN; SELECT id FROM users WHERE id = {user_id} FOR UPDATE"
+        ))
+        .unwrap();
+    holder
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_lock_timeout_answers_lock_timeout() {
-    let Some(app) = postgres_app(|c| c.pg_lock_timeout = Duration::from_millis(300)).await else {
+    let Some(app) = postgres_app(|c| c.pg_lock_timeout = SHORT_LOCK_TIMEOUT).await else {
         return;
     };
     let doctor = app.doctor().await;
     let patient = app.patient().await;
-    let mut holder = PgConnection::establish(&app.db_url).unwrap();
-    holder
-        .batch_execute(&format!(
-            "BEGIN; SELECT id FROM users WHERE id = {} FOR UPDATE",
-            doctor.id
-        ))
-        .unwrap();
+    let mut holder = hold_user_row(&app.db_url, doctor.id);
     let answer = app.book(&patient, &doctor, &slot(3, 12, 0), 30).await;
     assert_eq!(answer.status, StatusCode::CONFLICT, "{:?}", answer.body);
     assert_eq!(answer.code(), "LOCK_TIMEOUT");
@@ -84,7 +92,7 @@ async fn postgres_lock_timeout_answers_lock_timeout() {
 /// and reverted; this keeps any such change from letting bad tokens lock doctors' rows.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_bookings_that_do_not_authenticate_lock_nothing() {
-    let Some(app) = postgres_app(|c| c.pg_lock_timeout = Duration::from_millis(300)).await else {
+    let Some(app) = postgres_app(|c| c.pg_lock_timeout = SHORT_LOCK_TIMEOUT).await else {
         return;
     };
     let doctor = app.doctor().await;
@@ -95,13 +103,7 @@ async fn postgres_bookings_that_do_not_authenticate_lock_nothing() {
         "UPDATE users SET is_active = false WHERE id = {}",
         inactive.id
     ));
-    let mut holder = PgConnection::establish(&app.db_url).unwrap();
-    holder
-        .batch_execute(&format!(
-            "BEGIN; SELECT id FROM users WHERE id = {} FOR UPDATE",
-            doctor.id
-        ))
-        .unwrap();
+    let mut holder = hold_user_row(&app.db_url, doctor.id);
     let body = serde_json::json!({"doctor_id": doctor.id, "scheduled_at": slot(3, 13, 0), "type": "in_person"});
     let post = |token: String| {
         let body = body.clone();
