@@ -30,8 +30,8 @@ pub enum Kind {
     Status,
     /// `GET` of random existing appointments.
     Read,
-    /// `GET /healthz`: the HTTP exchange alone, no database. With [`Kind::PingDb`], a bound on
-    /// what any request can cost less than (the SQLite table's "HTTP bound").
+    /// `GET /healthz`: the HTTP exchange alone, no database. With [`Kind::PingDb`], the least
+    /// any request costs (the SQLite table's "HTTP bound").
     Ping,
     /// `GET /readyz`: the HTTP exchange, the hand-off to a blocking thread and one `SELECT 1`.
     PingDb,
