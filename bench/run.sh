@@ -3,8 +3,8 @@
 #
 # SQLite: medbook `spread` beside the same booking transaction in a tight in-process loop
 # through diesel (`medbook-bench inproc`); at one client, the HTTP bound (`ping`, `ping-db`:
-# what a request costs before any work of its own); RSS and start-up time. PostgreSQL (twice: cores
-# shared, then PostgreSQL on its own core): a fresh database; for each client count, medbook
+# what a request costs before any work of its own); RSS and start-up time. PostgreSQL (twice:
+# cores shared, then PostgreSQL on its own core): a fresh database; for each client count, medbook
 # (release build) under medbook-bench and the same SQL transaction under pgbench
 # (bench/pgbench/*.sql), for booking (`spread`) and the optimistic update (`status`); then
 # `contended` and `hot-doctor` at 64 clients, the invariant, RSS and start-up time.

@@ -287,7 +287,7 @@ async fn tokens_that_do_not_authenticate_get_401(app: TestApp) {
             app.client
                 .put(&appointment)
                 .json(&json!({"status": "cancelled"})),
-            // A booking: a bad token must neither book nor lock anything.
+            // A booking: a bad token books nothing.
             app.client
                 .post(format!("{}/api/v1/appointments", app.base))
                 .json(&json!({"doctor_id": doctor.id, "scheduled_at": common::slot(3, 9, 0), "type": "in_person"})),
