@@ -77,11 +77,11 @@ impl Config {
         backend_of(&self.database_url)
     }
 
-    /// Blocking threads per HTTP worker. Database work runs on them and waits for one of
-    /// `pool_size` connections; far more threads than connections only add memory and context
-    /// switches.
+    /// Blocking threads per HTTP worker, for password hashing (at most one hash per core runs
+    /// at a time). Database work runs on the pool's own threads, one per connection
+    /// (`db::run_blocking`).
     pub fn blocking_threads(&self) -> usize {
-        (self.pool_size as usize * 2).max(8)
+        std::thread::available_parallelism().map_or(2, |n| n.get())
     }
 }
 

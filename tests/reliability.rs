@@ -297,6 +297,84 @@ async fn expired_and_abandoned_keys_are_claimed_again(app: TestApp) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_work_queued_past_the_pool_timeout_is_503_and_never_runs() {
+    queued_past_the_pool_timeout(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_work_queued_past_the_pool_timeout_is_503_and_never_runs() {
+    queued_past_the_pool_timeout(Backend::Postgres).await;
+}
+
+/// One connection, so one database thread: a booking that waits for a lock holds it, and
+/// requests behind it answer 503 at the pool time-out. A booking answered 503 so is never made,
+/// not even once the thread is free again.
+async fn queued_past_the_pool_timeout(backend: Backend) {
+    let Some(app) = TestApp::start_with(backend, |c| {
+        c.pool_size = 1;
+        c.pool_timeout = Duration::from_millis(400);
+        c.pg_lock_timeout = Duration::from_secs(30);
+        c.sqlite_busy_timeout = Duration::from_secs(30);
+    })
+    .await
+    else {
+        return;
+    };
+    let doctor = app.doctor().await;
+    let patient = app.patient().await;
+    let mut holder = app.connection();
+    holder
+        .batch_execute(&match backend {
+            Backend::Sqlite => "BEGIN IMMEDIATE".to_owned(),
+            Backend::Postgres => {
+                format!(
+                    "BEGIN; SELECT id FROM users WHERE id = {} FOR UPDATE",
+                    doctor.id
+                )
+            }
+        })
+        .unwrap();
+    let first_slot = slot(2, 9, 0);
+    let waiting = app.book(&patient, &doctor, &first_slot, 30);
+    let behind = async {
+        // Until the booking holds the thread, reads still get through.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let refused = loop {
+            let answer = app.get("/api/v1/me", &patient).await;
+            if answer.status != StatusCode::OK {
+                break answer;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the booking never took the thread"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(
+            refused.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{:?}",
+            refused.body
+        );
+        assert_eq!(refused.code(), "UNAVAILABLE");
+        assert_eq!(refused.header("retry-after"), "1");
+        let queued = app.book(&patient, &doctor, &slot(3, 9, 0), 30).await;
+        assert_eq!(
+            queued.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{:?}",
+            queued.body
+        );
+        holder.batch_execute("ROLLBACK").unwrap();
+    };
+    let (waited, ()) = tokio::join!(waiting, behind);
+    assert_eq!(waited.status, StatusCode::CREATED, "{:?}", waited.body);
+    // The thread is free again; the abandoned booking was ahead of this read in the queue.
+    assert_eq!(app.get("/api/v1/me", &patient).await.status, StatusCode::OK);
+    assert_eq!(app.count("SELECT COUNT(*) FROM appointments"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_outage_answers_503_and_recovers_without_restart() {
     let Some(app) = TestApp::start_with(Backend::Postgres, |c| {
         c.pool_timeout = Duration::from_millis(800);

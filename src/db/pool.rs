@@ -1,11 +1,14 @@
 //! The r2d2 pool, per-connection settings, embedded migrations and the `run_blocking` bridge
-//! from async handlers to blocking diesel code.
+//! from async handlers to blocking diesel code, on threads of its own.
 
 use diesel::connection::{SimpleConnection, TransactionManager};
 use diesel::prelude::*;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
+use std::ops::Deref;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::{DbConn, DbErrorClass};
 use crate::config::{Backend, Config};
@@ -15,8 +18,82 @@ use crate::telemetry::Telemetry;
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
-/// The shared pool of [`DbConn`]s.
-pub type DbPool = r2d2::Pool<ConnectionManager>;
+/// The shared pool of [`DbConn`]s, and the threads that use them: one per connection, shared
+/// by all HTTP workers (see [`run_blocking`]). Derefs to the r2d2 pool.
+#[derive(Clone, Debug)]
+pub struct DbPool {
+    connections: r2d2::Pool<ConnectionManager>,
+    threads: Arc<DbThreads>,
+    telemetry: Arc<Telemetry>,
+}
+
+impl Deref for DbPool {
+    type Target = r2d2::Pool<ConnectionManager>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.connections
+    }
+}
+
+impl DbPool {
+    /// A connection for work queued at `queued`: the pool time-out covers the wait for a
+    /// thread and the wait for a connection together, so a request that queued longer than
+    /// that answers 503 without touching the database.
+    fn checkout(
+        &self,
+        queued: Instant,
+    ) -> Result<r2d2::PooledConnection<ConnectionManager>, AppError> {
+        let timeout = self.connections.connection_timeout();
+        let result = match timeout.checked_sub(queued.elapsed()) {
+            Some(left) if !left.is_zero() => {
+                self.connections.get_timeout(left).map_err(AppError::pool)
+            }
+            _ => Err(AppError::Unavailable(format!(
+                "connection pool: no connection within {timeout:?}"
+            ))),
+        };
+        match &result {
+            Ok(_) => self.telemetry.pool_wait.record(queued.elapsed()),
+            Err(_) => {
+                self.telemetry.pool_timeouts.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+}
+
+/// A tokio runtime used only for its blocking threads: no async task ever runs on it.
+#[derive(Debug)]
+struct DbThreads(Option<tokio::runtime::Runtime>);
+
+impl DbThreads {
+    fn new(threads: usize) -> DbThreads {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .max_blocking_threads(threads.max(1))
+            .thread_name("medbook-db")
+            .thread_keep_alive(Duration::from_secs(60))
+            .build()
+            // Without I/O or timer drivers, building creates no thread and opens nothing.
+            .expect("a runtime without drivers builds");
+        DbThreads(Some(runtime))
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.0
+            .as_ref()
+            .expect("the runtime lives until drop")
+            .handle()
+    }
+}
+
+impl Drop for DbThreads {
+    fn drop(&mut self) {
+        // A plain drop would wait for the threads, and it may happen on an async worker.
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
 
 /// Opens connections of the backend the URL names, with medbook's session settings.
 ///
@@ -171,28 +248,16 @@ impl r2d2::ManageConnection for ConnectionManager {
 /// Builds the pool without waiting for the database: a pool that starts while the database is
 /// down serves 503s and recovers by itself once it returns.
 pub fn build_pool(config: &Config, telemetry: Arc<Telemetry>) -> DbPool {
-    r2d2::Pool::builder()
-        .max_size(config.pool_size.max(1))
-        .min_idle(Some(1))
-        .connection_timeout(config.pool_timeout)
-        .test_on_check_out(false)
-        .event_handler(Box::new(PoolEvents(telemetry)))
-        .build_unchecked(ConnectionManager::new(config))
-}
-
-/// Feeds the pool's checkout waits and time-outs into the metrics.
-#[derive(Debug)]
-struct PoolEvents(Arc<Telemetry>);
-
-impl r2d2::HandleEvent for PoolEvents {
-    fn handle_checkout(&self, event: r2d2::event::CheckoutEvent) {
-        self.0.pool_wait.record(event.duration());
-    }
-
-    fn handle_timeout(&self, _event: r2d2::event::TimeoutEvent) {
-        self.0
-            .pool_timeouts
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let size = config.pool_size.max(1);
+    DbPool {
+        connections: r2d2::Pool::builder()
+            .max_size(size)
+            .min_idle(Some(1))
+            .connection_timeout(config.pool_timeout)
+            .test_on_check_out(false)
+            .build_unchecked(ConnectionManager::new(config)),
+        threads: Arc::new(DbThreads::new(size as usize)),
+        telemetry,
     }
 }
 
@@ -227,29 +292,65 @@ pub fn run_migrations(conn: &mut DbConn) -> Result<(), String> {
     result
 }
 
-/// Runs blocking database work on actix's blocking thread pool.
+/// Runs blocking database work on the pool's own threads, never on an async worker.
 ///
-/// The pooled connection is taken inside the closure, so waiting for the pool blocks a
-/// blocking thread and never an async worker; a pool time-out becomes 503 `UNAVAILABLE`.
+/// There are as many threads as connections, shared by all HTTP workers: work beyond that
+/// waits in one queue, in arrival order, and a thread that finishes takes the next piece
+/// without sleeping. (A blocking pool per HTTP worker, larger than the connection pool, parked
+/// its surplus threads on the pool's lock and woke them one by one as connections came back;
+/// BENCHMARKS.md.) Work that is still queued after the pool time-out is dropped unrun and
+/// answers 503 `UNAVAILABLE`; work that started waits for a connection only as long as is left.
 pub async fn run_blocking<T, F>(pool: &DbPool, f: F) -> Result<T, AppError>
 where
     F: FnOnce(&mut DbConn) -> Result<T, AppError> + Send + 'static,
     T: Send + 'static,
 {
-    let pool = pool.clone();
-    actix_web::web::block(move || {
-        let mut conn = pool.get().map_err(AppError::pool)?;
-        let result = f(&mut conn);
-        if let Err(err) = &result {
-            if err.db_class() == Some(DbErrorClass::Unavailable) {
-                // Do not hand this connection out again; the pool opens a fresh one.
-                conn.broken = true;
+    let queued = Instant::now();
+    let timeout = pool.connection_timeout();
+    // Whichever side moves it from QUEUED first decides: the thread runs the work, or the
+    // caller gives up on it. Work that was answered 503 can never commit afterwards.
+    let state = Arc::new(AtomicU8::new(QUEUED));
+    let mut task = pool.threads.handle().spawn_blocking({
+        let (pool, state) = (pool.clone(), Arc::clone(&state));
+        move || {
+            if !claim(&state, STARTED) {
+                return Err(AppError::Unavailable("abandoned in the queue".into()));
             }
+            let mut conn = pool.checkout(queued)?;
+            let result = f(&mut conn);
+            if let Err(err) = &result {
+                if err.db_class() == Some(DbErrorClass::Unavailable) {
+                    // Do not hand this connection out again; the pool opens a fresh one.
+                    conn.broken = true;
+                }
+            }
+            result
         }
-        result
-    })
-    .await
-    .map_err(|e| AppError::internal(format!("blocking task failed: {e}")))?
+    });
+    let finished = match actix_web::rt::time::timeout(timeout, &mut task).await {
+        Ok(finished) => finished,
+        Err(_) if claim(&state, ABANDONED) => {
+            pool.telemetry.pool_timeouts.fetch_add(1, Ordering::Relaxed);
+            return Err(AppError::Unavailable(format!(
+                "no database thread within {timeout:?}"
+            )));
+        }
+        // It started in time: its wait for a connection is bounded by the time that was left.
+        Err(_) => task.await,
+    };
+    finished.map_err(|e| AppError::internal(format!("blocking task failed: {e}")))?
+}
+
+/// States of a piece of work handed to [`run_blocking`].
+const QUEUED: u8 = 0;
+const STARTED: u8 = 1;
+const ABANDONED: u8 = 2;
+
+/// Moves `state` from [`QUEUED`] to `to`; false if the other side moved it first.
+fn claim(state: &AtomicU8, to: u8) -> bool {
+    state
+        .compare_exchange(QUEUED, to, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
 }
 
 #[cfg(test)]
@@ -288,5 +389,95 @@ mod tests {
         // Opening a pooled connection installs the setting for every connection from then on,
         // so that SQLite never recompiles a cached statement because a bind changed.
         assert_eq!(qpsg_of_new_connection(&path), 1);
+    }
+}
+
+#[cfg(test)]
+mod thread_tests {
+    use super::*;
+    use std::collections::HashSet;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Mutex;
+
+    fn pool(dir: &tempfile::TempDir, size: u32, timeout: Duration) -> (DbPool, Arc<Telemetry>) {
+        let mut config = Config::for_database(dir.path().join("threads.db").to_str().unwrap());
+        config.pool_size = size;
+        config.pool_timeout = timeout;
+        let telemetry = Arc::new(Telemetry::default());
+        (build_pool(&config, Arc::clone(&telemetry)), telemetry)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn database_work_runs_on_one_thread_per_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pool, _) = pool(&dir, 2, Duration::from_secs(10));
+        let seen = Arc::new(Mutex::new(HashSet::new()));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (pool, seen) = (pool.clone(), Arc::clone(&seen));
+                tokio::spawn(async move {
+                    run_blocking(&pool, move |conn| {
+                        let me = std::thread::current();
+                        assert_eq!(me.name(), Some("medbook-db"));
+                        seen.lock().unwrap().insert(me.id());
+                        conn.batch_execute("SELECT 1")?;
+                        std::thread::sleep(Duration::from_millis(30));
+                        Ok(())
+                    })
+                    .await
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await
+                .unwrap()
+                .expect("queued work waits for a thread, then runs");
+        }
+        // Eight pieces of work at once, two connections: two threads did all of it.
+        assert_eq!(seen.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn work_queued_longer_than_the_pool_timeout_answers_503_and_never_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pool, telemetry) = pool(&dir, 1, Duration::from_millis(200));
+        let busy = tokio::spawn({
+            let pool = pool.clone();
+            async move {
+                run_blocking(&pool, |_| {
+                    std::thread::sleep(Duration::from_millis(1500));
+                    Ok(())
+                })
+                .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let ran = Arc::new(AtomicBool::new(false));
+        let queued = run_blocking(&pool, {
+            let ran = Arc::clone(&ran);
+            move |_| {
+                ran.store(true, Ordering::SeqCst);
+                Ok(())
+            }
+        })
+        .await;
+        assert!(
+            matches!(queued, Err(AppError::Unavailable(_))),
+            "{queued:?}"
+        );
+        // Answered at the time-out, while the only thread was still busy.
+        assert!(!busy.is_finished());
+        assert_eq!(telemetry.pool_timeouts.load(Ordering::Relaxed), 1);
+        busy.await
+            .unwrap()
+            .expect("the work that held the thread finishes");
+        // The abandoned work was dropped when the thread came to it, never run, and nothing is
+        // stuck: the next piece of work runs.
+        run_blocking(&pool, |conn| Ok(conn.batch_execute("SELECT 1")?))
+            .await
+            .unwrap();
+        assert!(!ran.load(Ordering::SeqCst), "abandoned work never runs");
+        assert_eq!(telemetry.pool_wait.snapshot().count, 2);
+        assert_eq!(telemetry.pool_timeouts.load(Ordering::Relaxed), 1);
     }
 }
