@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Two medbook builds side by side in one session: both serve one fresh PostgreSQL database, and
+# medbook-bench runs a scenario against each in alternating rounds (A B, B A, A B, …), so that
+# the host's drift hits both alike. Prints each round's requests/s and the context switches of
+# the medbook process (all its threads) per request, then the mean and median of each build.
+# This is how a change is judged (BENCHMARKS.md): comparing two bench/run.sh runs compares
+# hosts as much as code.
+#
+#   usage: bench/ab.sh [--scenario status] [--clients 64] [--rounds 8] [--duration 3] BIN_A BIN_B
+#   e.g.:  git stash; cargo build --release; cp target/release/medbook /tmp/medbook-before
+#          git stash pop; cargo build --release
+#          bench/ab.sh /tmp/medbook-before target/release/medbook
+#   env:   MEDBOOK_BENCH_PG_URL (admin URL, default postgres://postgres@127.0.0.1:5432/postgres)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scenario=status clients=64 rounds=8 duration=3
+while [ $# -gt 2 ]; do
+  case $1 in
+    --scenario) scenario=$2; shift 2 ;;
+    --clients) clients=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
+    --duration) duration=$2; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+[ $# -eq 2 ] || { echo "usage: bench/ab.sh [options] BIN_A BIN_B" >&2; exit 2; }
+bins=("$1" "$2")
+pg_admin=${MEDBOOK_BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+out=target/bench-ab
+rm -rf "$out"; mkdir -p "$out"
+cargo build --release --quiet -p medbook-bench
+bench=target/release/medbook-bench
+db=medbook_bench_ab
+psql "$pg_admin" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" 2>/dev/null
+export DATABASE_URL="${pg_admin%/*}/$db"
+export MEDBOOK_ADMIN_EMAIL=admin@medbook.local MEDBOOK_ADMIN_PASSWORD=admin-password RUST_LOG=warn
+stop() {
+  local i
+  for i in 0 1; do kill -TERM "$(cat "$out/server-$i.pid" 2>/dev/null)" 2>/dev/null || true; done
+  psql "$pg_admin" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" 2>/dev/null || true
+}
+trap stop EXIT
+urls=()
+for i in 0 1; do
+  urls[i]=$(MEDBOOK_BIN=${bins[i]} scripts/start-server.sh "$out/server-$i.pid" "$out/server-$i.log")
+  # Appointments for `status` to update, made by the same build.
+  $bench --url "${urls[i]}" --scenario spread --clients 4 --duration 2 --warmup 0 --no-verify --quiet > /dev/null
+done
+switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s += $2} END {print s}'; }
+for r in $(seq "$rounds"); do
+  order="0 1"; [ $((r % 2)) -eq 0 ] && order="1 0"
+  for i in $order; do
+    pid=$(cat "$out/server-$i.pid")
+    # Measured: `duration` seconds in the middle of a run one second longer on each side.
+    $bench --url "${urls[i]}" --scenario "$scenario" --clients "$clients" --duration $((duration + 2)) --warmup 0 --no-verify --quiet > "$out/round.out" &
+    load=$!
+    sleep 1
+    s0=$(switches "$pid") t0=$(date +%s%N)
+    sleep "$duration"
+    s1=$(switches "$pid") t1=$(date +%s%N)
+    wait "$load"
+    rate=$(grep -o '= [0-9]* req/s' "$out/round.out" | grep -o '[0-9]*')
+    awk -v who="${bins[i]}" -v i="$i" -v r="$r" -v rate="$rate" -v s=$((s1 - s0)) -v ns=$((t1 - t0)) 'BEGIN {
+      printf "%s round %d: %s: %d req/s, %.2f context switches per request\n", (i ? "B" : "A"), r, who, rate, s / (rate * ns / 1e9) }' | tee -a "$out/rounds.txt"
+  done
+done
+for who in A B; do
+  grep "^$who " "$out/rounds.txt" | awk -v who="$who" '{ n++; rate[n] = $(NF - 6); cs += $(NF - 4); sum += rate[n] } END {
+    asort(rate); printf "%s: mean %.0f req/s, median %.0f, %.2f context switches per request (%d rounds)\n", who, sum / n, (n % 2 ? rate[(n + 1) / 2] : (rate[n / 2] + rate[n / 2 + 1]) / 2), cs / n, n }'
+done
