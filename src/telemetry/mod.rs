@@ -162,13 +162,13 @@ impl prometheus_client::collector::Collector for Collector {
         histogram(
             &mut encoder,
             "pool_wait",
-            "Time requests waited for a database connection",
+            "Time requests waited for a database thread and connection",
             &self.telemetry.pool_wait.snapshot(),
         )?;
         counter(
             &mut encoder,
             "pool_timeouts",
-            "Requests that found no database connection in time (503)",
+            "Requests that got no database thread and connection in time (503)",
             self.telemetry
                 .pool_timeouts
                 .load(std::sync::atomic::Ordering::Relaxed),
