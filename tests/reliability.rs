@@ -306,6 +306,18 @@ async fn postgres_work_queued_past_the_pool_timeout_is_503_and_never_runs() {
     queued_past_the_pool_timeout(Backend::Postgres).await;
 }
 
+/// A 503 `UNAVAILABLE` that tells the client when to try again.
+fn assert_unavailable(answer: &common::Answer, what: &str) {
+    assert_eq!(
+        answer.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{what}: {:?}",
+        answer.body
+    );
+    assert_eq!(answer.code(), "UNAVAILABLE", "{what}");
+    assert_eq!(answer.header("retry-after"), "1", "{what}");
+}
+
 /// One connection, so one database thread: a booking that waits for a lock holds it, and
 /// requests behind it answer 503 at the pool time-out. A booking answered 503 so is never made,
 /// not even once the thread is free again.
@@ -350,21 +362,9 @@ async fn queued_past_the_pool_timeout(backend: Backend) {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        assert_eq!(
-            refused.status,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "{:?}",
-            refused.body
-        );
-        assert_eq!(refused.code(), "UNAVAILABLE");
-        assert_eq!(refused.header("retry-after"), "1");
+        assert_unavailable(&refused, "a read behind the booking");
         let queued = app.book(&patient, &doctor, &slot(3, 9, 0), 30).await;
-        assert_eq!(
-            queued.status,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "{:?}",
-            queued.body
-        );
+        assert_unavailable(&queued, "a booking behind the booking");
         holder.batch_execute("ROLLBACK").unwrap();
     };
     let (waited, ()) = tokio::join!(waiting, behind);
@@ -403,14 +403,7 @@ async fn postgres_outage_answers_503_and_recovers_without_restart() {
     ] {
         let started = Instant::now();
         let answer = app.get(path, &patient).await;
-        assert_eq!(
-            answer.status,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "{path}: {:?}",
-            answer.body
-        );
-        assert_eq!(answer.code(), "UNAVAILABLE");
-        assert_eq!(answer.header("retry-after"), "1");
+        assert_unavailable(&answer, path);
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "no hang: {:?}",
