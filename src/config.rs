@@ -81,15 +81,19 @@ impl Config {
     /// at a time). Database work runs on the pool's own threads, one per connection
     /// (`db::run_blocking`).
     pub fn blocking_threads(&self) -> usize {
-        std::thread::available_parallelism().map_or(2, |n| n.get())
+        cores()
     }
 }
 
 /// Four connections per core, 4 to 16: enough to keep the database busy while requests wait on
 /// the network, few enough that a 2-core database is not thrashed (8 there; see BENCHMARKS.md).
 pub fn default_pool_size() -> u64 {
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
-    (cores * 4).clamp(4, 16)
+    (cores() as u64 * 4).clamp(4, 16)
+}
+
+/// The cores this process may use (2 if that cannot be read).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 /// `postgres://` and `postgresql://` select PostgreSQL; anything else is a SQLite path.

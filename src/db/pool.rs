@@ -69,7 +69,7 @@ struct DbThreads(Option<tokio::runtime::Runtime>);
 impl DbThreads {
     fn new(threads: usize) -> DbThreads {
         let runtime = tokio::runtime::Builder::new_current_thread()
-            .max_blocking_threads(threads.max(1))
+            .max_blocking_threads(threads)
             .thread_name("medbook-db")
             .thread_keep_alive(Duration::from_secs(60))
             .build()
@@ -358,6 +358,9 @@ mod tests {
     use super::*;
     use libsqlite3_sys as ffi;
     use r2d2::ManageConnection;
+    use std::collections::HashSet;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Mutex;
 
     /// Whether a raw connection to `path` has the query planner stability guarantee on.
     fn qpsg_of_new_connection(path: &std::path::Path) -> i32 {
@@ -390,14 +393,6 @@ mod tests {
         // so that SQLite never recompiles a cached statement because a bind changed.
         assert_eq!(qpsg_of_new_connection(&path), 1);
     }
-}
-
-#[cfg(test)]
-mod thread_tests {
-    use super::*;
-    use std::collections::HashSet;
-    use std::sync::atomic::AtomicBool;
-    use std::sync::Mutex;
 
     fn pool(dir: &tempfile::TempDir, size: u32, timeout: Duration) -> (DbPool, Arc<Telemetry>) {
         let mut config = Config::for_database(dir.path().join("threads.db").to_str().unwrap());

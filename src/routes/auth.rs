@@ -32,9 +32,7 @@ pub(crate) fn routes() -> Vec<RouteDef> {
 /// of CPU, and a login burst must not take the memory or the CPU the bookings need.
 fn password_work() -> &'static tokio::sync::Semaphore {
     static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-    PERMITS.get_or_init(|| {
-        tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
-    })
+    PERMITS.get_or_init(|| tokio::sync::Semaphore::new(crate::config::cores()))
 }
 
 /// Runs `work` (argon2) on a blocking thread, no connection or transaction held, within the
