@@ -34,8 +34,9 @@ fn metric_line(text: &str, prefix: &str) -> Option<f64> {
 async fn lock_stats_and_metrics_count_bookings_and_conflicts(app: TestApp) {
     let doctor = app.doctor().await;
     let patients = app.patients(8).await;
+    let mut booked = Vec::new();
     for (i, p) in patients[..5].iter().enumerate() {
-        app.booked(p, &doctor, &slot(3, 9 + i as u32, 0)).await;
+        booked.push(app.booked(p, &doctor, &slot(3, 9 + i as u32, 0)).await);
     }
     for p in &patients[5..] {
         assert_eq!(
@@ -96,6 +97,42 @@ async fn lock_stats_and_metrics_count_bookings_and_conflicts(app: TestApp) {
         Some(3.0)
     );
     assert!(text.contains("medbook_http_request_duration_seconds_bucket{"));
+    // Requests are counted by the template of the route they matched; a method the path does
+    // not have is the JSON 404, counted under the path's template; a path no route has is
+    // "unmatched".
+    let one = format!("/api/v1/appointments/{}", booked[0]);
+    assert_eq!(app.get(&one, &patients[0]).await.status, StatusCode::OK);
+    let wrong_method = app
+        .call(Method::DELETE, &one, Some(&patients[0].token), None)
+        .await;
+    assert_eq!(
+        (wrong_method.status, wrong_method.code()),
+        (StatusCode::NOT_FOUND, "NOT_FOUND")
+    );
+    let no_route = app.get(&format!("{one}/nothing"), &patients[0]).await;
+    assert_eq!(
+        (no_route.status, no_route.code()),
+        (StatusCode::NOT_FOUND, "NOT_FOUND")
+    );
+    let (_, text) = metrics_text(&app, None).await;
+    for (series, count) in [
+        (
+            "route=\"/api/v1/appointments/{id}\",method=\"GET\",status=\"200\"",
+            1.0,
+        ),
+        (
+            "route=\"/api/v1/appointments/{id}\",method=\"DELETE\",status=\"404\"",
+            1.0,
+        ),
+        ("route=\"unmatched\",method=\"GET\",status=\"404\"", 1.0),
+        (
+            "route=\"/api/v1/admin/lock-stats\",method=\"GET\",status=\"200\"",
+            1.0,
+        ),
+    ] {
+        let line = format!("medbook_http_requests_total{{{series}}}");
+        assert_eq!(metric_line(&text, &line), Some(count), "{line}\n{text}");
+    }
     // Group commit: process-wide (other tests of this binary write too), so at least this
     // test's 8 booking transactions on SQLite, in at least one batch.
     let batches = metric_line(&text, "medbook_sqlite_write_batches_total").unwrap();

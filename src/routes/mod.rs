@@ -54,12 +54,65 @@ pub fn route_table() -> Vec<RouteDef> {
     routes
 }
 
-/// Registers every route, and the JSON 404 for everything else.
+/// Registers every route, and the JSON 404 for everything else (an unknown path, or a method
+/// a path does not have).
+///
+/// actix matches a path template such as `/{id}` with a regex and tries resources in
+/// registration order, so the routes are grouped: one scope per `/api/v1/<family>` (its
+/// prefix is plain text, compared without a regex) holding one resource per path (whose methods
+/// are its routes). A request then runs the regexes of its own family only, where a flat list
+/// ran those of every templated route registered before it.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    for RouteDef { path, route, .. } in route_table() {
-        cfg.route(path, route);
+    for (prefix, resources) in grouped(route_table()) {
+        let resources = resources.into_iter().map(|(path, routes)| {
+            routes
+                .into_iter()
+                .fold(web::resource(path), actix_web::Resource::route)
+                .default_service(web::to(not_found))
+        });
+        if prefix.is_empty() {
+            resources.for_each(|resource| {
+                cfg.service(resource);
+            });
+        } else {
+            cfg.service(resources.fold(web::scope(prefix), actix_web::Scope::service));
+        }
     }
     cfg.default_service(web::to(not_found));
+}
+
+/// Routes by scope prefix (`""` for those outside `/api/v1/`) and then by path within it, in
+/// the order of `routes`.
+type Grouped = Vec<(&'static str, Vec<(&'static str, Vec<Route>)>)>;
+
+fn grouped(routes: Vec<RouteDef>) -> Grouped {
+    let mut groups: Grouped = Vec::new();
+    for RouteDef { path, route, .. } in routes {
+        let (prefix, rest) = split_family(path);
+        let at = groups
+            .iter()
+            .position(|(p, _)| *p == prefix)
+            .unwrap_or_else(|| {
+                groups.push((prefix, Vec::new()));
+                groups.len() - 1
+            });
+        let paths = &mut groups[at].1;
+        match paths.iter_mut().find(|(p, _)| *p == rest) {
+            Some((_, same_path)) => same_path.push(route),
+            None => paths.push((rest, vec![route])),
+        }
+    }
+    groups
+}
+
+/// `/api/v1/appointments/{id}` → (`/api/v1/appointments`, `/{id}`); a path outside `/api/v1/`
+/// → (`""`, the path).
+fn split_family(path: &'static str) -> (&'static str, &'static str) {
+    const API: &str = "/api/v1/";
+    match path.strip_prefix(API) {
+        Some(rest) => path.split_at(rest.find('/').map_or(path.len(), |end| API.len() + end)),
+        None => ("", path),
+    }
 }
 
 async fn not_found() -> Result<HttpResponse, AppError> {

@@ -126,18 +126,20 @@ pub async fn track(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    let route = req
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().as_str().to_owned();
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let response = next.call(req).await?;
     if let Some(state) = state {
+        let request = response.request();
+        // Asked after routing, the template is looked up by the route that matched; before
+        // it, actix would match the path against every template again (a regex each).
+        let route = request.match_pattern();
         let status = response.status().as_u16();
-        state
-            .telemetry
-            .http
-            .record(&route, &method, status, started.elapsed());
+        state.telemetry.http.record(
+            route.as_deref().unwrap_or("unmatched"),
+            request.method().as_str(),
+            status,
+            started.elapsed(),
+        );
         if let Some(code) = response
             .response()
             .error()
