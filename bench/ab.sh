@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Two medbook builds side by side in one session: both serve one fresh PostgreSQL database, and
 # medbook-bench runs a scenario against each in alternating rounds (A B, B A, A B, …), so that
-# the host's drift hits both alike. Prints each round's requests/s and the context switches of
-# the medbook process (all its threads) per request, then the mean and median of each build.
+# the host's drift hits both alike. Prints each round's requests/s and, per request, the context
+# switches and the CPU time (user + system) of the medbook process (all its threads), then the
+# mean and median of each build. The CPU time per request moves less with the host than req/s.
 # This is how a change is judged (BENCHMARKS.md): comparing two bench/run.sh runs compares
 # hosts as much as code.
 #
@@ -47,24 +48,32 @@ for i in 0 1; do
   $bench --url "${urls[i]}" --scenario spread --clients 4 --duration 2 --warmup 0 --no-verify --quiet > /dev/null
 done
 switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s += $2} END {print s}'; }
+# User + system CPU time of the process (all its threads), in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' /proc/"$1"/stat; }
+hz=$(getconf CLK_TCK)
 for r in $(seq "$rounds"); do
   order="0 1"; [ $((r % 2)) -eq 0 ] && order="1 0"
   for i in $order; do
     pid=$(cat "$out/server-$i.pid")
-    # Measured: `duration` seconds in the middle of a run one second longer on each side.
-    $bench --url "${urls[i]}" --scenario "$scenario" --clients "$clients" --duration $((duration + 2)) --warmup 0 --no-verify --quiet > "$out/round.out" &
+    # Measured: `duration` seconds after set-up (the clients' logins, argon2 hashes that would
+    # swamp the CPU figure) and one second of warm-up, in a run one second longer than that.
+    rm -f "$out/started"
+    $bench --url "${urls[i]}" --scenario "$scenario" --clients "$clients" --duration $((duration + 1)) --warmup 1 \
+      --no-verify --quiet --started-file "$out/started" > "$out/round.out" &
     load=$!
+    while [ ! -e "$out/started" ]; do kill -0 "$load" || exit 1; sleep 0.05; done
     sleep 1
-    s0=$(switches "$pid") t0=$(date +%s%N)
+    s0=$(switches "$pid") c0=$(cpu_ticks "$pid") t0=$(date +%s%N)
     sleep "$duration"
-    s1=$(switches "$pid") t1=$(date +%s%N)
+    s1=$(switches "$pid") c1=$(cpu_ticks "$pid") t1=$(date +%s%N)
     wait "$load"
     rate=$(grep -o '= [0-9]* req/s' "$out/round.out" | grep -o '[0-9]*')
-    awk -v who="${bins[i]}" -v i="$i" -v r="$r" -v rate="$rate" -v s=$((s1 - s0)) -v ns=$((t1 - t0)) 'BEGIN {
-      printf "%s round %d: %s: %d req/s, %.2f context switches per request\n", (i ? "B" : "A"), r, who, rate, s / (rate * ns / 1e9) }' | tee -a "$out/rounds.txt"
+    awk -v who="${bins[i]}" -v i="$i" -v r="$r" -v rate="$rate" -v s=$((s1 - s0)) -v c=$((c1 - c0)) -v hz="$hz" -v ns=$((t1 - t0)) 'BEGIN {
+      n = rate * ns / 1e9
+      printf "%s round %d: %s: %d req/s, per request %.2f context switches, %.0f us CPU\n", (i ? "B" : "A"), r, who, rate, s / n, c / hz * 1e6 / n }' | tee -a "$out/rounds.txt"
   done
 done
 for who in A B; do
-  grep "^$who " "$out/rounds.txt" | awk -v who="$who" '{ n++; rate[n] = $(NF - 6); cs += $(NF - 4); sum += rate[n] } END {
-    asort(rate); printf "%s: mean %.0f req/s, median %.0f, %.2f context switches per request (%d rounds)\n", who, sum / n, (n % 2 ? rate[(n + 1) / 2] : (rate[n / 2] + rate[n / 2 + 1]) / 2), cs / n, n }'
+  grep "^$who " "$out/rounds.txt" | awk -v who="$who" '{ n++; rate[n] = $(NF - 9); cs += $(NF - 5); cpu += $(NF - 2); sum += rate[n] } END {
+    asort(rate); printf "%s: mean %.0f req/s, median %.0f; per request %.2f context switches, %.0f us CPU of medbook (%d rounds)\n", who, sum / n, (n % 2 ? rate[(n + 1) / 2] : (rate[n / 2] + rate[n / 2 + 1]) / 2), cs / n, cpu / n, n }'
 done

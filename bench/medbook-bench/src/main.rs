@@ -4,7 +4,7 @@
 //! medbook-bench [--url URL] [--scenario spread|contended|hot-doctor|status|read|ping|ping-db]
 //!               [--clients N] [--duration SECS] [--warmup SECS] [--doctors N]
 //!               [--admin-email E] [--admin-password P] [--json FILE] [--no-verify] [--quiet]
-//!               [--target-url URL]
+//!               [--target-url URL] [--started-file FILE]
 //! medbook-bench inproc --database-url URL [--duration SECS] [--doctors N]
 //! medbook-bench stats-overhead --database-url URL
 //! medbook-bench floor-server --database-url URL [--listen ADDR]
@@ -17,7 +17,8 @@
 //! through the medbook library on one connection (the ceiling for SQLite); `stats-overhead`
 //! measures what the lock statistics cost a booking. `floor-server` serves the `status`
 //! transaction with nothing else around it (see `floor.rs`); `--target-url` sends a
-//! scenario's measured requests there while set-up still goes through medbook at `--url`.
+//! scenario's measured requests there while set-up still goes through medbook at `--url`;
+//! `--started-file` is created when set-up is done (for scripts that measure the server's CPU).
 
 mod client;
 mod floor;
@@ -46,13 +47,16 @@ pub struct Options {
     /// Where the measured requests go, if not to `url` (set-up and checks always use `url`).
     pub target_url: Option<String>,
     pub listen: String,
+    /// Created once set-up (users, doctors, appointments) is done and the clients start, so
+    /// that a script measuring the server from outside can leave the set-up out.
+    pub started_file: Option<String>,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: medbook-bench [--url URL] [--scenario spread|contended|hot-doctor|status|read|ping|ping-db] \
          [--clients N] [--duration SECS] [--warmup SECS] [--doctors N] [--admin-email E] \
-         [--admin-password P] [--json FILE] [--no-verify] [--quiet] [--target-url URL]\n       \
+         [--admin-password P] [--json FILE] [--no-verify] [--quiet] [--target-url URL] [--started-file FILE]\n       \
          medbook-bench inproc --database-url URL [--duration SECS] [--doctors N] [--json FILE]\n       \
          medbook-bench stats-overhead --database-url URL\n       \
          medbook-bench floor-server --database-url URL [--listen ADDR]"
@@ -87,6 +91,7 @@ fn parse(args: &[String]) -> (Mode, Options) {
         database_url: None,
         target_url: None,
         listen: "127.0.0.1:8090".into(),
+        started_file: None,
     };
     let mut mode = Mode::Http;
     let mut it = args.iter();
@@ -100,6 +105,9 @@ fn parse(args: &[String]) -> (Mode, Options) {
             "floor-server" => mode = Mode::FloorServer,
             "--target-url" => o.target_url = Some(it.next().cloned().unwrap_or_else(|| usage())),
             "--listen" => o.listen = it.next().cloned().unwrap_or_else(|| usage()),
+            "--started-file" => {
+                o.started_file = Some(it.next().cloned().unwrap_or_else(|| usage()))
+            }
             "--url" => o.url = it.next().cloned().unwrap_or_else(|| usage()),
             "--scenario" => {
                 o.scenario = it

@@ -240,6 +240,12 @@ async fn request(
 pub async fn run(options: &Options) -> Report {
     let api = Api::new(&options.url);
     let world = Arc::new(setup(&api, options).await);
+    if let Some(file) = &options.started_file {
+        if let Err(e) = std::fs::write(file, "") {
+            eprintln!("cannot create {file}: {e}");
+            std::process::exit(1);
+        }
+    }
     let started = Instant::now();
     let measure_from = started + options.warmup;
     let stop_at = measure_from + options.duration;
