@@ -7,16 +7,21 @@
 # This is how a change is judged (BENCHMARKS.md): comparing two bench/run.sh runs compares
 # hosts as much as code.
 #
-#   usage: bench/ab.sh [--scenario status] [--clients 64] [--rounds 8] [--duration 3] BIN_A BIN_B
+# With --sqlite each build serves its own SQLite file instead (one file would make the two
+# builds' writers queue for one lock).
+#
+#   usage: bench/ab.sh [--scenario status] [--clients 64] [--rounds 8] [--duration 3] [--sqlite]
+#                      BIN_A BIN_B
 #   e.g.:  git stash; cargo build --release; cp target/release/medbook /tmp/medbook-before
 #          git stash pop; cargo build --release
 #          bench/ab.sh /tmp/medbook-before target/release/medbook
 #   env:   MEDBOOK_BENCH_PG_URL (admin URL, default postgres://postgres@127.0.0.1:5432/postgres)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scenario=status clients=64 rounds=8 duration=3
+scenario=status clients=64 rounds=8 duration=3 sqlite=
 while [ $# -gt 2 ]; do
   case $1 in
+    --sqlite) sqlite=1; shift ;;
     --scenario) scenario=$2; shift 2 ;;
     --clients) clients=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
@@ -32,18 +37,20 @@ rm -rf "$out"; mkdir -p "$out"
 cargo build --release --quiet -p medbook-bench
 bench=target/release/medbook-bench
 db=medbook_bench_ab
-psql "$pg_admin" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" 2>/dev/null
-export DATABASE_URL="${pg_admin%/*}/$db"
+if [ -z "$sqlite" ]; then
+  psql "$pg_admin" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" 2>/dev/null
+fi
+database_url() { if [ -n "$sqlite" ]; then echo "$out/ab-$1.db"; else echo "${pg_admin%/*}/$db"; fi; }
 export MEDBOOK_ADMIN_EMAIL=admin@medbook.local MEDBOOK_ADMIN_PASSWORD=admin-password RUST_LOG=warn
 stop() {
   local i
   for i in 0 1; do kill -TERM "$(cat "$out/server-$i.pid" 2>/dev/null)" 2>/dev/null || true; done
-  psql "$pg_admin" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" 2>/dev/null || true
+  [ -n "$sqlite" ] || psql "$pg_admin" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" 2>/dev/null || true
 }
 trap stop EXIT
 urls=()
 for i in 0 1; do
-  urls[i]=$(MEDBOOK_BIN=${bins[i]} scripts/start-server.sh "$out/server-$i.pid" "$out/server-$i.log")
+  urls[i]=$(DATABASE_URL=$(database_url "$i") MEDBOOK_BIN=${bins[i]} scripts/start-server.sh "$out/server-$i.pid" "$out/server-$i.log")
   # Appointments for `status` to update, made by the same build.
   $bench --url "${urls[i]}" --scenario spread --clients 4 --duration 2 --warmup 0 --no-verify --quiet > /dev/null
 done
