@@ -100,3 +100,39 @@ impl Report {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_are_nearest_rank() {
+        let sorted: Vec<u64> = (1..=100).map(|ms| ms * 1000).collect();
+        assert_eq!(Report::quantile_ms(&sorted, 0.50), 50.0);
+        assert_eq!(Report::quantile_ms(&sorted, 0.99), 99.0);
+        assert_eq!(Report::quantile_ms(&sorted, 1.0), 100.0);
+        assert_eq!(Report::quantile_ms(&sorted, 0.0), 1.0);
+        assert_eq!(Report::quantile_ms(&[2500], 0.99), 2.5);
+        assert_eq!(Report::quantile_ms(&[], 0.99), 0.0);
+    }
+
+    #[test]
+    fn the_json_counts_requests_over_the_measured_time() {
+        let report = Report {
+            scenario: "spread".into(),
+            clients: 4,
+            elapsed: Duration::from_secs(2),
+            latencies_us: vec![3000, 1000, 2000, 4000],
+            outcomes: BTreeMap::from([("201".into(), 3), ("409 SLOT_TAKEN".into(), 1)]),
+            invariant_ok: Some(true),
+            notes: vec![],
+        };
+        let json = report.json();
+        assert_eq!(json["requests"], 4);
+        assert_eq!(json["rate_per_s"], 2.0);
+        assert_eq!(json["latency_ms"]["p50"], 2.0);
+        assert_eq!(json["latency_ms"]["max"], 4.0);
+        assert_eq!(json["outcomes"]["409 SLOT_TAKEN"], 1);
+        assert_eq!(json["invariant_ok"], true);
+    }
+}

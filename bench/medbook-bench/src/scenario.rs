@@ -342,38 +342,58 @@ pub async fn run(options: &Options) -> Report {
 }
 
 /// No two active appointments of a doctor, or of a patient, overlap (read through the API).
+/// Returns whether that holds, and how many appointments were read.
 async fn verify(api: &Api, admin: &User) -> (bool, usize) {
     let all = api.all_appointments(admin).await;
-    let active: Vec<&Value> = all
+    let overlaps = overlapping(&all);
+    for overlap in &overlaps {
+        eprintln!("{overlap}");
+    }
+    (overlaps.is_empty(), all.len())
+}
+
+/// The overlaps among the active appointments (as the API shows them), one line each.
+fn overlapping(appointments: &[Value]) -> Vec<String> {
+    let active: Vec<&Value> = appointments
         .iter()
         .filter(|a| {
-            matches!(
-                a["status"].as_str(),
-                Some("pending" | "confirmed" | "in_progress")
-            )
+            a["status"]
+                .as_str()
+                .is_some_and(|s| medbook::domain::status::ACTIVE.contains(&s))
         })
         .collect();
-    let mut ok = true;
+    let mut found = Vec::new();
     for key in ["doctor_id", "patient_id"] {
-        let mut by_owner: HashMap<i64, Vec<(String, String)>> = HashMap::new();
+        let mut by_owner: HashMap<i64, Vec<(&str, &str, i64)>> = HashMap::new();
         for a in &active {
-            by_owner.entry(a[key].as_i64().unwrap()).or_default().push((
-                a["scheduled_at"].as_str().unwrap().to_owned(),
-                a["ends_at"].as_str().unwrap().to_owned(),
-            ));
+            // An answer the check cannot read is a finding, not something to skip.
+            let (Some(owner), Some(from), Some(to), Some(id)) = (
+                a[key].as_i64(),
+                a["scheduled_at"].as_str(),
+                a["ends_at"].as_str(),
+                a["id"].as_i64(),
+            ) else {
+                found.push(format!("unreadable appointment: {a}"));
+                continue;
+            };
+            by_owner.entry(owner).or_default().push((from, to, id));
         }
-        for intervals in by_owner.values_mut() {
-            intervals.sort();
+        for (owner, intervals) in &mut by_owner {
+            // Sorted by start, any overlap shows between neighbours: if a later interval
+            // starts before an earlier one ends, so does the one right after the earlier.
+            intervals.sort_unstable();
             for pair in intervals.windows(2) {
                 // RFC 3339 UTC strings of one format compare as times.
                 if pair[1].0 < pair[0].1 {
-                    eprintln!("overlap by {key}: {pair:?}");
-                    ok = false;
+                    found.push(format!(
+                        "overlap for {key} {owner}: appointment {} ({}–{}) and {} ({}–{})",
+                        pair[0].2, pair[0].0, pair[0].1, pair[1].2, pair[1].0, pair[1].1
+                    ));
                 }
             }
         }
     }
-    (ok, all.len())
+    found
 }
 
 /// A database with `doctors` doctors and one patient, made directly through the medbook
@@ -548,4 +568,87 @@ pub fn stats_overhead(database_url: &str) -> Report {
         ),
     ];
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn appointment(
+        id: i64,
+        doctor: i64,
+        patient: i64,
+        from: &str,
+        to: &str,
+        status: &str,
+    ) -> Value {
+        json!({
+            "id": id, "doctor_id": doctor, "patient_id": patient,
+            "scheduled_at": format!("2030-01-01T{from}:00Z"),
+            "ends_at": format!("2030-01-01T{to}:00Z"),
+            "status": status,
+        })
+    }
+
+    #[test]
+    fn back_to_back_and_separate_appointments_do_not_overlap() {
+        let all = [
+            appointment(1, 10, 20, "09:00", "09:30", "pending"),
+            appointment(2, 10, 21, "09:30", "10:00", "confirmed"),
+            appointment(3, 11, 20, "09:30", "10:00", "in_progress"),
+            appointment(4, 11, 22, "11:00", "11:30", "pending"),
+        ];
+        assert_eq!(overlapping(&all), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_doctor_booked_twice_at_once_is_found() {
+        let all = [
+            appointment(1, 10, 20, "09:00", "09:30", "pending"),
+            appointment(2, 10, 21, "09:15", "09:45", "confirmed"),
+        ];
+        let found = overlapping(&all);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("doctor_id 10"), "{found:?}");
+        assert!(
+            found[0].contains("appointment 1") && found[0].contains(" 2 "),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_patient_booked_twice_at_once_is_found_even_when_not_neighbours_by_id() {
+        // A long appointment holds the patient while two later ones of other doctors start.
+        let all = [
+            appointment(7, 12, 30, "10:10", "10:40", "pending"),
+            appointment(3, 10, 30, "09:00", "11:00", "confirmed"),
+            appointment(5, 11, 31, "09:30", "10:00", "pending"),
+        ];
+        let found = overlapping(&all);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("patient_id 30"), "{found:?}");
+    }
+
+    #[test]
+    fn an_appointment_without_its_times_is_reported() {
+        let mut broken = appointment(2, 10, 21, "09:15", "09:45", "pending");
+        broken.as_object_mut().unwrap().remove("ends_at");
+        let all = [appointment(1, 10, 20, "09:00", "09:30", "pending"), broken];
+        let found = overlapping(&all);
+        assert!(
+            !found.is_empty() && found.iter().all(|f| f.contains("unreadable")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn inactive_appointments_do_not_count() {
+        let all = [
+            appointment(1, 10, 20, "09:00", "09:30", "cancelled"),
+            appointment(2, 10, 20, "09:00", "09:30", "completed"),
+            appointment(3, 10, 20, "09:00", "09:30", "rejected"),
+            appointment(4, 10, 20, "09:00", "09:30", "pending"),
+        ];
+        assert_eq!(overlapping(&all), Vec::<String>::new());
+    }
 }
