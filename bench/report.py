@@ -107,9 +107,52 @@ if "1" in clients:
     print(f"HTTP bound at one client: loop / (loop + ping-db) = {bound:.2f}; "
           f"medbook's ratio {loop_us / spread_us:.2f} is {loop_us / spread_us / bound:.0%} of it")
 
-for name in ["shared-pg-contended-64", "shared-pg-hot-doctor-64", "shared-pg-verify"]:
+for name in ["shared-pg-contended", "shared-pg-hot-doctor", "shared-pg-verify"]:
     _, _, data = medbook(name)
-    print(f"\n{name}: {data['rate_per_s']:.0f} req/s, p99 {data['latency_ms']['p99']:.2f} ms, "
+    print(f"\n{name} × {data['clients']}: {data['rate_per_s']:.0f} req/s, p99 {data['latency_ms']['p99']:.2f} ms, "
           f"max {data['latency_ms']['max']:.2f} ms, outcomes {data['outcomes']}, invariant_ok={data['invariant_ok']}")
 print()
 print((out / "facts.txt").read_text())
+
+
+def problems():
+    """What in the run's files says a cell did not run as it should: the tables above would
+    average such a cell in without a word."""
+    found = []
+    for path in sorted(out.glob("*.json")):
+        data = json.loads(path.read_text())
+        name = path.stem
+        if data["requests"] == 0:
+            found.append(f"{name}: no request was measured")
+        for outcome, n in data["outcomes"].items():
+            status = outcome.split()[0]
+            # 409 is the answer a refused booking or a lost optimistic race is meant to get;
+            # anything else outside 2xx is a failure of the bench or of the service.
+            if not status.startswith("2") and status != "409" or outcome == "409 DEADLOCK_DETECTED":
+                found.append(f"{name}: {n} × {outcome}")
+        if data["invariant_ok"] is False:
+            found.append(f"{name}: the invariant is broken")
+    if json.loads((out / "shared-pg-verify.json").read_text())["invariant_ok"] is None:
+        found.append("shared-pg-verify: the invariant was not checked")
+    for path in sorted(out.glob("*-pgb-*.txt")):
+        text = path.read_text()
+        processed = re.search(r"number of transactions actually processed: (\d+)", text)
+        failed = re.search(r"number of failed transactions: (\d+)", text)
+        if not processed or int(processed.group(1)) == 0:
+            found.append(f"{path.stem}: pgbench processed no transaction")
+        if not failed or int(failed.group(1)) != 0:
+            found.append(f"{path.stem}: pgbench had failed transactions")
+    for fact in ["sqlite_rss_kib", "pg_rss_kib", "sqlite_startup_ms", "pg_startup_ms"]:
+        if fact not in (out / "facts.txt").read_text():
+            found.append(f"facts.txt: no {fact}")
+    return found
+
+
+found = problems()
+if found:
+    print("PROBLEMS (the figures above include these cells):")
+    for line in found:
+        print(f"  {line}")
+    sys.exit(1)
+print("checked: every cell answered only 2xx and 409, no retries ran out, pgbench failed no "
+      "transaction, the invariant held")

@@ -13,15 +13,22 @@
 # nothing else — the stack's own floor.
 # Each cell alternates medbook and its ceiling (and the floor) for --rounds rounds of
 # --duration seconds (A B A B), so that the machine's drift hits all alike; the report
-# averages the rounds.
+# averages the rounds, then checks every cell (no 5xx, no transport error, no retries
+# exhausted, no failed pgbench transaction, the invariant held) and exits 1 if one failed.
+# `--smoke` runs every step once, briefly, on debug builds (1 and 4 clients, 1 s per cell, its
+# own output folder and databases, dropped afterwards): CI runs it so that a change that
+# breaks the bench, a pgbench script or the report is caught when it is made. Its figures
+# mean nothing.
 #
 #   usage: bench/run.sh [--duration SECS] [--warmup SECS] [--rounds N] [--clients "1 4 16 64"]
+#          bench/run.sh --smoke
 #   env:   MEDBOOK_BENCH_PG_URL (admin URL, default postgres://postgres@127.0.0.1:5432/postgres)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-duration=5 warmup=2 rounds=2 clients="1 4 16 64"
+duration=5 warmup=2 rounds=2 clients="1 4 16 64" smoke=""
 while [ $# -gt 0 ]; do
   case $1 in
+    --smoke) smoke=1 duration=1 warmup=0 rounds=1 clients="1 4"; shift ;;
     --duration) duration=$2; shift 2 ;;
     --warmup) warmup=$2; shift 2 ;;
     --clients) clients=$2; shift 2 ;;
@@ -30,13 +37,20 @@ while [ $# -gt 0 ]; do
   esac
 done
 pg_admin=${MEDBOOK_BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
-out=target/bench-run
+if [ -n "$smoke" ]; then
+  out=target/bench-smoke build=debug db_prefix=medbook_smoke
+  cargo build --quiet -p medbook -p medbook-bench
+else
+  out=target/bench-run build=release db_prefix=medbook_bench
+  cargo build --release --quiet -p medbook -p medbook-bench
+fi
 rm -rf "$out"; mkdir -p "$out"
-cargo build --release --quiet -p medbook -p medbook-bench
-export MEDBOOK_BIN=target/release/medbook
+export MEDBOOK_BIN=target/$build/medbook
 export MEDBOOK_ADMIN_EMAIL=admin@medbook.local MEDBOOK_ADMIN_PASSWORD=admin-password RUST_LOG=warn
-bench=target/release/medbook-bench
+bench=target/$build/medbook-bench
 max_clients=$(echo "$clients" | tr ' ' '\n' | sort -n | tail -n1)
+# `contended` and `hot-doctor` run at this many clients (64; the smoke: its largest count).
+crowd=$(( smoke ? max_clients : 64 ))
 
 stop() {
   local f
@@ -74,7 +88,11 @@ rss_kib() { awk '/VmHWM/ {print $2}' "/proc/$(cat "$out/server.pid")/status"; }
 cpus=$(nproc)
 all_cpus="0-$(( cpus - 1 ))" db_cpu=$(( cpus - 1 )) app_cpus="0-$(( cpus > 1 ? cpus - 2 : 0 ))"
 pin_postgres() { local pid; for pid in $(pgrep -u postgres); do taskset -a -p -c "$1" "$pid" >/dev/null 2>&1 || return 1; done; }
-trap 'stop; pin_postgres "$all_cpus" || true' EXIT
+drop_databases() {
+  local p
+  for p in split shared; do psql "$pg_admin" -qc "DROP DATABASE IF EXISTS ${db_prefix}_$p WITH (FORCE)" || true; done
+}
+trap 'stop; pin_postgres "$all_cpus" || true; [ -z "$smoke" ] || drop_databases' EXIT
 
 pgbench_run() { # name clients script extra-vars...
   local name=$1 c=$2 script=$3; shift 3
@@ -85,7 +103,7 @@ pgbench_run() { # name clients script extra-vars...
 
 # A fresh database and medbook on it, users for pgbench, then spread/status beside pgbench.
 pg_scenarios() { # placement
-  local p=$1 db="medbook_bench_$1" c
+  local p=$1 db="${db_prefix}_$1" c
   psql "$pg_admin" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
   export DATABASE_URL="${pg_admin%/*}/$db"
   base=$($app scripts/start-server.sh "$out/server.pid" "$out/server-$p.log")
@@ -147,9 +165,9 @@ fi
 echo "== PostgreSQL, shared"
 app=""
 pg_scenarios shared
-$bench --url "$base" --scenario contended --clients 64 --duration "$((duration * rounds))" --warmup "$warmup" --quiet --json "$out/shared-pg-contended-64.json" > "$out/shared-pg-contended-64.out"; head -n2 "$out/shared-pg-contended-64.out"
-$bench --url "$base" --scenario hot-doctor --clients 64 --duration "$((duration * rounds))" --warmup "$warmup" --quiet --json "$out/shared-pg-hot-doctor-64.json" > "$out/shared-pg-hot-doctor-64.out"; head -n2 "$out/shared-pg-hot-doctor-64.out"
-$bench --url "$base" --scenario spread --clients 64 --duration 3 --warmup 1 --quiet --json "$out/shared-pg-verify.json" > "$out/shared-pg-verify.out"; tail -n2 "$out/shared-pg-verify.out"
+$bench --url "$base" --scenario contended --clients "$crowd" --duration "$((duration * rounds))" --warmup "$warmup" --quiet --json "$out/shared-pg-contended.json" > "$out/shared-pg-contended.out"; head -n2 "$out/shared-pg-contended.out"
+$bench --url "$base" --scenario hot-doctor --clients "$crowd" --duration "$((duration * rounds))" --warmup "$warmup" --quiet --json "$out/shared-pg-hot-doctor.json" > "$out/shared-pg-hot-doctor.out"; head -n2 "$out/shared-pg-hot-doctor.out"
+$bench --url "$base" --scenario spread --clients "$crowd" --duration "$(( smoke ? 1 : 3 ))" --warmup "$(( smoke ? 0 : 1 ))" --quiet --json "$out/shared-pg-verify.json" > "$out/shared-pg-verify.out"; tail -n2 "$out/shared-pg-verify.out"
 echo "pg_rss_kib $(rss_kib)" >> "$out/facts.txt"
 stop
 startup_ms pg
