@@ -62,6 +62,19 @@ pub fn list(
     caller: &Caller,
     filter: &ListFilter,
 ) -> Result<Page<Appointment>, AppError> {
+    let rows: Vec<Appointment> = list_query(caller, filter).load(conn)?;
+    Ok(Page::from_rows(rows, filter.limit, |a| Cursor {
+        at: a.scheduled_at,
+        id: a.id,
+    }))
+}
+
+/// The statement of [`list`]: up to `limit + 1` rows, so that the page knows whether there is
+/// more. Public for the tests that read its plan.
+pub fn list_query(
+    caller: &Caller,
+    filter: &ListFilter,
+) -> appointments::BoxedQuery<'static, crate::db::DbBackend> {
     let mut query = appointments::table.into_boxed();
     query = match caller.role {
         Role::Patient => query.filter(appointments::patient_id.eq(caller.id)),
@@ -78,7 +91,12 @@ pub fn list(
         query = query.filter(appointments::scheduled_at.lt(to));
     }
     if let Some(Cursor { at, id }) = filter.cursor {
-        query = query.filter(
+        // "After (at, id)" is the OR; neither database turns an OR into an index range, so
+        // without the `>=` every page would scan the index from the first appointment and
+        // filter out all the pages before it (a full listing would cost the square of its
+        // length). The `>=` starts the scan at the cursor, on the (scheduled_at, id) index
+        // and on the (patient_id | doctor_id, scheduled_at) ones.
+        query = query.filter(appointments::scheduled_at.ge(at)).filter(
             appointments::scheduled_at
                 .gt(at)
                 .or(appointments::scheduled_at
@@ -86,14 +104,9 @@ pub fn list(
                     .and(appointments::id.gt(id))),
         );
     }
-    let rows: Vec<Appointment> = query
+    query
         .order((appointments::scheduled_at.asc(), appointments::id.asc()))
         .limit(filter.limit + 1)
-        .load(conn)?;
-    Ok(Page::from_rows(rows, filter.limit, |a| Cursor {
-        at: a.scheduled_at,
-        id: a.id,
-    }))
 }
 
 /// Applies a `PUT`/`PATCH`: a status move, a reschedule, or a new reason. `found` is appointment

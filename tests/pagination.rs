@@ -1,0 +1,233 @@
+//! A page deep into `GET /appointments` costs what the first page costs: the statement starts
+//! its index scan at the cursor instead of scanning from the first appointment and filtering
+//! out every page before it (which made reading a long list cost the square of its length:
+//! the benchmark's invariant check read 375 563 appointments in 6 minutes).
+//!
+//! Read from the plans of the statement `services::appointments::list` runs, on each database:
+//! PostgreSQL's `EXPLAIN ANALYZE` (how many rows the scan threw away) and SQLite's
+//! `EXPLAIN QUERY PLAN` (which index constraint the scan has).
+
+mod common;
+
+use std::marker::PhantomData;
+
+use chrono::Duration;
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::sql_types::{Integer, Text};
+use medbook::auth::Caller;
+use medbook::db::{DbBackend, DbConn};
+use medbook::domain::Role;
+use medbook::models::appointment::{self, NewAppointment};
+use medbook::services::appointments::{list, list_query, ListFilter};
+use medbook::services::pagination::Cursor;
+use medbook::services::users::{self, CreateUserInput};
+
+use common::{Backend, ScratchDb};
+
+/// `prefix` + a query: `EXPLAIN …` of exactly the statement the service runs, binds included.
+struct Explain<Q, ST> {
+    prefix: &'static str,
+    query: Q,
+    rows: PhantomData<ST>,
+}
+
+impl<Q, ST> Explain<Q, ST> {
+    fn new(prefix: &'static str, query: Q) -> Self {
+        Explain {
+            prefix,
+            query,
+            rows: PhantomData,
+        }
+    }
+}
+
+impl<Q: QueryFragment<DbBackend>, ST> QueryFragment<DbBackend> for Explain<Q, ST> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DbBackend>) -> QueryResult<()> {
+        out.unsafe_to_cache_prepared();
+        out.push_sql(self.prefix);
+        self.query.walk_ast(out.reborrow())
+    }
+}
+
+impl<Q, ST: 'static> QueryId for Explain<Q, ST> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Q, ST: diesel::sql_types::SqlType> Query for Explain<Q, ST> {
+    type SqlType = ST;
+}
+
+impl<Q, ST> RunQueryDsl<DbConn> for Explain<Q, ST> {}
+
+const APPOINTMENTS: i32 = 1200;
+const PAGE: i64 = 10;
+
+fn new_user(conn: &mut DbConn, role: Role) -> Caller {
+    let input = CreateUserInput {
+        name: "Pages".into(),
+        email: format!("pages-{}@example.com", role.as_str()),
+        password: String::new(),
+        role: role.as_str().into(),
+        specialty: None,
+    };
+    let id = users::create(conn, &input, role, "not-a-login")
+        .expect("user")
+        .id;
+    Caller {
+        id,
+        role,
+        token_hash: String::new(),
+    }
+}
+
+/// A patient and a doctor with `APPOINTMENTS` back-to-back appointments, and an admin.
+fn world(backend: Backend, url: &str) -> (medbook::db::DbPool, [Caller; 3]) {
+    let config = medbook::config::Config::for_database(url);
+    let pool = medbook::db::build_pool(&config, std::sync::Arc::default());
+    let mut conn = pool.get().expect("connection");
+    medbook::db::run_migrations(&mut conn).expect("migrations");
+    let patient = new_user(&mut conn, Role::Patient);
+    let doctor = new_user(&mut conn, Role::Doctor);
+    let admin = new_user(&mut conn, Role::Admin);
+    let start = medbook::time::now() + Duration::days(1);
+    conn.transaction(|conn| {
+        for k in 0..APPOINTMENTS {
+            let at = start + Duration::minutes(30 * i64::from(k));
+            appointment::insert(
+                conn,
+                &NewAppointment {
+                    patient_id: patient.id,
+                    doctor_id: doctor.id,
+                    scheduled_at: at,
+                    duration_minutes: 30,
+                    ends_at: at + Duration::minutes(30),
+                    type_: "video_consultation",
+                    reason: None,
+                    status: "pending",
+                    version: 1,
+                    created_at: start,
+                    updated_at: start,
+                },
+            )?;
+        }
+        diesel::QueryResult::Ok(())
+    })
+    .expect("appointments");
+    let analyze = match backend {
+        Backend::Postgres => "ANALYZE appointments",
+        Backend::Sqlite => "ANALYZE",
+    };
+    conn.batch_execute(analyze).expect("analyze");
+    drop(conn);
+    (pool, [patient, doctor, admin])
+}
+
+/// The filter of the page that follows the first 90 % of the list.
+fn deep_page(conn: &mut DbConn, caller: &Caller) -> ListFilter {
+    let mut filter = ListFilter {
+        limit: 100,
+        ..ListFilter::default()
+    };
+    let mut read = 0;
+    while read < APPOINTMENTS * 9 / 10 {
+        let page = list(conn, caller, &filter).expect("page");
+        read += page.items.len() as i32;
+        filter.cursor = Some(Cursor::decode(&page.next_cursor.expect("more")).unwrap());
+    }
+    filter.limit = PAGE;
+    filter
+}
+
+/// Every page follows the one before, in order, and the last says there is no more.
+fn assert_pages_cover_the_list(conn: &mut DbConn, caller: &Caller) {
+    let mut filter = ListFilter {
+        limit: 100,
+        ..ListFilter::default()
+    };
+    let mut seen = Vec::new();
+    loop {
+        let page = list(conn, caller, &filter).expect("page");
+        seen.extend(page.items.iter().map(|a| (a.scheduled_at, a.id)));
+        match page.next_cursor {
+            Some(next) => filter.cursor = Some(Cursor::decode(&next).unwrap()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), APPOINTMENTS as usize);
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "pages out of order");
+}
+
+#[test]
+fn postgres_a_deep_page_starts_its_scan_at_the_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(db) = ScratchDb::new(Backend::Postgres, dir.path()) else {
+        return;
+    };
+    let (pool, callers) = world(Backend::Postgres, &db.url);
+    let conn = &mut *pool.get().expect("connection");
+    for caller in &callers {
+        assert_pages_cover_the_list(conn, caller);
+        let filter = deep_page(conn, caller);
+        let plan: Vec<String> = Explain::<_, Text>::new(
+            "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) ",
+            list_query(caller, &filter),
+        )
+        .load(conn)
+        .expect("explain");
+        let plan = plan.join("\n");
+        // Rows the scan read and threw away: the pages before the cursor, if it started at
+        // the first appointment (1 080 here); none when it starts at the cursor.
+        let removed: u64 = plan
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("Rows Removed by Filter: "))
+            .map(|n| n.parse::<u64>().unwrap())
+            .sum();
+        assert!(
+            removed < 2 * PAGE as u64,
+            "{:?}: {removed} rows read and dropped for one page of {PAGE}:\n{plan}",
+            caller.role
+        );
+        assert!(
+            !plan.contains("Seq Scan"),
+            "{:?}: a page scans the table:\n{plan}",
+            caller.role
+        );
+    }
+}
+
+#[test]
+fn sqlite_a_deep_page_starts_its_scan_at_the_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = ScratchDb::new(Backend::Sqlite, dir.path()).unwrap();
+    let (pool, callers) = world(Backend::Sqlite, &db.url);
+    let conn = &mut *pool.get().expect("connection");
+    for caller in &callers {
+        assert_pages_cover_the_list(conn, caller);
+        let filter = deep_page(conn, caller);
+        let plan: Vec<(i32, i32, i32, String)> =
+            Explain::<_, (Integer, Integer, Integer, Text)>::new(
+                "EXPLAIN QUERY PLAN ",
+                list_query(caller, &filter),
+            )
+            .load(conn)
+            .expect("explain");
+        let details: Vec<&str> = plan.iter().map(|row| row.3.as_str()).collect();
+        // "SEARCH appointments USING INDEX … (… scheduled_at>?)": the scan starts at the
+        // cursor. Without it: "SCAN appointments USING INDEX …" or "(patient_id=?)" alone.
+        assert!(
+            details
+                .iter()
+                .any(|d| d.starts_with("SEARCH appointments") && d.contains("scheduled_at>")),
+            "{:?}: {details:?}",
+            caller.role
+        );
+        assert!(
+            !details.iter().any(|d| d.contains("TEMP B-TREE")),
+            "{:?}: a page sorts the list: {details:?}",
+            caller.role
+        );
+    }
+}
