@@ -22,9 +22,8 @@ use medbook::domain::Role;
 use medbook::models::appointment::{self, NewAppointment};
 use medbook::services::appointments::{list, list_query, ListFilter};
 use medbook::services::pagination::Cursor;
-use medbook::services::users::{self, CreateUserInput};
 
-use common::{Backend, ScratchDb};
+use common::{service_caller, Backend, ScratchDb};
 
 /// `prefix` + a query: `EXPLAIN …` of exactly the statement the service runs, binds included.
 struct Explain<Q, ST> {
@@ -65,33 +64,14 @@ impl<Q, ST> RunQueryDsl<DbConn> for Explain<Q, ST> {}
 const APPOINTMENTS: i32 = 1200;
 const PAGE: i64 = 10;
 
-fn new_user(conn: &mut DbConn, role: Role) -> Caller {
-    let input = CreateUserInput {
-        name: "Pages".into(),
-        email: format!("pages-{}@example.com", role.as_str()),
-        password: String::new(),
-        role: role.as_str().into(),
-        specialty: None,
-    };
-    let id = users::create(conn, &input, role, "not-a-login")
-        .expect("user")
-        .id;
-    Caller {
-        id,
-        role,
-        token_hash: String::new(),
-    }
-}
-
 /// A patient and a doctor with `APPOINTMENTS` back-to-back appointments, and an admin.
 fn world(backend: Backend, url: &str) -> (medbook::db::DbPool, [Caller; 3]) {
     let config = medbook::config::Config::for_database(url);
     let pool = medbook::db::build_pool(&config, std::sync::Arc::default());
     let mut conn = pool.get().expect("connection");
     medbook::db::run_migrations(&mut conn).expect("migrations");
-    let patient = new_user(&mut conn, Role::Patient);
-    let doctor = new_user(&mut conn, Role::Doctor);
-    let admin = new_user(&mut conn, Role::Admin);
+    let [patient, doctor, admin] = [Role::Patient, Role::Doctor, Role::Admin]
+        .map(|role| service_caller(&mut conn, role, "pages"));
     let start = medbook::time::now() + Duration::days(1);
     conn.transaction(|conn| {
         for k in 0..APPOINTMENTS {

@@ -10,29 +10,14 @@ use chrono::Duration;
 use diesel::dsl::sql;
 use diesel::prelude::*;
 use diesel::sql_types::Text;
-use medbook::auth::Caller;
 use medbook::db::{Contention, DbConn};
 use medbook::domain::Role;
 use medbook::extract::Expected;
 use medbook::services::appointments::{self, UpdateInput};
 use medbook::services::booking::{self, BookingInput};
-use medbook::services::users::{self, CreateUserInput};
 use medbook::time::InputTime;
 
 use common::{Backend, ScratchDb};
-
-fn new_user(conn: &mut DbConn, role: Role) -> i32 {
-    let input = CreateUserInput {
-        name: "Prepared".into(),
-        email: format!("prepared-{}@example.com", role.as_str()),
-        password: String::new(),
-        role: role.as_str().into(),
-        specialty: None,
-    };
-    users::create(conn, &input, role, "not-a-login")
-        .expect("user")
-        .id
-}
 
 /// How many of this connection's named prepared statements contain every one of `texts`.
 fn prepared(conn: &mut DbConn, texts: &[&str]) -> usize {
@@ -56,12 +41,8 @@ fn postgres_booking_and_update_statements_are_prepared_once() {
     let pool = medbook::db::build_pool(&config, std::sync::Arc::default());
     let mut conn = pool.get().expect("connection");
     medbook::db::run_migrations(&mut conn).expect("migrations");
-    let doctor = new_user(&mut conn, Role::Doctor);
-    let patient = Caller {
-        id: new_user(&mut conn, Role::Patient),
-        role: Role::Patient,
-        token_hash: String::new(),
-    };
+    let doctor = common::service_caller(&mut conn, Role::Doctor, "prepared").id;
+    let patient = common::service_caller(&mut conn, Role::Patient, "prepared");
     let contention = Contention::default();
     let tomorrow = medbook::time::now() + Duration::days(1);
     for k in 0..3 {

@@ -727,3 +727,27 @@ impl Client {
         self.login(&email, PASSWORD).await
     }
 }
+
+/// A user made directly through the service (no HTTP, no password), as the caller of
+/// service-level tests; `label` keeps the e-mail addresses of one database apart.
+pub fn service_caller(
+    conn: &mut medbook::db::DbConn,
+    role: medbook::domain::Role,
+    label: &str,
+) -> medbook::auth::Caller {
+    let input = medbook::services::users::CreateUserInput {
+        name: label.into(),
+        email: format!("{label}-{}@example.com", role.as_str()),
+        password: String::new(),
+        role: role.as_str().into(),
+        specialty: None,
+    };
+    let id = medbook::services::users::create(conn, &input, role, "not-a-login")
+        .expect("user")
+        .id;
+    medbook::auth::Caller {
+        id,
+        role,
+        token_hash: String::new(),
+    }
+}

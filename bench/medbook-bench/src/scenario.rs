@@ -574,81 +574,86 @@ pub fn stats_overhead(database_url: &str) -> Report {
 mod tests {
     use super::*;
 
-    fn appointment(
-        id: i64,
-        doctor: i64,
-        patient: i64,
-        from: &str,
-        to: &str,
-        status: &str,
-    ) -> Value {
-        json!({
-            "id": id, "doctor_id": doctor, "patient_id": patient,
-            "scheduled_at": format!("2030-01-01T{from}:00Z"),
-            "ends_at": format!("2030-01-01T{to}:00Z"),
-            "status": status,
-        })
+    /// An appointment as the API lists it: (id, doctor, patient, from, to, status), times on
+    /// one day.
+    type Row = (i64, i64, i64, &'static str, &'static str, &'static str);
+
+    fn listed(rows: &[Row]) -> Vec<Value> {
+        rows.iter()
+            .map(|&(id, doctor, patient, from, to, status)| {
+                json!({
+                    "id": id, "doctor_id": doctor, "patient_id": patient,
+                    "scheduled_at": format!("2030-01-01T{from}:00Z"),
+                    "ends_at": format!("2030-01-01T{to}:00Z"),
+                    "status": status,
+                })
+            })
+            .collect()
     }
 
     #[test]
-    fn back_to_back_and_separate_appointments_do_not_overlap() {
-        let all = [
-            appointment(1, 10, 20, "09:00", "09:30", "pending"),
-            appointment(2, 10, 21, "09:30", "10:00", "confirmed"),
-            appointment(3, 11, 20, "09:30", "10:00", "in_progress"),
-            appointment(4, 11, 22, "11:00", "11:30", "pending"),
+    fn overlaps_of_a_doctor_or_a_patient_are_found_and_nothing_else() {
+        // (what, the list, what each finding must contain: one finding per entry)
+        let cases: [(&str, &[Row], &[&str]); 4] = [
+            (
+                "back to back, or apart",
+                &[
+                    (1, 10, 20, "09:00", "09:30", "pending"),
+                    (2, 10, 21, "09:30", "10:00", "confirmed"),
+                    (3, 11, 20, "09:30", "10:00", "in_progress"),
+                    (4, 11, 22, "11:00", "11:30", "pending"),
+                ],
+                &[],
+            ),
+            (
+                "a doctor booked twice at once",
+                &[
+                    (1, 10, 20, "09:00", "09:30", "pending"),
+                    (2, 10, 21, "09:15", "09:45", "confirmed"),
+                ],
+                &["doctor_id 10: appointment 1 (2030-01-01T09:00:00Z–2030-01-01T09:30:00Z) and 2"],
+            ),
+            (
+                // 3 and 7 overlap; 5, another patient's, lies between them by id and by start.
+                "a patient booked twice at once, with two doctors",
+                &[
+                    (7, 12, 30, "10:10", "10:40", "pending"),
+                    (3, 10, 30, "09:00", "11:00", "confirmed"),
+                    (5, 11, 31, "09:30", "10:00", "pending"),
+                ],
+                &["patient_id 30: appointment 3"],
+            ),
+            (
+                "only active appointments hold a slot",
+                &[
+                    (1, 10, 20, "09:00", "09:30", "cancelled"),
+                    (2, 10, 20, "09:00", "09:30", "completed"),
+                    (3, 10, 20, "09:00", "09:30", "rejected"),
+                    (4, 10, 20, "09:00", "09:30", "pending"),
+                ],
+                &[],
+            ),
         ];
-        assert_eq!(overlapping(&all), Vec::<String>::new());
-    }
-
-    #[test]
-    fn a_doctor_booked_twice_at_once_is_found() {
-        let all = [
-            appointment(1, 10, 20, "09:00", "09:30", "pending"),
-            appointment(2, 10, 21, "09:15", "09:45", "confirmed"),
-        ];
-        let found = overlapping(&all);
-        assert_eq!(found.len(), 1, "{found:?}");
-        assert!(found[0].contains("doctor_id 10"), "{found:?}");
-        assert!(
-            found[0].contains("appointment 1") && found[0].contains(" 2 "),
-            "{found:?}"
-        );
-    }
-
-    #[test]
-    fn a_patient_booked_twice_at_once_is_found_even_when_not_neighbours_by_id() {
-        // A long appointment holds the patient while two later ones of other doctors start.
-        let all = [
-            appointment(7, 12, 30, "10:10", "10:40", "pending"),
-            appointment(3, 10, 30, "09:00", "11:00", "confirmed"),
-            appointment(5, 11, 31, "09:30", "10:00", "pending"),
-        ];
-        let found = overlapping(&all);
-        assert_eq!(found.len(), 1, "{found:?}");
-        assert!(found[0].contains("patient_id 30"), "{found:?}");
+        for (what, rows, expected) in cases {
+            let found = overlapping(&listed(rows));
+            assert_eq!(found.len(), expected.len(), "{what}: {found:?}");
+            for (finding, part) in found.iter().zip(expected) {
+                assert!(finding.contains(part), "{what}: {finding}");
+            }
+        }
     }
 
     #[test]
     fn an_appointment_without_its_times_is_reported() {
-        let mut broken = appointment(2, 10, 21, "09:15", "09:45", "pending");
-        broken.as_object_mut().unwrap().remove("ends_at");
-        let all = [appointment(1, 10, 20, "09:00", "09:30", "pending"), broken];
+        let mut all = listed(&[
+            (1, 10, 20, "09:00", "09:30", "pending"),
+            (2, 10, 21, "09:15", "09:45", "pending"),
+        ]);
+        all[1].as_object_mut().unwrap().remove("ends_at");
         let found = overlapping(&all);
         assert!(
             !found.is_empty() && found.iter().all(|f| f.contains("unreadable")),
             "{found:?}"
         );
-    }
-
-    #[test]
-    fn inactive_appointments_do_not_count() {
-        let all = [
-            appointment(1, 10, 20, "09:00", "09:30", "cancelled"),
-            appointment(2, 10, 20, "09:00", "09:30", "completed"),
-            appointment(3, 10, 20, "09:00", "09:30", "rejected"),
-            appointment(4, 10, 20, "09:00", "09:30", "pending"),
-        ];
-        assert_eq!(overlapping(&all), Vec::<String>::new());
     }
 }
