@@ -128,7 +128,7 @@ def problems():
             status = outcome.split()[0]
             # 409 is the answer a refused booking or a lost optimistic race is meant to get;
             # anything else outside 2xx is a failure of the bench or of the service.
-            if not status.startswith("2") and status != "409" or outcome == "409 DEADLOCK_DETECTED":
+            if (not status.startswith("2") and status != "409") or outcome == "409 DEADLOCK_DETECTED":
                 found.append(f"{name}: {n} × {outcome}")
         if data["invariant_ok"] is False:
             found.append(f"{name}: the invariant is broken")
@@ -142,8 +142,9 @@ def problems():
             found.append(f"{path.stem}: pgbench processed no transaction")
         if not failed or int(failed.group(1)) != 0:
             found.append(f"{path.stem}: pgbench had failed transactions")
+    facts = (out / "facts.txt").read_text()
     for fact in ["sqlite_rss_kib", "pg_rss_kib", "sqlite_startup_ms", "pg_startup_ms"]:
-        if fact not in (out / "facts.txt").read_text():
+        if fact not in facts:
             found.append(f"facts.txt: no {fact}")
     return found
 
