@@ -104,6 +104,8 @@ pub struct ConnectionManager {
     url: String,
     backend: Backend,
     session_sql: String,
+    /// How long a new SQLite connection keeps trying to apply its settings (`busy_timeout`).
+    busy_timeout: Duration,
 }
 
 impl ConnectionManager {
@@ -132,6 +134,7 @@ impl ConnectionManager {
             url,
             backend,
             session_sql,
+            busy_timeout: config.sqlite_busy_timeout,
         }
     }
 
@@ -147,9 +150,31 @@ impl ConnectionManager {
                 DbConn::Sqlite(conn)
             }
         };
-        conn.batch_execute(&self.session_sql)
+        self.apply_session(&mut conn)
             .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
         Ok(conn)
+    }
+
+    /// Applies the session settings (all of them can be applied again).
+    ///
+    /// A new SQLite file is switched to WAL by the first connections that open it, and the
+    /// switch needs the file to itself: SQLite answers a connection that meets another one
+    /// doing it BUSY at once, without waiting out `busy_timeout` (waiting could deadlock). At
+    /// start-up the migrations' connection and the pool's first idle one meet there (one
+    /// fresh start in four logged "database is locked"), so BUSY is retried here, for as long
+    /// as `busy_timeout` would have waited.
+    fn apply_session(&self, conn: &mut DbConn) -> QueryResult<()> {
+        let deadline = Instant::now() + self.busy_timeout;
+        loop {
+            match conn.batch_execute(&self.session_sql) {
+                Err(e)
+                    if super::classify(&e) == DbErrorClass::Busy && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                applied => return applied,
+            }
+        }
     }
 }
 
