@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Fuzzes the API from its own OpenAPI document with schemathesis (pinned in
-# requirements-ci.txt): no 5xx, and every documented response matches its schema.
+# requirements-ci.txt): no 5xx, and every documented response matches its schema. Each backend
+# gets a fresh database with real users, appointments, a prescription and a rating to aim at
+# (scripts/fuzz-seed.py), and is fuzzed as a doctor, as a patient and as the admin.
 #   usage: scripts/fuzz-api.sh [sqlite|postgres]...   (default: both)
 #   MEDBOOK_FUZZ_EXAMPLES: examples per operation (default 20)
 set -euo pipefail
@@ -23,17 +25,26 @@ for backend in "${backends[@]}"; do
     *) echo "unknown backend $backend" >&2; exit 2 ;;
   esac
   base=$(scripts/start-server.sh target/fuzz/server.pid "target/fuzz/server-$backend.log")
-  token=$(curl -sf "$base/api/v1/auth/login" -H 'Content-Type: application/json' \
+  admin_token=$(curl -sf "$base/api/v1/auth/login" -H 'Content-Type: application/json' \
     -d "{\"email\":\"$MEDBOOK_ADMIN_EMAIL\",\"password\":\"$MEDBOOK_ADMIN_PASSWORD\"}" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+  # Real ids and booking times for the fuzzer (see scripts/fuzz-seed.py), and the tokens of
+  # the doctor and the patient it created.
+  config=target/fuzz/schemathesis-$backend.toml tokens=target/fuzz/tokens-$backend
+  python3 scripts/fuzz-seed.py "$base" "$admin_token" "$config" "$tokens"
   status=0
-  # Logout is left out: it would revoke the token the run authenticates with.
-  .venv/bin/schemathesis run "$base/api/v1/openapi.json" \
-    -H "Authorization: Bearer $token" \
-    --checks not_a_server_error,response_schema_conformance \
-    --max-examples "${MEDBOOK_FUZZ_EXAMPLES:-20}" --seed 20261128 --workers 1 \
-    --generation-database none --exclude-path /api/v1/auth/logout \
-    --report junit --report-dir "target/fuzz/report-$backend" || status=$?
+  # As each role in turn; the admin last, since it may deactivate the others.
+  for role in doctor patient admin; do
+    if [ "$role" = admin ]; then token=$admin_token; else token=$(awk -v r="$role" '$1 == r { print $2 }' "$tokens"); fi
+    echo "-- as the $role"
+    # Logout is left out: it would revoke the token the run authenticates with.
+    .venv/bin/schemathesis --config-file "$config" run "$base/api/v1/openapi.json" \
+      -H "Authorization: Bearer $token" \
+      --checks not_a_server_error,response_schema_conformance \
+      --max-examples "${MEDBOOK_FUZZ_EXAMPLES:-20}" --seed 20261128 --workers 1 \
+      --generation-database none --exclude-path /api/v1/auth/logout \
+      --report junit --report-dir "target/fuzz/report-$backend-$role" || status=$?
+  done
   kill -TERM "$(cat target/fuzz/server.pid)"
   wait "$(cat target/fuzz/server.pid)" 2>/dev/null || true
   if grep -E '"[A-Z]+ [^"]*" 5[0-9][0-9] ' "target/fuzz/server-$backend.log"; then
