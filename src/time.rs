@@ -12,8 +12,25 @@ pub fn now() -> NaiveDateTime {
 
 /// Parses an input time: RFC 3339 with any offset (converted to UTC), or
 /// `YYYY-MM-DD HH:MM:SS` (also with `T`), taken as UTC.
+///
+/// A leap second (`:60`, which both forms let through) is refused: chrono keeps it as a second
+/// past `:59`, PostgreSQL folds it into the next minute and SQLite keeps its text, so the same
+/// booking would be stored differently on each, and on PostgreSQL its end would no longer be
+/// its start plus its length.
 pub fn parse(input: &str) -> Result<NaiveDateTime, String> {
     let input = input.trim();
+    parse_any_second(input).and_then(|t| {
+        if t.nanosecond() >= 1_000_000_000 {
+            Err(format!(
+                "{input:?} is a leap second (:60), which is not accepted: use :59 or the next minute"
+            ))
+        } else {
+            Ok(t)
+        }
+    })
+}
+
+fn parse_any_second(input: &str) -> Result<NaiveDateTime, String> {
     // Microseconds are what both databases keep; finer digits are dropped here, not there.
     let micros = |t: NaiveDateTime| {
         t.with_nanosecond(t.nanosecond() / 1_000 * 1_000)
@@ -85,6 +102,21 @@ mod tests {
         for bad in ["", "tomorrow", "2030-02-30 10:00:00", "2030-01-20", "10:00"] {
             assert!(parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn rejects_leap_seconds_in_either_form() {
+        for leap in [
+            "2031-06-30T23:59:60Z",
+            "2031-06-30T23:59:60.5Z",
+            "2031-07-01T01:59:60+02:00",
+            "2031-06-30 23:59:60",
+            "2031-06-30T23:59:60",
+        ] {
+            let err = parse(leap).unwrap_err();
+            assert!(err.contains("leap second"), "{leap}: {err}");
+        }
+        assert!(parse("2031-06-30T23:59:59.999999Z").is_ok());
     }
 
     #[test]

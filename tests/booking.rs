@@ -196,6 +196,19 @@ async fn booking_rules_answer_with_the_documented_codes(app: TestApp) {
             .await;
     assert_eq!(bad_time.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(bad_time.body["details"]["scheduled_at"].is_string());
+    // A leap second was a 500 on PostgreSQL (its end broke the table's CHECK).
+    let leap = book(
+        json!({"doctor_id": doctor.id, "scheduled_at": "2031-06-30T23:59:60Z", "type": "in_person"}),
+    )
+    .await;
+    assert_eq!(
+        (leap.status, leap.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED")
+    );
+    assert!(leap.body["details"]["scheduled_at"]
+        .as_str()
+        .unwrap()
+        .contains("leap second"));
     let missing = book(json!({"scheduled_at": at, "type": "in_person"})).await;
     assert_eq!(missing.status, StatusCode::UNPROCESSABLE_ENTITY);
 
@@ -332,7 +345,13 @@ async fn lists_are_scoped_to_the_caller_and_paginate(app: TestApp) {
         .await;
     assert_eq!(filtered.body["items"].as_array().unwrap().len(), 2);
 
-    for bad in ["?limit=0", "?limit=101", "?status=done", "?from=yesterday"] {
+    for bad in [
+        "?limit=0",
+        "?limit=101",
+        "?status=done",
+        "?from=yesterday",
+        "?to=2031-06-30T23:59:60Z",
+    ] {
         let answer = app.get(&format!("/api/v1/appointments{bad}"), &alice).await;
         assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
     }
