@@ -109,8 +109,8 @@ pg_scenarios() { # placement
   base=$($app scripts/start-server.sh "$out/server.pid" "$out/server-$p.log")
   floor=$(start_floor "$out/floor-$p.log")
   # Users for pgbench, made directly (ids contiguous): 50 doctors, one patient per client.
-  read -r doctor_lo doctor_hi < <(psql "$DATABASE_URL" -qtAF' ' -c "WITH d AS (INSERT INTO users (name, email, password_hash, role, created_at, updated_at) SELECT 'pgbench doctor', 'pgb-d' || g || '@example.com', '-', 'doctor', now(), now() FROM generate_series(1, 50) g RETURNING id) SELECT min(id), max(id) FROM d")
-  read -r patient_lo < <(psql "$DATABASE_URL" -qtA -c "WITH p AS (INSERT INTO users (name, email, password_hash, role, created_at, updated_at) SELECT 'pgbench patient', 'pgb-p' || g || '@example.com', '-', 'patient', now(), now() FROM generate_series(1, $max_clients) g RETURNING id) SELECT min(id) FROM p")
+  read -r doctor_lo doctor_hi < <(psql "$DATABASE_URL" -qtAF' ' -c "WITH d AS (INSERT INTO users (name, email, email_key, password_hash, role, created_at, updated_at) SELECT 'pgbench doctor', 'pgb-d' || g || '@example.com', 'pgb-d' || g || '@example.com', '-', 'doctor', now(), now() FROM generate_series(1, 50) g RETURNING id) SELECT min(id), max(id) FROM d")
+  read -r patient_lo < <(psql "$DATABASE_URL" -qtA -c "WITH p AS (INSERT INTO users (name, email, email_key, password_hash, role, created_at, updated_at) SELECT 'pgbench patient', 'pgb-p' || g || '@example.com', 'pgb-p' || g || '@example.com', '-', 'patient', now(), now() FROM generate_series(1, $max_clients) g RETURNING id) SELECT min(id) FROM p")
   tomorrow=$(date -u -d 'tomorrow 00:00' +%s)
   for c in $clients; do
     echo "-- $p, $c clients"

@@ -96,6 +96,7 @@ diesel::table! {
         version -> Int4,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        email_key -> Text,
     }
 }
 

@@ -9,11 +9,6 @@ use crate::db::DbConn;
 use crate::domain::Role;
 use crate::schema::users;
 
-diesel::define_sql_function!(
-    /// SQL `lower(text)`, for the case-insensitive email index.
-    fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text
-);
-
 /// A `users` row. Field order follows the table.
 #[derive(Debug, Clone, Queryable, Identifiable)]
 #[diesel(table_name = users)]
@@ -28,6 +23,8 @@ pub struct User {
     pub version: i32,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// [`email_key`] of `email`: what the unique index compares.
+    pub email_key: String,
 }
 
 /// A new `users` row.
@@ -36,6 +33,8 @@ pub struct User {
 pub struct NewUser<'a> {
     pub name: &'a str,
     pub email: &'a str,
+    /// [`email_key`] of `email`.
+    pub email_key: String,
     pub password_hash: &'a str,
     pub role: &'a str,
     pub specialty: Option<&'a str>,
@@ -107,10 +106,17 @@ pub fn find(conn: &mut DbConn, id: i32) -> QueryResult<Option<User>> {
     users::table.find(id).first(conn).optional()
 }
 
-/// Finds a user by email, case-insensitively (backed by the unique `lower(email)` index).
+/// What makes two emails the same address for medbook: the trimmed email in Unicode lower
+/// case. Computed here rather than by SQL's `lower()`, which folds ASCII only on SQLite and
+/// follows the locale on PostgreSQL; the unique index on `email_key` decides on it.
+pub fn email_key(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+/// Finds a user by email, case-insensitively (backed by the unique `email_key` index).
 pub fn find_by_email(conn: &mut DbConn, email: &str) -> QueryResult<Option<User>> {
     users::table
-        .filter(lower(users::email).eq(lower(email)))
+        .filter(users::email_key.eq(email_key(email)))
         .first(conn)
         .optional()
 }

@@ -40,7 +40,7 @@ pub fn check_account(problems: &mut Problems, name: &str, email: &str, password:
 }
 
 /// 409 `EMAIL_TAKEN` early, so that a taken email costs no password hash. The unique
-/// `lower(email)` index still decides between concurrent registrations.
+/// `email_key` index still decides between concurrent registrations.
 pub fn ensure_email_free(conn: &mut DbConn, email: &str) -> Result<(), AppError> {
     match user::find_by_email(conn, email.trim())? {
         Some(_) => Err(email_taken()),
@@ -72,6 +72,7 @@ pub fn register_patient(
     let new = NewUser {
         name: input.name.trim(),
         email: input.email.trim(),
+        email_key: user::email_key(&input.email),
         password_hash,
         role: Role::Patient.as_str(),
         specialty: None,
