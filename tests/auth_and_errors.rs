@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{TestApp, PASSWORD};
+use common::{slot, TestApp, PASSWORD};
 use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -13,6 +13,7 @@ both_backends!(
     emails_are_unique_case_insensitively_even_under_races,
     admin_manages_users_with_versions,
     bad_input_gets_clear_json_errors,
+    nul_characters_in_text_are_422_everywhere,
     tokens_that_do_not_authenticate_get_401,
 );
 
@@ -207,6 +208,98 @@ async fn admin_manages_users_with_versions(app: TestApp) {
         )
         .await;
     assert_eq!(login.status, StatusCode::UNAUTHORIZED);
+}
+
+/// JSON can carry NUL (`\u0000`) and PostgreSQL's text cannot: every stored text refuses it
+/// with a 422 naming the field (they were 500s on PostgreSQL), and a login with one is just an
+/// unknown email.
+async fn nul_characters_in_text_are_422_everywhere(app: TestApp) {
+    let patient = app.patient().await;
+    let doctor = app.doctor().await;
+    let refused = |answer: common::Answer, field: &str| {
+        assert_eq!(
+            (answer.status, answer.code()),
+            (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"),
+            "{field}: {:?}",
+            answer.body
+        );
+        assert!(
+            answer.body["details"][field]
+                .as_str()
+                .is_some_and(|m| m.contains("NUL") || m.contains("email")),
+            "{field}: {:?}",
+            answer.body
+        );
+    };
+    let register = |name: &str, email: &str| {
+        app.call(
+            Method::POST,
+            "/api/v1/auth/register",
+            None,
+            Some(json!({"name": name, "email": email, "password": PASSWORD})),
+        )
+    };
+    refused(register("A\0da", "nul-name@example.com").await, "name");
+    refused(register("Ada", "nul\0@example.com").await, "email");
+    let login = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"email": "nul\0@example.com", "password": PASSWORD})),
+        )
+        .await;
+    assert_eq!(login.status, StatusCode::UNAUTHORIZED, "{:?}", login.body);
+    refused(
+        app.post(
+            "/api/v1/admin/users",
+            &app.admin,
+            json!({"name": "Dr", "email": "nul-dr@example.com", "password": PASSWORD, "role": "doctor", "specialty": "\0"}),
+        )
+        .await,
+        "specialty",
+    );
+    refused(
+        app.post(
+            "/api/v1/appointments",
+            &patient,
+            json!({"doctor_id": doctor.id, "scheduled_at": slot(2, 9, 0), "type": "in_person", "reason": "\0"}),
+        )
+        .await,
+        "reason",
+    );
+    let id = app.booked(&patient, &doctor, &slot(2, 10, 0)).await;
+    refused(
+        app.put(
+            &format!("/api/v1/appointments/{id}"),
+            &patient,
+            json!({"reason": "a\0"}),
+        )
+        .await,
+        "reason",
+    );
+    app.walk(id, &doctor, &["confirmed", "in_progress", "completed"])
+        .await;
+    refused(
+        app.post(
+            "/api/v1/prescriptions",
+            &doctor,
+            json!({"appointment_id": id, "medications": [{"name": "A\0", "dosage": "1", "frequency": "daily"}]}),
+        )
+        .await,
+        "medications[0].name",
+    );
+    refused(
+        app.post(
+            "/api/v1/ratings",
+            &patient,
+            json!({"appointment_id": id, "score": 4, "comment": "\0"}),
+        )
+        .await,
+        "comment",
+    );
+    assert_eq!(app.count("SELECT COUNT(*) FROM prescriptions"), 0);
+    assert_eq!(app.count("SELECT COUNT(*) FROM ratings"), 0);
 }
 
 async fn bad_input_gets_clear_json_errors(app: TestApp) {

@@ -115,6 +115,11 @@ pub fn email_key(email: &str) -> String {
 
 /// Finds a user by email, case-insensitively (backed by the unique `email_key` index).
 pub fn find_by_email(conn: &mut DbConn, email: &str) -> QueryResult<Option<User>> {
+    if email.contains('\0') {
+        // No stored email has one (validation refuses it), and PostgreSQL would refuse the
+        // parameter itself: a login with one is simply an unknown email.
+        return Ok(None);
+    }
     users::table
         .filter(users::email_key.eq(email_key(email)))
         .first(conn)

@@ -14,19 +14,28 @@ impl Problems {
             .or_insert_with(|| message.into());
     }
 
-    /// Checks a required text: trimmed, non-empty, at most `max` characters.
+    /// Checks a required text: trimmed, non-empty, at most `max` characters, no NUL.
     pub fn text(&mut self, field: &str, value: &str, max: usize) {
         if value.trim().is_empty() {
             self.add(field, "must not be empty");
-        } else if value.chars().count() > max {
-            self.add(field, format!("must be at most {max} characters"));
+        } else {
+            self.optional_text(field, Some(value), max);
         }
     }
 
-    /// Checks an optional text's length.
+    /// Checks an optional text: at most `max` characters, no NUL.
+    ///
+    /// JSON can carry NUL (`"\u0000"`), PostgreSQL's text cannot: without this check such a
+    /// field was a 500 there and stored as-is on SQLite.
     pub fn optional_text(&mut self, field: &str, value: Option<&str>, max: usize) {
-        if value.is_some_and(|v| v.chars().count() > max) {
-            self.add(field, format!("must be at most {max} characters"));
+        match value {
+            Some(v) if v.contains('\0') => {
+                self.add(field, "must not contain the NUL character (\\u0000)")
+            }
+            Some(v) if v.chars().count() > max => {
+                self.add(field, format!("must be at most {max} characters"))
+            }
+            _ => {}
         }
     }
 
@@ -34,7 +43,7 @@ impl Problems {
     pub fn email(&mut self, field: &str, value: &str) {
         let value = value.trim();
         let plausible = value.len() <= 254
-            && !value.chars().any(char::is_whitespace)
+            && !value.chars().any(|c| c.is_whitespace() || c.is_control())
             && value.split_once('@').is_some_and(|(local, domain)| {
                 !local.is_empty()
                     && domain.contains('.')
@@ -86,6 +95,22 @@ mod tests {
         p.range("score", 6, 1, 5);
         match p.finish().unwrap_err() {
             AppError::Validation { details, .. } => assert_eq!(details.len(), 4),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn refuses_nul_in_every_text() {
+        let mut p = Problems::default();
+        p.text("name", "Ada\0", 10);
+        p.optional_text("comment", Some("\0"), 10);
+        p.email("email", "ada\0@example.com");
+        match p.finish().unwrap_err() {
+            AppError::Validation { details, .. } => {
+                assert_eq!(details.len(), 3);
+                assert!(details["name"].contains("NUL"));
+                assert!(details["comment"].contains("NUL"));
+            }
             other => panic!("{other:?}"),
         }
     }
