@@ -5,11 +5,11 @@ Without real ids the fuzzer's bookings, reads and updates mostly end in 404 (mad
 422 (a doctor id that names nobody, a time in the past), so the happy paths and the responses
 they return are barely checked. This creates, through the API: a doctor, a patient, a pending
 appointment, and a completed one with a prescription and a rating. The config binds the
-fuzzer's ids, doctor and patient ids, booking times and expected versions to dictionaries of those real values
-(with a probability, so random values are still tried), and the stateful phase chains the
-rest from the `Location` headers. The doctor's and the patient's tokens go to TOKENS_OUT (a
-`role token` line each), so that the fuzzer can also call as them: as the admin alone it
-could not move an appointment along, prescribe, acknowledge or rate.
+fuzzer's ids, doctor and patient ids, booking times and expected versions to dictionaries of
+those real values (with a probability, so random values are still tried), and the stateful
+phase chains the rest from the `Location` headers. The doctor's and the patient's tokens go
+to TOKENS_OUT (a `role token` line each), so that the fuzzer can also call as them: as the
+admin alone it could not move an appointment along, prescribe, acknowledge or rate.
 
     usage: fuzz-seed.py BASE_URL ADMIN_TOKEN CONFIG_OUT TOKENS_OUT
 """
@@ -19,7 +19,8 @@ import json
 import sys
 import urllib.request
 
-
+# Strings that have broken services (two of them broke this one: NUL and a leap second were
+# 500s on PostgreSQL), tried now and then in the text fields and times of AWKWARD_FIELDS.
 AWKWARD = [
     "\u0000", "a\u0000b", "2031-06-30T23:59:60Z", "2031-06-30 23:59:60", "9999-12-31T23:59:59Z",
     "0000-01-01T00:00:00Z", "ÄRZTIN@EXAMPLE.COM", "\u0130", "\u202e", "\U0001d54f", " ", "\\",
@@ -31,6 +32,11 @@ AWKWARD_FIELDS = [
     "body.name", "body.email", "body.specialty", "body.reason", "body.notes", "body.comment",
     "body.medications[*].name", "query.from", "query.to",
 ]
+
+
+def toml_array(items):
+    """A TOML array of strings or integers (JSON's spelling of them is valid TOML)."""
+    return json.dumps(items, ensure_ascii=False)
 
 
 def call(base, method, path, token=None, body=None):
@@ -89,7 +95,6 @@ def main():
 
     ids = sorted({doctor["id"], patient["user"]["id"], pending["id"], done["id"],
                   prescription["id"], rating["id"]})
-    values = lambda items: json.dumps(items, ensure_ascii=False)  # a TOML array
     awkward_bindings = "".join(
         f'"{field}" = {{ dictionary = "awkward", probability = 0.2 }}\n' for field in AWKWARD_FIELDS
     )
@@ -98,21 +103,19 @@ def main():
 directory = "target/fuzz/cache"
 
 [dictionaries.ids]
-values = {values(ids)}
+values = {toml_array(ids)}
 [dictionaries.doctors]
 values = [{doctor["id"]}]
 [dictionaries.patients]
 values = [{patient["user"]["id"]}]
 [dictionaries.appointments]
-values = {values([pending["id"], done["id"]])}
+values = {toml_array([pending["id"], done["id"]])}
 [dictionaries.slots]
-values = {values(slots)}
+values = {toml_array(slots)}
 [dictionaries.versions]
 values = [1, 2, 3]
-# Strings that have broken services (two of them broke this one: NUL and a leap second were
-# 500s on PostgreSQL), tried now and then in the text fields and times of AWKWARD_FIELDS.
 [dictionaries.awkward]
-values = {values(AWKWARD)}
+values = {toml_array(AWKWARD)}
 
 [parameters]
 "path.id" = {{ dictionary = "ids", probability = 0.5 }}
