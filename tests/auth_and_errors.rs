@@ -17,15 +17,22 @@ both_backends!(
     tokens_that_do_not_authenticate_get_401,
 );
 
+/// `POST /auth/register` with the tests' password.
+async fn register(app: &TestApp, name: &str, email: &str) -> common::Answer {
+    let body = json!({"name": name, "email": email, "password": PASSWORD});
+    app.call(Method::POST, "/api/v1/auth/register", None, Some(body))
+        .await
+}
+
+/// A `POST /auth/login`, whatever it answers.
+async fn attempt_login(app: &TestApp, email: &str, password: &str) -> common::Answer {
+    let body = json!({"email": email, "password": password});
+    app.call(Method::POST, "/api/v1/auth/login", None, Some(body))
+        .await
+}
+
 async fn register_login_me_logout(app: TestApp) {
-    let register = app
-        .call(
-            Method::POST,
-            "/api/v1/auth/register",
-            None,
-            Some(json!({"name": "Ada", "email": "Ada@Example.com", "password": PASSWORD})),
-        )
-        .await;
+    let register = register(&app, "Ada", "Ada@Example.com").await;
     assert_eq!(register.status, StatusCode::CREATED, "{:?}", register.body);
     let user = &register.body["user"];
     assert_eq!(user["role"], "patient");
@@ -54,22 +61,8 @@ async fn register_login_me_logout(app: TestApp) {
     assert_eq!(me.body["email"], "Ada@Example.com");
     assert_eq!(me.header("etag"), "\"1\"");
 
-    let wrong_password = app
-        .call(
-            Method::POST,
-            "/api/v1/auth/login",
-            None,
-            Some(json!({"email": "ada@example.com", "password": "not-her-password"})),
-        )
-        .await;
-    let unknown_email = app
-        .call(
-            Method::POST,
-            "/api/v1/auth/login",
-            None,
-            Some(json!({"email": "nobody@example.com", "password": PASSWORD})),
-        )
-        .await;
+    let wrong_password = attempt_login(&app, "ada@example.com", "not-her-password").await;
+    let unknown_email = attempt_login(&app, "nobody@example.com", PASSWORD).await;
     assert_eq!(wrong_password.status, StatusCode::UNAUTHORIZED);
     assert_eq!(wrong_password.body, unknown_email.body);
 
@@ -90,12 +83,7 @@ async fn emails_are_unique_case_insensitively_even_under_races(app: TestApp) {
         } else {
             "TWIN@example.com"
         };
-        app.call(
-            Method::POST,
-            "/api/v1/auth/register",
-            None,
-            Some(json!({"name": "Twin", "email": email, "password": PASSWORD})),
-        )
+        register(&app, "Twin", email)
     }))
     .await;
     common::assert_one_winner(&attempts, "EMAIL_TAKEN");
@@ -106,17 +94,9 @@ async fn emails_are_unique_case_insensitively_even_under_races(app: TestApp) {
 
     // Case beyond ASCII: SQLite's lower() folds ASCII only, and with the index on it both of
     // these registered there.
-    let register = |email: &'static str| {
-        app.call(
-            Method::POST,
-            "/api/v1/auth/register",
-            None,
-            Some(json!({"name": "Ärztin", "email": email, "password": PASSWORD})),
-        )
-    };
-    let first = register("Ärztin@Example.com").await;
+    let first = register(&app, "Ärztin", "Ärztin@Example.com").await;
     assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.body);
-    let second = register("ärztin@example.com").await;
+    let second = register(&app, "Ärztin", "ärztin@example.com").await;
     assert_eq!(
         (second.status, second.code()),
         (StatusCode::CONFLICT, "EMAIL_TAKEN")
@@ -199,14 +179,7 @@ async fn admin_manages_users_with_versions(app: TestApp) {
         .await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     // A deactivated user cannot log in.
-    let login = app
-        .call(
-            Method::POST,
-            "/api/v1/auth/login",
-            None,
-            Some(json!({"email": "who@example.com", "password": PASSWORD})),
-        )
-        .await;
+    let login = attempt_login(&app, "who@example.com", PASSWORD).await;
     assert_eq!(login.status, StatusCode::UNAUTHORIZED);
 }
 
@@ -231,24 +204,12 @@ async fn nul_characters_in_text_are_422_everywhere(app: TestApp) {
             answer.body
         );
     };
-    let register = |name: &str, email: &str| {
-        app.call(
-            Method::POST,
-            "/api/v1/auth/register",
-            None,
-            Some(json!({"name": name, "email": email, "password": PASSWORD})),
-        )
-    };
-    refused(register("A\0da", "nul-name@example.com").await, "name");
-    refused(register("Ada", "nul\0@example.com").await, "email");
-    let login = app
-        .call(
-            Method::POST,
-            "/api/v1/auth/login",
-            None,
-            Some(json!({"email": "nul\0@example.com", "password": PASSWORD})),
-        )
-        .await;
+    refused(
+        register(&app, "A\0da", "nul-name@example.com").await,
+        "name",
+    );
+    refused(register(&app, "Ada", "nul\0@example.com").await, "email");
+    let login = attempt_login(&app, "nul\0@example.com", PASSWORD).await;
     assert_eq!(login.status, StatusCode::UNAUTHORIZED, "{:?}", login.body);
     refused(
         app.post(
