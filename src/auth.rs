@@ -1,9 +1,14 @@
 //! Passwords (argon2id), bearer tokens (random, stored as SHA-256), the [`Bearer`] extractor
 //! and [`authenticate`], which turns a token into the [`Caller`].
 
-use actix_web::dev::Payload;
-use actix_web::http::header;
-use actix_web::{FromRequest, HttpRequest};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::http::{header, StatusCode};
+use actix_web::middleware::Next;
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest, ResponseError};
 use argon2::password_hash::{
     rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
 };
@@ -88,6 +93,9 @@ fn bearer(req: &HttpRequest) -> Option<String> {
 #[derive(Debug, Clone)]
 pub struct Bearer {
     token_hash: String,
+    /// Set when the token is checked. A copy stays in the request's extensions for
+    /// [`check_token_of_refused_request`].
+    checked: Arc<AtomicBool>,
 }
 
 impl FromRequest for Bearer {
@@ -95,20 +103,54 @@ impl FromRequest for Bearer {
     type Future = std::future::Ready<Result<Self, AppError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        std::future::ready(
-            bearer(req)
-                .map(|token| Bearer {
-                    token_hash: hash_token(&token),
-                })
-                .ok_or(AppError::Unauthenticated),
-        )
+        let found = bearer(req).map(|token| Bearer {
+            token_hash: hash_token(&token),
+            checked: Arc::default(),
+        });
+        if let Some(bearer) = &found {
+            req.extensions_mut().insert(bearer.clone());
+        }
+        std::future::ready(found.ok_or(AppError::Unauthenticated))
     }
 }
 
 /// The active user a bearer token belongs to; 401 for an unknown or revoked token or a
 /// deactivated user.
 pub fn authenticate(conn: &mut DbConn, bearer: &Bearer) -> Result<Caller, AppError> {
+    bearer.checked.store(true, Relaxed);
     caller_of(token::user_for(conn, &bearer.token_hash)?, bearer)
+}
+
+/// Middleware: a request refused before its token was checked (a body, query, path or
+/// `If-Match` that does not parse, a body over the limit) answers 401 if the token does not
+/// authenticate, as a request without one does: a revoked or unknown token is the first thing
+/// for the client to fix, and API.md answers it with 401. The token is checked only then, on
+/// that error path; a request whose token was checked keeps its answer.
+pub async fn check_token_of_refused_request(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let response = next.call(req).await?;
+    let refused_early =
+        response.status().is_client_error() && response.status() != StatusCode::UNAUTHORIZED;
+    let unchecked = refused_early
+        .then(|| response.request().extensions().get::<Bearer>().cloned())
+        .flatten()
+        .filter(|bearer| !bearer.checked.load(Relaxed));
+    let state = || {
+        response
+            .request()
+            .app_data::<web::Data<AppState>>()
+            .cloned()
+    };
+    if let Some((bearer, state)) = unchecked.and_then(|bearer| Some((bearer, state()?))) {
+        let checked = run_blocking(&state.pool, move |conn| authenticate(conn, &bearer)).await;
+        if let Err(err @ AppError::Unauthenticated) = checked {
+            let request = response.request().clone();
+            return Ok(ServiceResponse::new(request, err.error_response()).map_into_right_body());
+        }
+    }
+    Ok(response.map_into_left_body())
 }
 
 /// [`authenticate`], and the appointment `id` (if it exists) read in the same query. The

@@ -67,6 +67,9 @@ pub fn bind(
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .wrap(middleware::from_fn(
+                crate::auth::check_token_of_refused_request,
+            ))
             .wrap(middleware::from_fn(crate::telemetry::http::track))
             // The access log costs a regex match and formatting per request: only when shown.
             .wrap(middleware::Condition::new(

@@ -375,6 +375,20 @@ async fn tokens_that_do_not_authenticate_get_401(app: TestApp) {
             app.client
                 .post(format!("{}/api/v1/appointments", app.base))
                 .json(&json!({"doctor_id": doctor.id, "scheduled_at": common::slot(3, 9, 0), "type": "in_person"})),
+            // Refused before the token is checked (body, query, path, If-Match): a bad token
+            // still answers first, as a missing one does.
+            app.client
+                .post(format!("{}/api/v1/appointments", app.base))
+                .header(CONTENT_TYPE, "application/json")
+                .body("{\"doctor_id\": "),
+            app.client
+                .get(format!("{}/api/v1/appointments?color=blue", app.base)),
+            app.client
+                .get(format!("{}/api/v1/appointments/abc", app.base)),
+            app.client
+                .put(&appointment)
+                .header("If-Match", "zz")
+                .json(&json!({"reason": "x"})),
         ]
         .map(|req| match auth {
             Some(value) => req.header("Authorization", value),
@@ -396,6 +410,18 @@ async fn tokens_that_do_not_authenticate_get_401(app: TestApp) {
             assert_eq!(answer.header("www-authenticate"), "Bearer");
         }
     }
+    // With a good token the same requests get their own answers.
+    let statuses: Vec<_> = futures_util::future::join_all(
+        requests(Some(&format!("Bearer {}", patient.token)))
+            .into_iter()
+            .skip(5)
+            .map(|req| app.send(req)),
+    )
+    .await
+    .iter()
+    .map(|answer| answer.status.as_u16())
+    .collect();
+    assert_eq!(statuses, [400, 400, 404, 400]);
     // A deactivated user's token stops working.
     assert_eq!(app.get("/api/v1/me", &doctor).await.status, StatusCode::OK);
     let deactivate = app.deactivate(doctor.id).await;
