@@ -117,7 +117,6 @@ impl FromRequest for Bearer {
 /// The active user a bearer token belongs to; 401 for an unknown or revoked token or a
 /// deactivated user.
 pub fn authenticate(conn: &mut DbConn, bearer: &Bearer) -> Result<Caller, AppError> {
-    bearer.checked.store(true, Relaxed);
     caller_of(token::user_for(conn, &bearer.token_hash)?, bearer)
 }
 
@@ -164,7 +163,9 @@ pub fn authenticate_with_appointment(
     Ok((caller_of(user, bearer)?, appointment.flatten()))
 }
 
+/// The caller a token lookup found, or 401; either way the token counts as checked.
 fn caller_of(user: Option<TokenOwner>, bearer: &Bearer) -> Result<Caller, AppError> {
+    bearer.checked.store(true, Relaxed);
     match user {
         Some(user) if user.is_active => Ok(Caller {
             id: user.id,
