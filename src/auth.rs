@@ -229,6 +229,25 @@ mod tests {
         assert!(!verify_password("correct horse", "not a hash"));
     }
 
+    #[actix_web::test]
+    async fn a_token_counts_as_checked_once_looked_up_whatever_the_answer() {
+        let req = actix_web::test::TestRequest::default()
+            .insert_header((header::AUTHORIZATION, "Bearer some-token"))
+            .to_http_request();
+        let bearer = Bearer::extract(&req).await.unwrap();
+        let checked = || {
+            req.extensions()
+                .get::<Bearer>()
+                .unwrap()
+                .checked
+                .load(Relaxed)
+        };
+        assert!(!checked(), "not checked before a lookup");
+        // Both lookups (with and without the appointment) end in `caller_of`.
+        assert!(caller_of(None, &bearer).is_err());
+        assert!(checked(), "the copy the middleware reads sees the check");
+    }
+
     #[test]
     fn tokens_are_random_and_stored_hashed() {
         let (a, hash_a) = new_token();
