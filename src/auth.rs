@@ -1,5 +1,6 @@
-//! Passwords (argon2id), bearer tokens (random, stored as SHA-256), the [`Bearer`] extractor
-//! and [`authenticate`], which turns a token into the [`Caller`].
+//! Passwords (argon2id), bearer tokens (random, stored as SHA-256), the [`Bearer`] extractor,
+//! [`authenticate`], which turns a token into the [`Caller`], and the middleware that answers
+//! 401 for a bad token before any other refusal ([`check_token_of_refused_request`]).
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
