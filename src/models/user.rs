@@ -33,8 +33,6 @@ pub struct User {
 pub struct NewUser<'a> {
     pub name: &'a str,
     pub email: &'a str,
-    /// [`email_key`] of `email`.
-    pub email_key: String,
     pub password_hash: &'a str,
     pub role: &'a str,
     pub specialty: Option<&'a str>,
@@ -126,10 +124,10 @@ pub fn find_by_email(conn: &mut DbConn, email: &str) -> QueryResult<Option<User>
         .optional()
 }
 
-/// Inserts a user and returns the stored row.
+/// Inserts a user, with the [`email_key`] of its email, and returns the stored row.
 pub fn insert(conn: &mut DbConn, new: &NewUser<'_>) -> QueryResult<User> {
     diesel::insert_into(users::table)
-        .values(new)
+        .values((new, users::email_key.eq(email_key(new.email))))
         .returning(users::all_columns)
         .get_result(conn)
 }

@@ -72,7 +72,6 @@ pub fn register_patient(
     let new = NewUser {
         name: input.name.trim(),
         email: input.email.trim(),
-        email_key: user::email_key(&input.email),
         password_hash,
         role: Role::Patient.as_str(),
         specialty: None,

@@ -77,7 +77,6 @@ pub fn create(
             &NewUser {
                 name: input.name.trim(),
                 email: input.email.trim(),
-                email_key: user::email_key(&input.email),
                 password_hash,
                 role: role.as_str(),
                 specialty: input.specialty.as_deref(),
@@ -182,7 +181,6 @@ pub fn ensure_admin(conn: &mut DbConn, email: &str, password_hash: &str) -> Resu
             &NewUser {
                 name: "Administrator",
                 email: email.trim(),
-                email_key: user::email_key(email),
                 password_hash,
                 role: Role::Admin.as_str(),
                 specialty: None,
