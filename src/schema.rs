@@ -6,6 +6,7 @@ diesel::table! {
         user_id -> Int4,
         token_hash -> Text,
         created_at -> Timestamp,
+        session_epoch -> Int4,
     }
 }
 
@@ -97,6 +98,7 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         email_key -> Text,
+        session_epoch -> Int4,
     }
 }
 

@@ -15,6 +15,7 @@ both_backends!(
     bad_input_gets_clear_json_errors,
     nul_characters_in_text_are_422_everywhere,
     tokens_that_do_not_authenticate_get_401,
+    deactivation_ends_sessions_for_good,
 );
 
 /// `POST /auth/register` with the tests' password.
@@ -459,4 +460,106 @@ async fn tokens_that_do_not_authenticate_get_401(app: TestApp) {
     );
     // ...and the rejected bookings booked nothing.
     assert_eq!(app.count("SELECT COUNT(*) FROM appointments"), 1);
+}
+
+/// The status `GET /me` answers with `token`.
+async fn me_status(app: &TestApp, token: &str) -> StatusCode {
+    app.call(Method::GET, "/api/v1/me", Some(token), None)
+        .await
+        .status
+}
+
+/// Deactivating a user ends every session they had: their tokens are refused, are gone from
+/// the table, and stay refused after a reactivation, which asks for a new login (they came
+/// back to life before). A login racing the deactivation either is refused or gets a token
+/// that dies with it. Other changes to a user leave their sessions alone.
+async fn deactivation_ends_sessions_for_good(app: TestApp) {
+    let email = "sessions@example.com";
+    let registered = register(&app, "S", email).await;
+    assert_eq!(
+        registered.status,
+        StatusCode::CREATED,
+        "{:?}",
+        registered.body
+    );
+    let id = registered.body["user"]["id"].as_i64().unwrap();
+    let first = registered.body["token"].as_str().unwrap().to_owned();
+    let second = app.login(email, PASSWORD).await.token;
+    let user_path = format!("/api/v1/admin/users/{id}");
+    let admin_patch = |body| {
+        app.call(
+            Method::PATCH,
+            &user_path,
+            Some(&app.admin.token),
+            Some(body),
+        )
+    };
+    let tokens_held = || {
+        app.count(&format!(
+            "SELECT COUNT(*) FROM api_tokens WHERE user_id = {id}"
+        ))
+    };
+
+    // A rename and a no-op activation leave the sessions alone.
+    assert_eq!(
+        admin_patch(json!({"name": "S2"})).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        admin_patch(json!({"is_active": true})).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(me_status(&app, &first).await, StatusCode::OK);
+    assert_eq!(me_status(&app, &second).await, StatusCode::OK);
+    assert_eq!(tokens_held(), 2);
+
+    assert_eq!(
+        admin_patch(json!({"is_active": false})).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(me_status(&app, &first).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(tokens_held(), 0);
+    // A deactivation of an inactive user changes nothing more.
+    assert_eq!(
+        admin_patch(json!({"is_active": false})).await.status,
+        StatusCode::OK
+    );
+    let reactivated = admin_patch(json!({"is_active": true})).await;
+    assert_eq!(reactivated.body["is_active"], true);
+    for token in [&first, &second] {
+        assert_eq!(me_status(&app, token).await, StatusCode::UNAUTHORIZED);
+    }
+    let third = app.login(email, PASSWORD).await.token;
+    assert_eq!(me_status(&app, &third).await, StatusCode::OK);
+
+    // Logins racing deactivations: each login is refused or issues a token, and whichever way
+    // the race went, the token does not work after the reactivation that follows. The
+    // deactivation starts later each round, from at once (it lands during the login's
+    // password check) to after the login is done.
+    for round in 0..10 {
+        let (login, deactivated) = tokio::join!(attempt_login(&app, email, PASSWORD), async {
+            tokio::time::sleep(std::time::Duration::from_millis(round * 8)).await;
+            admin_patch(json!({"is_active": false})).await
+        });
+        assert_eq!(deactivated.status, StatusCode::OK);
+        assert_eq!(
+            admin_patch(json!({"is_active": true})).await.status,
+            StatusCode::OK
+        );
+        match login.status {
+            StatusCode::OK => {
+                let token = login.body["token"].as_str().unwrap();
+                assert_eq!(
+                    me_status(&app, token).await,
+                    StatusCode::UNAUTHORIZED,
+                    "round {round}"
+                );
+            }
+            StatusCode::UNAUTHORIZED => assert_eq!(login.code(), "UNAUTHENTICATED"),
+            other => panic!("login answered {other}: {:?}", login.body),
+        }
+    }
+    assert_eq!(me_status(&app, &third).await, StatusCode::UNAUTHORIZED);
+    let fresh = app.login(email, PASSWORD).await.token;
+    assert_eq!(me_status(&app, &fresh).await, StatusCode::OK);
 }

@@ -1,4 +1,9 @@
 //! `api_tokens`: bearer tokens, stored only as SHA-256 hashes.
+//!
+//! A token carries the `session_epoch` its user had when it was issued, and authenticates
+//! only while the user's is still the same: deactivating a user moves the user's epoch on
+//! (`services::users::update`), which ends every session issued before for good, even one a
+//! login was issuing concurrently, with no lock taken by the login or the check.
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
@@ -27,10 +32,12 @@ impl TokenOwner {
     }
 }
 
-/// Stores the hash of a new token for `user_id`.
+/// Stores the hash of a new token for `user_id`, of the user's `session_epoch` as the
+/// caller read it with the user.
 pub fn insert(
     conn: &mut DbConn,
     user_id: i32,
+    session_epoch: i32,
     token_hash: &str,
     now: NaiveDateTime,
 ) -> QueryResult<()> {
@@ -39,16 +46,34 @@ pub fn insert(
             api_tokens::user_id.eq(user_id),
             api_tokens::token_hash.eq(token_hash),
             api_tokens::created_at.eq(now),
+            api_tokens::session_epoch.eq(session_epoch),
         ))
         .execute(conn)
         .map(drop)
 }
 
-/// The user a token hash belongs to, if the token exists.
+/// Deletes the tokens `user_id` was issued before `session_epoch`. (They no longer
+/// authenticate anyway; this keeps them out of the table.)
+pub fn delete_before_epoch(
+    conn: &mut DbConn,
+    user_id: i32,
+    session_epoch: i32,
+) -> QueryResult<usize> {
+    diesel::delete(
+        api_tokens::table
+            .filter(api_tokens::user_id.eq(user_id))
+            .filter(api_tokens::session_epoch.lt(session_epoch)),
+    )
+    .execute(conn)
+}
+
+/// The user a token hash belongs to, if the token exists and is of the user's current
+/// session epoch.
 pub fn user_for(conn: &mut DbConn, token_hash: &str) -> QueryResult<Option<TokenOwner>> {
     on_backend!(conn, |c| api_tokens::table
         .inner_join(users::table)
         .filter(api_tokens::token_hash.eq(token_hash))
+        .filter(api_tokens::session_epoch.eq(users::session_epoch))
         .select(TokenOwner::as_select())
         .first(c)
         .optional())
@@ -65,6 +90,7 @@ pub fn user_and_appointment(
         .inner_join(users::table)
         .left_join(appointments::table.on(appointments::id.eq(appointment_id)))
         .filter(api_tokens::token_hash.eq(token_hash))
+        .filter(api_tokens::session_epoch.eq(users::session_epoch))
         .select((
             TokenOwner::as_select(),
             appointments::all_columns.nullable()

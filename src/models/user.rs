@@ -25,6 +25,9 @@ pub struct User {
     pub updated_at: NaiveDateTime,
     /// [`email_key`] of `email`: what the unique index compares.
     pub email_key: String,
+    /// Moves on when the user is deactivated; a token is valid only while its own
+    /// `session_epoch` equals this (see [`crate::models::token`]).
+    pub session_epoch: i32,
 }
 
 /// A new `users` row.

@@ -74,6 +74,9 @@ pub(crate) async fn create_user(
 }
 
 /// Activates, deactivates or renames a user (admin only), optimistically.
+///
+/// Deactivation ends the user's sessions: their tokens stop working, also after a
+/// reactivation.
 #[utoipa::path(patch, operation_id = "admin_update_user", path = "/api/v1/admin/users/{id}", tag = "admin", security(("bearer" = [])),
     request_body = UpdateUserInput,
     params(("id" = i32, Path, description = "User id"), IfMatch),

@@ -123,13 +123,11 @@ pub(crate) async fn login(
         _ => return Err(service::invalid_credentials()),
     };
     if !user.is_active {
-        return Err(AppError::InvalidCredentials(
-            "Account is deactivated".to_owned(),
-        ));
+        return Err(service::account_deactivated());
     }
     let (token, token_hash) = new_token();
     let user_id = user.id;
-    run_blocking(&state.pool, move |conn| {
+    let user = run_blocking(&state.pool, move |conn| {
         service::issue_token(conn, user_id, &token_hash)
     })
     .await?;

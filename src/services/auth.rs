@@ -82,7 +82,7 @@ pub fn register_patient(
     };
     write_transaction(conn, |conn| {
         let user = user::insert(conn, &new).map_err(map_email_conflict)?;
-        token::insert(conn, user.id, token_hash, now)?;
+        token::insert(conn, user.id, user.session_epoch, token_hash, now)?;
         Ok(user)
     })
 }
@@ -92,12 +92,31 @@ pub fn invalid_credentials() -> AppError {
     AppError::InvalidCredentials("Invalid email or password".to_owned())
 }
 
-/// Stores a new token for a user whose password was verified.
-pub fn issue_token(conn: &mut DbConn, user_id: i32, token_hash: &str) -> Result<(), AppError> {
+/// Stores a new token for a user whose password was verified, and returns the user as it is
+/// now. The user is read again here, not taken from the read before the password check: a
+/// deactivation during that check (tens of milliseconds of argon2) refuses the login. One that
+/// commits after this read moves the user's session epoch past the token's, so the token never
+/// authenticates; no lock is needed for that.
+pub fn issue_token(conn: &mut DbConn, user_id: i32, token_hash: &str) -> Result<User, AppError> {
     write_transaction(conn, |conn| {
-        token::insert(conn, user_id, token_hash, crate::time::now())?;
-        Ok(())
+        let user = user::find(conn, user_id)?.ok_or_else(invalid_credentials)?;
+        if !user.is_active {
+            return Err(account_deactivated());
+        }
+        token::insert(
+            conn,
+            user.id,
+            user.session_epoch,
+            token_hash,
+            crate::time::now(),
+        )?;
+        Ok(user)
     })
+}
+
+/// The answer to a login with the right password for a deactivated account.
+pub fn account_deactivated() -> AppError {
+    AppError::InvalidCredentials("Account is deactivated".to_owned())
 }
 
 /// Revokes one token.

@@ -13,6 +13,7 @@ use crate::db::{classify, write_transaction, DbConn, DbErrorClass};
 use crate::domain::Role;
 use crate::error::AppError;
 use crate::extract::Expected;
+use crate::models::token;
 use crate::models::user::{self, NewUser, User};
 use crate::schema::users;
 
@@ -92,7 +93,8 @@ pub fn create(
 
 /// Changes a user (admin only), optimistically. Deactivating a doctor waits for any booking
 /// that holds the doctor's row lock, so a booking either commits before it or sees the
-/// doctor inactive.
+/// doctor inactive. Deactivating anyone ends their sessions: their tokens stop working and
+/// stay dead after a reactivation (a new login is needed).
 pub fn update(
     conn: &mut DbConn,
     caller: &Caller,
@@ -131,6 +133,11 @@ pub fn update(
                     "an admin cannot deactivate themselves",
                 ));
             }
+            let is_active = input.is_active.unwrap_or(current.is_active);
+            // Deactivation ends the user's sessions: the epoch moves on, and a token
+            // authenticates only while it has its user's epoch (`models::token`).
+            let deactivates = current.is_active && !is_active;
+            let session_epoch = current.session_epoch + i32::from(deactivates);
             write_transaction(conn, |conn| {
                 let updated = diesel::update(
                     users::table
@@ -138,7 +145,8 @@ pub fn update(
                         .filter(users::version.eq(current.version)),
                 )
                 .set((
-                    users::is_active.eq(input.is_active.unwrap_or(current.is_active)),
+                    users::is_active.eq(is_active),
+                    users::session_epoch.eq(session_epoch),
                     users::name.eq(input
                         .name
                         .as_deref()
@@ -154,6 +162,9 @@ pub fn update(
                 .get_result::<User>(conn)
                 .optional()?;
                 if let Some(user) = &updated {
+                    if deactivates {
+                        token::delete_before_epoch(conn, user.id, user.session_epoch)?;
+                    }
                     log::info!(
                         "ATOMIC user={} is_active={} version={} by admin={}",
                         user.id,
