@@ -81,20 +81,31 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
 #[derive(Debug, Clone, Copy)]
 pub struct BodyDigest(pub [u8; 32]);
 
-/// Parses JSON, telling a syntax error (400) from a shape error (422 naming the field).
+/// Parses JSON, telling a body that is not JSON (400) from JSON of the wrong shape (422 naming
+/// the field). Text after the JSON value is not JSON either (`{…} garbage` was taken as `{…}`).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|err| {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
-        match inner.classify() {
-            serde_json::error::Category::Data => {
-                let field = if path == "." { "body".to_owned() } else { path };
-                AppError::invalid(&field, strip_position(&inner.to_string()))
-            }
-            _ => AppError::BadRequest(format!("Body is not valid JSON: {inner}")),
+        if inner.classify() != serde_json::error::Category::Data {
+            return not_json(inner);
         }
-    })
+        // serde stops at the first error it meets: in `{"x":` that is the unknown field, before
+        // the missing end. Only a body that is JSON gets the shape error (checked on this error
+        // path only).
+        if let Err(syntax) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            return not_json(syntax);
+        }
+        let field = if path == "." { "body".to_owned() } else { path };
+        AppError::invalid(&field, strip_position(&inner.to_string()))
+    })?;
+    de.end().map_err(not_json)?;
+    Ok(value)
+}
+
+fn not_json(err: serde_json::Error) -> AppError {
+    AppError::BadRequest(format!("Body is not valid JSON: {err}"))
 }
 
 fn strip_position(message: &str) -> String {
@@ -193,6 +204,28 @@ mod tests {
     #[test]
     fn syntax_errors_are_400_and_shape_errors_422_with_the_field() {
         assert_eq!(parse_json::<Body>(b"{").unwrap_err().code(), "BAD_REQUEST");
+        // Not JSON, although serde meets a shape error first, or parses a value before the rest.
+        for not_json in [
+            &br#"{"x":"#[..],
+            br#"{"doctor_id":"x","#,
+            br#"{"doctor_id":1} trailing"#,
+            br#"{"doctor_id":1}{}"#,
+            br#"{"doctor_id":1},"#,
+        ] {
+            let err = parse_json::<Body>(not_json).unwrap_err();
+            assert_eq!(
+                err.code(),
+                "BAD_REQUEST",
+                "{}",
+                String::from_utf8_lossy(not_json)
+            );
+        }
+        assert_eq!(
+            parse_json::<Body>(b" {\"doctor_id\":1} \r\n\t")
+                .unwrap()
+                .doctor_id,
+            1
+        );
         match parse_json::<Body>(br#"{"doctor_id":"x"}"#).unwrap_err() {
             AppError::Validation { details, .. } => assert!(details.contains_key("doctor_id")),
             other => panic!("{other:?}"),

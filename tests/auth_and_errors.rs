@@ -281,6 +281,20 @@ async fn bad_input_gets_clear_json_errors(app: TestApp) {
         (malformed.status, malformed.code()),
         (StatusCode::BAD_REQUEST, "BAD_REQUEST")
     );
+    // Not JSON either: text after the value (it was taken as the value), and a body that
+    // breaks off after an unknown field (it was a 422 about the field).
+    for body in [
+        "{\"doctor_id\": 1, \"scheduled_at\": \"2040-01-01T10:00:00Z\", \"type\": \"in_person\"} x",
+        "{\"price\": ",
+    ] {
+        let answer = raw(body, "application/json").await;
+        assert_eq!(
+            (answer.status, answer.code()),
+            (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
+            "{body}"
+        );
+    }
+    assert_eq!(app.count("SELECT COUNT(*) FROM appointments"), 0);
     let not_json = raw("doctor_id=1", "application/x-www-form-urlencoded").await;
     assert_eq!(not_json.status, StatusCode::BAD_REQUEST);
     let array = raw("[1, 2]", "application/json").await;
