@@ -351,6 +351,9 @@ async fn lists_are_scoped_to_the_caller_and_paginate(app: TestApp) {
         "?status=done",
         "?from=yesterday",
         "?to=2031-06-30T23:59:60Z",
+        // An empty or reversed range, as for a doctor's busy times.
+        "?from=2031-06-01T10:00:00Z&to=2031-06-01T10:00:00Z",
+        "?from=2031-06-02T00:00:00Z&to=2031-06-01T00:00:00Z",
     ] {
         let answer = app.get(&format!("/api/v1/appointments{bad}"), &alice).await;
         assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");

@@ -100,7 +100,7 @@ pub(crate) struct ListQuery {
     status: Option<String>,
     /// `scheduled_at` at or after this time.
     from: Option<String>,
-    /// `scheduled_at` before this time.
+    /// `scheduled_at` before this time (after `from`, if both are given).
     to: Option<String>,
     /// Page size, 1–100 (default 50).
     limit: Option<String>,
@@ -115,7 +115,7 @@ pub(crate) struct ListQuery {
         (status = 200, description = "A page of appointments", body = AppointmentPage),
         (status = 400, description = "Unknown parameter or bad cursor", body = ErrorDoc),
         (status = 401, description = "UNAUTHENTICATED", body = ErrorDoc),
-        (status = 422, description = "Bad status, time or limit", body = ErrorDoc),
+        (status = 422, description = "Bad status, time, range or limit", body = ErrorDoc),
     ))]
 pub(crate) async fn list(
     state: web::Data<AppState>,

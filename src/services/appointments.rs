@@ -62,6 +62,12 @@ pub fn list(
     caller: &Caller,
     filter: &ListFilter,
 ) -> Result<Page<Appointment>, AppError> {
+    if let (Some(from), Some(to)) = (filter.from, filter.to) {
+        if to <= from {
+            // As for a doctor's busy times: a range that holds no time is a mistake.
+            return Err(AppError::invalid("to", "must be after from"));
+        }
+    }
     let rows: Vec<Appointment> = list_query(caller, filter).load(conn)?;
     Ok(Page::from_rows(rows, filter.limit, |a| Cursor {
         at: a.scheduled_at,
