@@ -16,6 +16,7 @@ both_backends!(
     nul_characters_in_text_are_422_everywhere,
     tokens_that_do_not_authenticate_get_401,
     deactivation_ends_sessions_for_good,
+    head_is_get_without_the_body,
 );
 
 /// `POST /auth/register` with the tests' password.
@@ -576,4 +577,47 @@ async fn deactivation_ends_sessions_for_good(app: TestApp) {
     assert_eq!(me_status(&app, &third).await, StatusCode::UNAUTHORIZED);
     let fresh = app.login(email, PASSWORD).await.token;
     assert_eq!(me_status(&app, &fresh).await, StatusCode::OK);
+}
+
+/// `HEAD` of a `GET` route answers what the `GET` would, status and headers, without the body
+/// (a health check by `HEAD` was a 404); other methods a path does not have stay the JSON 404.
+async fn head_is_get_without_the_body(app: TestApp) {
+    let patient = app.patient().await;
+    let doctor = app.doctor().await;
+    let other = app.patient().await;
+    let id = app.booked(&patient, &doctor, &slot(2, 9, 0)).await;
+    let head = |path: String, token: Option<&str>| {
+        let mut req = app.client.head(format!("{}{path}", app.base));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        app.send(req)
+    };
+    let appointment = format!("/api/v1/appointments/{id}");
+    let health = head("/healthz".to_owned(), None).await;
+    assert_eq!(
+        (health.status, &health.body),
+        (StatusCode::OK, &serde_json::Value::Null)
+    );
+    let own = head(appointment.clone(), Some(&patient.token)).await;
+    assert_eq!(
+        (own.status, &own.body),
+        (StatusCode::OK, &serde_json::Value::Null)
+    );
+    assert_eq!(own.header("etag"), "\"1\"");
+    let got = app.get(&appointment, &patient).await;
+    assert_eq!(
+        own.header("content-length"),
+        got.body.to_string().len().to_string()
+    );
+    let anonymous = head(appointment.clone(), None).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(anonymous.header("www-authenticate"), "Bearer");
+    assert_eq!(
+        head(appointment, Some(&other.token)).await.status,
+        StatusCode::NOT_FOUND
+    );
+    // A path without a GET has no HEAD either.
+    let login = head("/api/v1/auth/login".to_owned(), None).await;
+    assert_eq!(login.status, StatusCode::NOT_FOUND);
 }

@@ -14,7 +14,7 @@ pub(crate) mod prescriptions;
 pub(crate) mod ratings;
 
 use actix_web::http::{Method, StatusCode};
-use actix_web::{web, HttpResponse, Route};
+use actix_web::{guard, web, HttpResponse, Route};
 use serde::Serialize;
 
 use crate::error::AppError;
@@ -28,9 +28,16 @@ pub struct RouteDef {
 }
 
 /// A route for `method` and `path`, whose handler is attached to `route` (`web::route().to(h)`).
+/// A `GET` route answers `HEAD` too (HTTP requires both of a server): the same handler, and
+/// actix-http sends the status and headers without the body.
 pub(crate) fn def(method: Method, path: &'static str, route: Route) -> RouteDef {
+    let route = if method == Method::GET {
+        route.guard(guard::Any(guard::Get()).or(guard::Head()))
+    } else {
+        route.method(method.clone())
+    };
     RouteDef {
-        route: route.method(method.clone()),
+        route,
         method,
         path,
     }
