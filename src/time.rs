@@ -39,9 +39,10 @@ fn parse_any_second(input: &str) -> Result<NaiveDateTime, String> {
     if let Ok(t) = DateTime::parse_from_rfc3339(input) {
         return Ok(micros(t.with_timezone(&Utc).naive_utc()));
     }
-    for format in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"] {
+    // The plain UTC forms take a fraction as RFC 3339 does (`%.f`: none, or a dot and digits).
+    for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
         if let Ok(t) = NaiveDateTime::parse_from_str(input, format) {
-            return Ok(t);
+            return Ok(micros(t));
         }
     }
     Err(format!(
@@ -95,11 +96,26 @@ mod tests {
     fn keeps_microseconds_and_drops_finer_digits() {
         let t = parse("2030-01-20T10:00:00.123456789Z").unwrap();
         assert_eq!(format(&t), "2030-01-20T10:00:00.123456Z");
+        // The plain UTC forms take a fraction too.
+        assert_eq!(parse("2030-01-20 10:00:00.123456789").unwrap(), t);
+        assert_eq!(parse("2030-01-20T10:00:00.123456").unwrap(), t);
+        assert_eq!(
+            format(&parse("2030-01-20 10:00:00.25").unwrap()),
+            "2030-01-20T10:00:00.250Z"
+        );
     }
 
     #[test]
     fn rejects_non_times() {
-        for bad in ["", "tomorrow", "2030-02-30 10:00:00", "2030-01-20", "10:00"] {
+        for bad in [
+            "",
+            "tomorrow",
+            "2030-02-30 10:00:00",
+            "2030-01-20",
+            "10:00",
+            "2030-01-20 10:00:00.",
+            "2030-01-20 10:00:00.5x",
+        ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
     }
@@ -112,6 +128,7 @@ mod tests {
             "2031-07-01T01:59:60+02:00",
             "2031-06-30 23:59:60",
             "2031-06-30T23:59:60",
+            "2031-06-30 23:59:60.5",
         ] {
             let err = parse(leap).unwrap_err();
             assert!(err.contains("leap second"), "{leap}: {err}");
