@@ -41,6 +41,12 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
                     .to_ascii_lowercase();
                 mime == "application/json" || mime.ends_with("+json")
             });
+        // Request bodies are read as sent: a compressed one would only fail as "not JSON".
+        let encoding = req
+            .headers()
+            .get(header::CONTENT_ENCODING)
+            .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase())
+            .filter(|v| !v.is_empty() && v != "identity");
         let declared_len = req
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -65,6 +71,11 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
                 .insert(BodyDigest(Sha256::digest(&body).into()));
             if body.iter().all(u8::is_ascii_whitespace) {
                 return parse_json::<T>(b"{}").map(Json);
+            }
+            if let Some(encoding) = encoding {
+                return Err(AppError::BadRequest(format!(
+                    "Content-Encoding {encoding} is not supported: send the body uncompressed"
+                )));
             }
             if content_type_ok == Some(false) {
                 return Err(AppError::BadRequest(

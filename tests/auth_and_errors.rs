@@ -296,6 +296,28 @@ async fn bad_input_gets_clear_json_errors(app: TestApp) {
         );
     }
     assert_eq!(app.count("SELECT COUNT(*) FROM appointments"), 0);
+    // A compressed body is refused as such (it was "not valid JSON"); `identity` is no coding.
+    let encoded = |encoding: &'static str, body: &'static [u8]| {
+        app.send(
+            app.client
+                .post(&url)
+                .bearer_auth(&patient.token)
+                .header(CONTENT_TYPE, "application/json")
+                .header("Content-Encoding", encoding)
+                .body(body),
+        )
+    };
+    let gzip = encoded("gzip", b"\x1f\x8b\x08\x00\x00\x00\x00\x00").await;
+    assert_eq!(
+        (gzip.status, gzip.code()),
+        (StatusCode::BAD_REQUEST, "BAD_REQUEST")
+    );
+    assert!(gzip.body["error"]
+        .as_str()
+        .unwrap()
+        .contains("Content-Encoding gzip"));
+    let identity = encoded("identity", b"[]").await;
+    assert_eq!(identity.status, StatusCode::UNPROCESSABLE_ENTITY);
     let not_json = raw("doctor_id=1", "application/x-www-form-urlencoded").await;
     assert_eq!(not_json.status, StatusCode::BAD_REQUEST);
     let array = raw("[1, 2]", "application/json").await;
