@@ -118,15 +118,12 @@ pub(crate) async fn login(
         }
     })
     .await?;
-    let user = match found {
-        Some(user) if verified => user,
+    let user_id = match found {
+        Some(user) if verified => user.id,
         _ => return Err(service::invalid_credentials()),
     };
-    if !user.is_active {
-        return Err(service::account_deactivated());
-    }
+    // A deactivated account is refused there, on a read taken after the password check.
     let (token, token_hash) = new_token();
-    let user_id = user.id;
     let user = run_blocking(&state.pool, move |conn| {
         service::issue_token(conn, user_id, &token_hash)
     })

@@ -115,7 +115,7 @@ pub fn issue_token(conn: &mut DbConn, user_id: i32, token_hash: &str) -> Result<
 }
 
 /// The answer to a login with the right password for a deactivated account.
-pub fn account_deactivated() -> AppError {
+fn account_deactivated() -> AppError {
     AppError::InvalidCredentials("Account is deactivated".to_owned())
 }
 
