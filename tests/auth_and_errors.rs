@@ -183,6 +183,50 @@ async fn admin_manages_users_with_versions(app: TestApp) {
     // A deactivated user cannot log in.
     let login = attempt_login(&app, "who@example.com", PASSWORD).await;
     assert_eq!(login.status, StatusCode::UNAUTHORIZED);
+    // A specialty is cleared with null, never blank; only a doctor has one.
+    let blank = create(json!({"name": "Dr B", "email": "b@example.com", "password": PASSWORD, "role": "doctor", "specialty": " "})).await;
+    assert!(
+        blank.body["details"]["specialty"].is_string(),
+        "{:?}",
+        blank.body
+    );
+    let other = create(json!({"name": "Dr O", "email": "o@example.com", "password": PASSWORD, "role": "doctor", "specialty": "eyes"})).await;
+    let other_path = format!("/api/v1/admin/users/{}", other.id());
+    let specialty = |body| {
+        app.call(
+            Method::PATCH,
+            &other_path,
+            Some(&app.admin.token),
+            Some(body),
+        )
+    };
+    let blank = specialty(json!({"specialty": ""})).await;
+    assert!(
+        blank.body["details"]["specialty"].is_string(),
+        "{:?}",
+        blank.body
+    );
+    let cleared = specialty(json!({"specialty": null})).await;
+    assert_eq!(cleared.status, StatusCode::OK, "{:?}", cleared.body);
+    assert!(cleared.body["specialty"].is_null());
+    assert_eq!(cleared.body["version"], 2);
+    let listed = app
+        .get(&format!("/api/v1/doctors/{}", other.id()), &patient)
+        .await;
+    assert!(listed.body["specialty"].is_null(), "{:?}", listed.body);
+    let of_patient = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/admin/users/{}", patient.id),
+            Some(&app.admin.token),
+            Some(json!({"specialty": null})),
+        )
+        .await;
+    assert!(
+        of_patient.body["details"]["specialty"].is_string(),
+        "{:?}",
+        of_patient.body
+    );
 }
 
 /// JSON can carry NUL (`\u0000`) and PostgreSQL's text cannot: every stored text refuses it

@@ -20,6 +20,7 @@ both_backends!(
     concurrent_prescriptions_yield_one,
     prescriptions_update_and_acknowledge_once,
     concurrent_ratings_yield_one_and_feed_the_average,
+    null_clears_an_optional_text_and_leaving_it_out_keeps_it,
 );
 
 fn appointment(id: i64) -> String {
@@ -600,4 +601,95 @@ async fn concurrent_ratings_yield_one_and_feed_the_average(app: TestApp) {
         )
         .await;
     assert_eq!(early.code(), "APPOINTMENT_NOT_COMPLETED");
+}
+
+/// `reason`, `notes` and `comment` in an update: left out keeps the stored text, `null` clears
+/// it (JSON Merge Patch). `null` was read as "left out": the answer was `200` with the old
+/// text still there.
+async fn null_clears_an_optional_text_and_leaving_it_out_keeps_it(app: TestApp) {
+    let (doctor, patient, done) = completed(&app, 3).await;
+    let cleared = |answer: &Answer, field: &str, version: i64| {
+        assert_eq!(answer.status, StatusCode::OK, "{field}: {:?}", answer.body);
+        assert!(answer.body[field].is_null(), "{field}: {:?}", answer.body);
+        assert_eq!(answer.body["version"], version, "{field}");
+    };
+
+    // An appointment's reason: alone, beside a status move, beside a reschedule.
+    let id = app.booked(&patient, &doctor, &slot(4, 9, 0)).await;
+    let path = appointment(id);
+    let set = app.put(&path, &patient, json!({"reason": "cough"})).await;
+    assert_eq!(set.body["reason"], "cough");
+    let kept = set_status(&app, id, &doctor, "confirmed", None).await;
+    assert_eq!(kept.body["reason"], "cough", "left out: kept");
+    cleared(
+        &app.put(&path, &patient, json!({"reason": null})).await,
+        "reason",
+        4,
+    );
+    assert!(app.get(&path, &doctor).await.body["reason"].is_null());
+    app.put(&path, &patient, json!({"reason": "fever"})).await;
+    let moved = app
+        .put(
+            &path,
+            &doctor,
+            json!({"scheduled_at": slot(4, 11, 0), "reason": null}),
+        )
+        .await;
+    cleared(&moved, "reason", 6);
+    assert_eq!(moved.body["status"], "pending");
+    app.put(&path, &patient, json!({"reason": "fever"})).await;
+    let cancelled = app
+        .put(
+            &path,
+            &patient,
+            json!({"status": "cancelled", "reason": null}),
+        )
+        .await;
+    cleared(&cancelled, "reason", 8);
+
+    // A prescription's notes, beside new medications.
+    let rx = app
+        .post(
+            "/api/v1/prescriptions",
+            &doctor,
+            json!({"appointment_id": done, "medications": medications(), "notes": "with food"}),
+        )
+        .await;
+    let rx_path = format!("/api/v1/prescriptions/{}", rx.id());
+    let kept = app
+        .put(&rx_path, &doctor, json!({"medications": medications()}))
+        .await;
+    assert_eq!(kept.body["notes"], "with food", "left out: kept");
+    cleared(
+        &app.put(&rx_path, &doctor, json!({"notes": null})).await,
+        "notes",
+        3,
+    );
+    assert!(app.get(&rx_path, &patient).await.body["notes"].is_null());
+
+    // A rating's comment, beside a new score.
+    let rating = app
+        .post(
+            "/api/v1/ratings",
+            &patient,
+            json!({"appointment_id": done, "score": 4, "comment": "kind"}),
+        )
+        .await;
+    let rating_path = format!("/api/v1/ratings/{}", rating.id());
+    let kept = app.put(&rating_path, &patient, json!({"score": 5})).await;
+    assert_eq!(kept.body["comment"], "kind", "left out: kept");
+    let both = app
+        .put(&rating_path, &patient, json!({"score": 3, "comment": null}))
+        .await;
+    cleared(&both, "comment", 3);
+    assert_eq!(both.body["score"], 3);
+    assert!(app.get(&rating_path, &doctor).await.body["comment"].is_null());
+    // The stored value is NULL, not an empty text.
+    assert_eq!(
+        app.count(&format!(
+            "SELECT COUNT(*) FROM ratings WHERE id = {} AND comment IS NULL",
+            rating.id()
+        )),
+        1
+    );
 }

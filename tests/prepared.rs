@@ -15,6 +15,7 @@ use medbook::domain::Role;
 use medbook::extract::Expected;
 use medbook::services::appointments::{self, UpdateInput};
 use medbook::services::booking::{self, BookingInput};
+use medbook::services::patch::Patch;
 use medbook::time::InputTime;
 
 use common::{Backend, ScratchDb};
@@ -64,7 +65,7 @@ fn postgres_booking_and_update_statements_are_prepared_once() {
             status: None,
             scheduled_at: None,
             duration_minutes: None,
-            reason: Some(format!("reason {k}")),
+            reason: Patch::Set(format!("reason {k}")),
             version: None,
         };
         // The token check that reads the appointment in the same query (GET/PUT/PATCH of one

@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 use super::booking::{self, Reschedule};
 use super::optimistic::update_versioned;
+use super::patch::Patch;
 use super::validate::Problems;
 use super::{party_of, visible, visible_appointment};
 use crate::auth::Caller;
@@ -33,8 +34,10 @@ pub struct UpdateInput {
     pub scheduled_at: Option<InputTime>,
     #[serde(default)]
     pub duration_minutes: Option<i32>,
+    /// Left out, it stays; `null` clears it.
     #[serde(default)]
-    pub reason: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub reason: Patch,
     #[serde(default)]
     pub version: Option<i32>,
 }
@@ -149,14 +152,14 @@ pub fn update(
         ),
         None => None,
     };
-    if target.is_none() && input.reason.is_none() {
+    if target.is_none() && input.reason.is_keep() {
         return Err(AppError::invalid(
             "body",
             "nothing to change: give status, scheduled_at, duration_minutes or reason",
         ));
     }
     let mut problems = Problems::default();
-    problems.optional_text("reason", input.reason.as_deref(), 2000);
+    problems.optional_text("reason", input.reason.given(), 2000);
     problems.finish()?;
 
     let mut found = Some(found);
@@ -194,7 +197,7 @@ pub fn update(
             };
             write_transaction(conn, |conn| {
                 let now = crate::time::now();
-                let reason = input.reason.as_deref().or(current.reason.as_deref());
+                let reason = input.reason.apply(current.reason.as_deref());
                 let updated = on_backend!(conn, |c| diesel::update(
                     appointments::table
                         .filter(appointments::id.eq(current.id))

@@ -10,6 +10,7 @@ use chrono::{Duration, NaiveDateTime};
 use serde::Deserialize;
 
 use super::optimistic::update_versioned;
+use super::patch::Patch;
 use super::validate::Problems;
 use super::{party_of, visible_appointment};
 use crate::auth::Caller;
@@ -283,7 +284,7 @@ fn map_slot_conflict(err: diesel::result::Error) -> AppError {
 pub struct Reschedule {
     pub scheduled_at: Option<NaiveDateTime>,
     pub duration_minutes: Option<i32>,
-    pub reason: Option<String>,
+    pub reason: Patch,
 }
 
 /// Moves an appointment to another slot: same locks and checks as booking, the id is kept,
@@ -323,7 +324,7 @@ pub fn reschedule(
             let duration = change.duration_minutes.unwrap_or(current.duration_minutes);
             let mut problems = Problems::default();
             check_slot(&mut problems, start, duration, crate::time::now());
-            problems.optional_text("reason", change.reason.as_deref(), 2000);
+            problems.optional_text("reason", change.reason.given(), 2000);
             problems.finish()?;
             let end = slot_end(start, duration);
             let ids = format!(
@@ -342,7 +343,7 @@ pub fn reschedule(
                 write_transaction(conn, |conn| {
                     let hold = hold_slot(conn, contention, &slot, attempt)?;
                     let now = crate::time::now();
-                    let reason = change.reason.as_deref().or(current.reason.as_deref());
+                    let reason = change.reason.apply(current.reason.as_deref());
                     let moved = move_slot(conn, current, start, duration, end, reason, now)
                         .map_err(map_slot_conflict)?;
                     let Some(moved) = moved else {

@@ -8,6 +8,7 @@ pub mod doctors;
 pub mod idempotency;
 pub mod optimistic;
 pub mod pagination;
+pub mod patch;
 pub mod prescriptions;
 pub mod ratings;
 pub mod users;

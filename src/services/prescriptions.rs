@@ -5,6 +5,7 @@ use diesel::prelude::*;
 use serde::Deserialize;
 
 use super::optimistic::update_versioned;
+use super::patch::Patch;
 use super::validate::Problems;
 use super::{party_of, visible_appointment};
 use crate::auth::Caller;
@@ -34,8 +35,10 @@ pub struct CreateInput {
 pub struct UpdateInput {
     #[serde(default)]
     pub medications: Option<Vec<Medication>>,
+    /// Left out, they stay; `null` clears them.
     #[serde(default)]
-    pub notes: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub notes: Patch,
     #[serde(default)]
     pub version: Option<i32>,
 }
@@ -163,8 +166,8 @@ pub fn update(
     if let Some(medications) = &input.medications {
         check_medications(&mut problems, medications);
     }
-    problems.optional_text("notes", input.notes.as_deref(), 5000);
-    if input.medications.is_none() && input.notes.is_none() {
+    problems.optional_text("notes", input.notes.given(), 5000);
+    if input.medications.is_none() && input.notes.is_keep() {
         problems.add("body", "nothing to change: give medications or notes");
     }
     problems.finish()?;
@@ -197,7 +200,7 @@ pub fn update(
                 .set((
                     prescriptions::medications
                         .eq(medications.as_deref().unwrap_or(&current.medications)),
-                    prescriptions::notes.eq(input.notes.as_deref().or(current.notes.as_deref())),
+                    prescriptions::notes.eq(input.notes.apply(current.notes.as_deref())),
                     prescriptions::version.eq(prescriptions::version + 1),
                     prescriptions::updated_at.eq(crate::time::now()),
                 ))

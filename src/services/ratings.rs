@@ -5,6 +5,7 @@ use diesel::prelude::*;
 use serde::Deserialize;
 
 use super::optimistic::update_versioned;
+use super::patch::Patch;
 use super::validate::Problems;
 use super::{party_of, visible_appointment};
 use crate::auth::Caller;
@@ -35,8 +36,10 @@ pub struct UpdateInput {
     #[serde(default)]
     #[schema(minimum = 1, maximum = 5)]
     pub score: Option<i32>,
+    /// Left out, it stays; `null` clears it.
     #[serde(default)]
-    pub comment: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub comment: Patch,
     #[serde(default)]
     pub version: Option<i32>,
 }
@@ -110,8 +113,8 @@ pub fn update(
     if let Some(score) = input.score {
         problems.range("score", score.into(), 1, 5);
     }
-    problems.optional_text("comment", input.comment.as_deref(), 2000);
-    if input.score.is_none() && input.comment.is_none() {
+    problems.optional_text("comment", input.comment.given(), 2000);
+    if input.score.is_none() && input.comment.is_keep() {
         problems.add("body", "nothing to change: give score or comment");
     }
     problems.finish()?;
@@ -134,7 +137,7 @@ pub fn update(
                 )
                 .set((
                     ratings::score.eq(input.score.unwrap_or(current.score)),
-                    ratings::comment.eq(input.comment.as_deref().or(current.comment.as_deref())),
+                    ratings::comment.eq(input.comment.apply(current.comment.as_deref())),
                     ratings::version.eq(ratings::version + 1),
                     ratings::updated_at.eq(crate::time::now()),
                 ))

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use super::auth::{check_account, map_email_conflict};
 use super::optimistic::update_versioned;
+use super::patch::Patch;
 use super::validate::Problems;
 use crate::auth::Caller;
 use crate::db::{classify, write_transaction, DbConn, DbErrorClass};
@@ -43,9 +44,17 @@ impl CreateUserInput {
         if self.specialty.is_some() && role != Some(Role::Doctor) {
             problems.add("specialty", "only doctors have a specialty");
         }
-        problems.optional_text("specialty", self.specialty.as_deref(), 200);
+        check_specialty(&mut problems, self.specialty.as_deref());
         problems.finish()?;
         role.ok_or_else(|| AppError::internal("role checked above"))
+    }
+}
+
+/// A specialty, when one is given, is a real one: a blank one would list the doctor under an
+/// empty heading (leaving it out, or `null` in an update, means none).
+fn check_specialty(problems: &mut Problems, specialty: Option<&str>) {
+    if let Some(specialty) = specialty {
+        problems.text("specialty", specialty, 200);
     }
 }
 
@@ -58,8 +67,10 @@ pub struct UpdateUserInput {
     pub is_active: Option<bool>,
     #[serde(default)]
     pub name: Option<String>,
+    /// Left out, it stays; `null` clears it.
     #[serde(default)]
-    pub specialty: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub specialty: Patch,
     #[serde(default)]
     pub version: Option<i32>,
 }
@@ -107,8 +118,8 @@ pub fn update(
     if let Some(name) = &input.name {
         problems.text("name", name, 200);
     }
-    problems.optional_text("specialty", input.specialty.as_deref(), 200);
-    if input.is_active.is_none() && input.name.is_none() && input.specialty.is_none() {
+    check_specialty(&mut problems, input.specialty.given());
+    if input.is_active.is_none() && input.name.is_none() && input.specialty.is_keep() {
         problems.add(
             "body",
             "nothing to change: give is_active, name or specialty",
@@ -121,7 +132,7 @@ pub fn update(
         |conn| user::find(conn, id)?.ok_or(AppError::NotFound),
         |_| Ok(()),
         |conn, current| {
-            if input.specialty.is_some() && current.role() != Role::Doctor {
+            if !input.specialty.is_keep() && current.role() != Role::Doctor {
                 return Err(AppError::invalid(
                     "specialty",
                     "only doctors have a specialty",
@@ -152,8 +163,7 @@ pub fn update(
                         .as_deref()
                         .map(str::trim)
                         .unwrap_or(&current.name)),
-                    users::specialty
-                        .eq(input.specialty.as_deref().or(current.specialty.as_deref())),
+                    users::specialty.eq(input.specialty.apply(current.specialty.as_deref())),
                     users::version.eq(users::version + 1),
                     users::updated_at.eq(crate::time::now()),
                 ))
