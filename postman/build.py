@@ -227,6 +227,11 @@ ratings = [
             tests=error("RATING_EXISTS", 409)),
     request("Change the score", "PUT", "/api/v1/ratings/{{ratingId}}", {"score": 5, "version": 1},
             token="patientToken", tests=status(200)),
+    request("Clear the comment with null (the score stays)", "PUT", "/api/v1/ratings/{{ratingId}}",
+            {"comment": None, "version": 2}, token="patientToken",
+            tests=status(200) + ['pm.test("comment cleared, score kept", () => { const r = pm.response.json(); '
+                                 'pm.expect(r.comment).to.eql(null); pm.expect(r.score).to.eql(5); '
+                                 'pm.expect(r.version).to.eql(3); });']),
     request("The doctor's average", "GET", "/api/v1/doctors/{{doctorId}}", token="patientToken",
             tests=status(200) + ['pm.test("one rating of 5", () => { const d = pm.response.json(); '
                                  'pm.expect(d.rating_count).to.eql(1); pm.expect(d.rating_avg).to.eql(5); });']),
