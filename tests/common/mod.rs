@@ -375,7 +375,7 @@ impl TestApp {
     pub fn connection(&self) -> Box<dyn SimpleConnection> {
         match self.backend {
             Backend::Postgres => Box::new(PgConnection::establish(&self.db_url).unwrap()),
-            Backend::Sqlite => Box::new(SqliteConnection::establish(&self.db_url).unwrap()),
+            Backend::Sqlite => Box::new(sqlite_connection(&self.db_url)),
         }
     }
 
@@ -384,6 +384,17 @@ impl TestApp {
     pub fn assert_no_overlaps(&self) {
         assert_no_overlaps_in(self.backend, &self.db_url);
     }
+}
+
+/// A test's own connection to a SQLite database. It waits for the write lock as the service's
+/// connections do: without a `busy_timeout`, a statement that met a write of the server's
+/// (the idempotency purge a restarted server runs, say) failed at once with "database is
+/// locked".
+fn sqlite_connection(url: &str) -> SqliteConnection {
+    let mut conn = SqliteConnection::establish(url).unwrap();
+    conn.batch_execute("PRAGMA busy_timeout = 15000")
+        .expect("busy_timeout is set");
+    conn
 }
 
 /// A scalar count from a database.
@@ -403,7 +414,7 @@ pub fn count_in(backend: Backend, url: &str, query: &str) -> i64 {
                 .n
         }
         Backend::Sqlite => {
-            let mut conn = SqliteConnection::establish(url).unwrap();
+            let mut conn = sqlite_connection(url);
             diesel::sql_query(sql)
                 .get_result::<Row>(&mut conn)
                 .unwrap()
