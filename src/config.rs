@@ -24,6 +24,8 @@ pub struct Config {
     pub retry_attempts: u32,
     pub workers: usize,
     pub metrics_token: Option<String>,
+    /// Origins that may call the API from a browser (`MEDBOOK_CORS_ORIGINS`).
+    pub cors: crate::cors::AllowedOrigins,
 }
 
 impl Config {
@@ -51,6 +53,7 @@ impl Config {
                 as u32,
             workers: number("MEDBOOK_WORKERS", var("MEDBOOK_WORKERS"), 0)? as usize,
             metrics_token: var("MEDBOOK_METRICS_TOKEN"),
+            cors: crate::cors::AllowedOrigins::parse(var("MEDBOOK_CORS_ORIGINS").as_deref())?,
         })
     }
 
@@ -69,6 +72,7 @@ impl Config {
             retry_attempts: 3,
             workers: 2,
             metrics_token: None,
+            cors: crate::cors::AllowedOrigins::None,
         }
     }
 

@@ -20,6 +20,8 @@ pub struct AppState {
     pub telemetry: Arc<Telemetry>,
     /// Bearer token `/metrics` requires, if set.
     pub metrics_token: Option<String>,
+    /// Origins that may call the API from a browser.
+    pub cors: crate::cors::AllowedOrigins,
 }
 
 /// Builds the pool, applies migrations and creates the bootstrap admin if configured.
@@ -55,6 +57,7 @@ pub fn prepare(config: &Config) -> Result<web::Data<AppState>, String> {
         },
         telemetry,
         metrics_token: config.metrics_token.clone(),
+        cors: config.cors.clone(),
     }))
 }
 
@@ -64,6 +67,7 @@ pub fn bind(
     state: web::Data<AppState>,
     config: &Config,
 ) -> std::io::Result<(Server, Vec<SocketAddr>)> {
+    let cors = config.cors != crate::cors::AllowedOrigins::None;
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -71,6 +75,12 @@ pub fn bind(
                 crate::auth::check_token_of_refused_request,
             ))
             .wrap(middleware::from_fn(crate::telemetry::http::track))
+            // Outside the token check and the metrics, so that every answer to an allowed origin
+            // is readable, refusals included, and a preflight is answered before they run.
+            .wrap(middleware::Condition::new(
+                cors,
+                middleware::from_fn(crate::cors::cors),
+            ))
             // The access log costs a regex match and formatting per request: only when shown.
             .wrap(middleware::Condition::new(
                 log::log_enabled!(target: "actix_web::middleware::logger", log::Level::Info),

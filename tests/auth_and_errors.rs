@@ -687,3 +687,119 @@ async fn head_is_get_without_the_body(app: TestApp) {
     let login = head("/api/v1/auth/login".to_owned(), None).await;
     assert_eq!(login.status, StatusCode::NOT_FOUND);
 }
+
+/// Browser apps on the origins `MEDBOOK_CORS_ORIGINS` names may call the API: a preflight is
+/// answered, and every answer to them is readable (refusals included) with the headers a client
+/// needs exposed. Other origins get no CORS header, and a refused preflight is the JSON 403.
+mod browser_apps_on_allowed_origins_may_call_the_api {
+    use super::*;
+    use common::Backend;
+    use medbook::cors::AllowedOrigins;
+
+    const APP: &str = "https://app.example.com";
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sqlite() {
+        run(Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres() {
+        run(Backend::Postgres).await;
+    }
+
+    async fn preflight(app: &TestApp, origin: &str) -> common::Answer {
+        let req = app
+            .client
+            .request(Method::OPTIONS, format!("{}/api/v1/appointments", app.base))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header(
+                "Access-Control-Request-Headers",
+                "authorization, content-type, idempotency-key",
+            );
+        app.send(req).await
+    }
+
+    async fn me(app: &TestApp, origin: &str, token: &str) -> common::Answer {
+        let req = app
+            .client
+            .get(format!("{}/api/v1/me", app.base))
+            .header("Origin", origin)
+            .bearer_auth(token);
+        app.send(req).await
+    }
+
+    async fn run(backend: Backend) {
+        let cors = AllowedOrigins::parse(Some(&format!("{APP}, http://localhost:5173"))).unwrap();
+        let Some(app) = TestApp::start_with(backend, |c| c.cors = cors).await else {
+            return;
+        };
+        let patient = app.patient().await;
+
+        let allowed = preflight(&app, APP).await;
+        assert_eq!(allowed.status, StatusCode::NO_CONTENT, "{:?}", allowed.body);
+        assert_eq!(allowed.header("access-control-allow-origin"), APP);
+        assert!(allowed
+            .header("access-control-allow-methods")
+            .contains("PATCH"));
+        assert_eq!(
+            allowed.header("access-control-allow-headers"),
+            "authorization, content-type, idempotency-key"
+        );
+        assert_eq!(allowed.header("access-control-max-age"), "3600");
+        assert_eq!(allowed.header("vary"), "Origin");
+
+        let refused = preflight(&app, "https://elsewhere.example").await;
+        assert_eq!(
+            (refused.status, refused.code()),
+            (StatusCode::FORBIDDEN, "FORBIDDEN")
+        );
+        assert_eq!(refused.header("access-control-allow-origin"), "");
+
+        let ok = me(&app, APP, &patient.token).await;
+        assert_eq!(ok.status, StatusCode::OK);
+        assert_eq!(ok.header("access-control-allow-origin"), APP);
+        for exposed in ["ETag", "Location", "Retry-After", "WWW-Authenticate"] {
+            assert!(
+                ok.header("access-control-expose-headers").contains(exposed),
+                "{exposed}"
+            );
+        }
+        // A refusal is readable too: the token check's 401, also when the middleware that
+        // checks the tokens of early refusals answers it.
+        let unauthenticated = me(&app, APP, "not-a-token").await;
+        assert_eq!(unauthenticated.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(unauthenticated.header("access-control-allow-origin"), APP);
+        let req = app
+            .client
+            .patch(format!("{}/api/v1/appointments/1", app.base))
+            .header("Origin", APP)
+            .bearer_auth("not-a-token")
+            .header(CONTENT_TYPE, "text/plain")
+            .body("x");
+        let early = app.send(req).await;
+        assert_eq!(early.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(early.header("access-control-allow-origin"), APP);
+
+        // Another origin is answered as before, without CORS headers (its browser hides the
+        // answer); so is a request without an Origin, and an OPTIONS that is no preflight.
+        let other = me(&app, "https://elsewhere.example", &patient.token).await;
+        assert_eq!(other.status, StatusCode::OK);
+        assert_eq!(other.header("access-control-allow-origin"), "");
+        let plain = app.get("/api/v1/me", &patient).await;
+        assert_eq!(plain.header("access-control-allow-origin"), "");
+        let options = app
+            .call(Method::OPTIONS, "/api/v1/appointments", None, None)
+            .await;
+        assert_eq!(options.code(), "NOT_FOUND");
+
+        // Without MEDBOOK_CORS_ORIGINS a preflight is the JSON 404 of any OPTIONS.
+        let Some(closed) = TestApp::start(backend).await else {
+            return;
+        };
+        let preflight = preflight(&closed, APP).await;
+        assert_eq!(preflight.code(), "NOT_FOUND");
+        assert_eq!(preflight.header("access-control-allow-origin"), "");
+    }
+}
