@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Starts target/debug/medbook (or $MEDBOOK_BIN) on a free port against DATABASE_URL and prints
-# its base URL once it listens. Its pid goes to $1, its log to $2.
-#   usage: DATABASE_URL=... scripts/start-server.sh PIDFILE LOGFILE
+# its base URL once it listens. Its pid goes to $1, its log to $2; it listens on $3 if given
+# (default: a free port on 127.0.0.1).
+#   usage: DATABASE_URL=... scripts/start-server.sh PIDFILE LOGFILE [LISTEN]
 set -euo pipefail
-pidfile=$1 logfile=$2
+pidfile=$1 logfile=$2 listen=${3:-127.0.0.1:0}
 bin=${MEDBOOK_BIN:-target/debug/medbook}
-MEDBOOK_LISTEN=127.0.0.1:0 "$bin" >"$logfile" 2>&1 &
+MEDBOOK_LISTEN=$listen "$bin" >"$logfile" 2>&1 &
 echo $! >"$pidfile"
 for _ in $(seq 1 100); do
   if addr=$(grep -o 'listening on http://[0-9.:]*' "$logfile" | head -n1); then

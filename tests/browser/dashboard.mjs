@@ -1,6 +1,8 @@
 // Browser test of the /admin dashboard in headless Chromium (Debian's, driven by
 // playwright-core): sign in, see the numbers, book through the API, see them change, and
-// save a screenshot.
+// save a screenshot. Then CORS, as a browser enforces it: the server (on 127.0.0.1) allows
+// http://localhost:PORT (MEDBOOK_CORS_ORIGINS, set by scripts/browser-test.sh), so a page there
+// may call the API, and a page on 127.0.0.1 may not call it as localhost.
 //   usage: node tests/browser/dashboard.mjs BASE_URL ADMIN_EMAIL ADMIN_PASSWORD SCREENSHOT
 import { chromium } from "playwright-core";
 import assert from "node:assert/strict";
@@ -86,6 +88,48 @@ try {
       return n;
     });
     assert.ok(painted > 1000, `only ${painted} pixels drawn`);
+  });
+
+  const allowedOrigin = base.replace("127.0.0.1", "localhost");
+  await check("a page on an allowed origin calls the API and reads its answers", async () => {
+    const app = await browser.newPage();
+    await app.goto(allowedOrigin + "/healthz");
+    const seen = await app.evaluate(async ({ base, token, id }) => {
+      const auth = { Authorization: `Bearer ${token}` };
+      const me = await fetch(base + "/api/v1/me", { headers: auth });
+      // JSON, If-Match and Authorization make this one preflighted.
+      const renamed = await fetch(base + `/api/v1/admin/users/${id}`, {
+        method: "PATCH",
+        headers: { ...auth, "Content-Type": "application/json", "If-Match": '"1"' },
+        body: JSON.stringify({ name: "Dr CORS" }),
+      });
+      const refused = await fetch(base + "/api/v1/me", { headers: { Authorization: "Bearer nope" } });
+      return {
+        me: [me.status, me.headers.get("etag"), (await me.json()).role],
+        renamed: [renamed.status, renamed.headers.get("etag"), (await renamed.json()).name],
+        refused: [refused.status, (await refused.json()).code, refused.headers.get("www-authenticate")],
+      };
+    }, { base, token: admin, id: doctor.body.id });
+    assert.deepEqual(seen, {
+      me: [200, '"1"', "admin"],
+      renamed: [200, '"2"', "Dr CORS"],
+      refused: [401, "UNAUTHENTICATED", "Bearer"],
+    });
+    await app.close();
+  });
+  await check("a page on another origin cannot read the API", async () => {
+    const other = await browser.newPage();
+    await other.goto(base + "/healthz");
+    const outcome = await other.evaluate(async (url) => {
+      try {
+        await fetch(url + "/api/v1/doctors", { headers: { Authorization: "Bearer x" } });
+        return "read";
+      } catch (e) {
+        return e.name;
+      }
+    }, allowedOrigin);
+    assert.equal(outcome, "TypeError");
+    await other.close();
   });
   await check("nothing is loaded from outside the server", async () => {
     assert.deepEqual(external, []);
