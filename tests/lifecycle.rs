@@ -21,6 +21,8 @@ both_backends!(
     prescriptions_update_and_acknowledge_once,
     concurrent_ratings_yield_one_and_feed_the_average,
     null_clears_an_optional_text_and_leaving_it_out_keeps_it,
+    an_unchanged_time_beside_a_status_or_reason_is_no_reschedule,
+    a_time_that_moved_since_the_request_was_judged_is_409,
 );
 
 fn appointment(id: i64) -> String {
@@ -691,5 +693,129 @@ async fn null_clears_an_optional_text_and_leaving_it_out_keeps_it(app: TestApp) 
             rating.id()
         )),
         1
+    );
+}
+
+/// A form that sends the appointment's own time and duration back beside a status or a reason
+/// does not reschedule: a reschedule would send a confirmed appointment back to `pending`
+/// (and a status beside a time was a 422).
+async fn an_unchanged_time_beside_a_status_or_reason_is_no_reschedule(app: TestApp) {
+    let doctor = app.doctor().await;
+    let patient = app.patient().await;
+    let at = slot(6, 9, 0);
+    let id = app.booked(&patient, &doctor, &at).await;
+    let path = appointment(id);
+    app.walk(id, &doctor, &["confirmed"]).await;
+
+    let noted = app
+        .put(
+            &path,
+            &patient,
+            json!({"scheduled_at": at, "duration_minutes": 30, "reason": "bring results", "version": 2}),
+        )
+        .await;
+    assert_eq!(noted.status, StatusCode::OK, "{:?}", noted.body);
+    assert_eq!(
+        (
+            noted.body["status"].as_str(),
+            noted.body["version"].as_i64()
+        ),
+        (Some("confirmed"), Some(3))
+    );
+    assert_eq!(noted.body["reason"], "bring results");
+    let started = app
+        .put(
+            &path,
+            &doctor,
+            json!({"status": "in_progress", "scheduled_at": at, "duration_minutes": 30}),
+        )
+        .await;
+    assert_eq!(started.status, StatusCode::OK, "{:?}", started.body);
+    assert_eq!(started.body["status"], "in_progress");
+    assert_eq!(started.body["scheduled_at"], at.as_str());
+    let history = app.get(&format!("{path}/history"), &patient).await;
+    let actions: Vec<_> = history.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["action"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(actions, ["created", "confirmed", "updated", "in_progress"]);
+    let nothing = app.put(&path, &doctor, json!({"scheduled_at": at})).await;
+    assert_eq!(nothing.code(), "VALIDATION_FAILED");
+
+    // Someone who may not see the appointment learns nothing about its time: the same answer
+    // for its own time and for another.
+    let stranger = app.patient().await;
+    let mut answers = Vec::new();
+    for time in [at.clone(), slot(6, 11, 0)] {
+        let answer = app
+            .put(
+                &path,
+                &stranger,
+                json!({"status": "cancelled", "scheduled_at": time}),
+            )
+            .await;
+        answers.push((answer.status, answer.body));
+    }
+    assert_eq!(answers[0], answers[1]);
+}
+
+/// The "unchanged time" judgment is made again on every attempt: a change judged on a row
+/// that was rescheduled before its UPDATE ran loses the race, and its retry, finding another
+/// time than the one sent, answers 409 with the row instead of applying the status to the
+/// moved appointment. (Through the service, to hand it the stale row the token read gave.)
+async fn a_time_that_moved_since_the_request_was_judged_is_409(app: TestApp) {
+    use medbook::db::Contention;
+    use medbook::extract::Expected;
+    use medbook::services::appointments::{update, UpdateInput};
+    use medbook::services::patch::Patch;
+
+    let doctor = app.doctor().await;
+    let patient = app.patient().await;
+    let at = slot(7, 9, 0);
+    let id = app.booked(&patient, &doctor, &at).await;
+    let config = medbook::config::Config::for_database(&app.db_url);
+    let pool = medbook::db::build_pool(&config, std::sync::Arc::default());
+    let mut conn = pool.get().expect("connection");
+    let stale = medbook::models::appointment::find(&mut conn, id as i32).expect("read");
+    let moved = app
+        .put(
+            &appointment(id),
+            &patient,
+            json!({"scheduled_at": slot(7, 11, 0)}),
+        )
+        .await;
+    assert_eq!(moved.status, StatusCode::OK, "{:?}", moved.body);
+
+    let sent_time = chrono::DateTime::parse_from_rfc3339(&at)
+        .unwrap()
+        .naive_utc();
+    let input = UpdateInput {
+        status: Some("confirmed".into()),
+        scheduled_at: Some(medbook::time::InputTime(sent_time)),
+        duration_minutes: None,
+        reason: Patch::Keep,
+        version: None,
+    };
+    let caller = medbook::auth::Caller {
+        id: doctor.id as i32,
+        role: medbook::domain::Role::Doctor,
+        token_hash: String::new(),
+    };
+    let answer = update(
+        &mut conn,
+        &caller,
+        id as i32,
+        stale,
+        &input,
+        Expected::Latest,
+        &Contention::default(),
+    );
+    assert_eq!(answer.unwrap_err().code(), "VERSION_CONFLICT");
+    let now = app.get(&appointment(id), &patient).await;
+    assert_eq!(
+        (now.body["status"].as_str(), now.body["version"].as_i64()),
+        (Some("pending"), Some(2))
     );
 }

@@ -16,6 +16,7 @@ use crate::error::AppError;
 use crate::extract::Expected;
 use crate::models::appointment::Appointment;
 use crate::models::history::{self, HistoryEntry, NewHistoryEntry};
+use crate::models::Versioned;
 use crate::on_backend;
 use crate::schema::appointments;
 use crate::services::pagination::{Cursor, Page};
@@ -118,6 +119,17 @@ pub fn list_query(
         .limit(filter.limit + 1)
 }
 
+/// Whether the `scheduled_at` and `duration_minutes` that `input` gives (if any) are the
+/// appointment's own.
+fn keeps_slot(input: &UpdateInput, appointment: &Appointment) -> bool {
+    input
+        .scheduled_at
+        .map_or(true, |t| t.0 == appointment.scheduled_at)
+        && input
+            .duration_minutes
+            .map_or(true, |d| d == appointment.duration_minutes)
+}
+
 /// Applies a `PUT`/`PATCH`: a status move, a reschedule, or a new reason. `found` is appointment
 /// `id` as read with the caller's token (`None`: there is none); the first attempt starts from
 /// it, a retry after a lost race reads the row again.
@@ -130,7 +142,17 @@ pub fn update(
     expected: Expected,
     contention: &Contention,
 ) -> Result<Appointment, AppError> {
-    let moves_slot = input.scheduled_at.is_some() || input.duration_minutes.is_some();
+    // A time and duration the appointment already has move nothing: a form that sends them
+    // back unchanged beside a status or a reason does not reschedule (which would send a
+    // confirmed appointment back to `pending`). Judged on the row read with the token, and only
+    // if the caller may see it (else the answer would tell its time); an attempt that finds
+    // the row moved since answers 409 with it.
+    let asks_slot = input.scheduled_at.is_some() || input.duration_minutes.is_some();
+    let moves_slot = asks_slot
+        && !found
+            .as_ref()
+            .filter(|a| party_of(caller, a.patient_id, a.doctor_id).is_some())
+            .is_some_and(|a| keeps_slot(input, a));
     if moves_slot && input.status.is_some() {
         return Err(AppError::invalid(
             "status",
@@ -155,7 +177,11 @@ pub fn update(
     if target.is_none() && input.reason.is_keep() {
         return Err(AppError::invalid(
             "body",
-            "nothing to change: give status, scheduled_at, duration_minutes or reason",
+            if asks_slot {
+                "nothing to change: the appointment already has this scheduled_at and duration_minutes"
+            } else {
+                "nothing to change: give status, scheduled_at, duration_minutes or reason"
+            },
         ));
     }
     let mut problems = Problems::default();
@@ -177,6 +203,10 @@ pub fn update(
         |conn, current| {
             let party = party_of(caller, current.patient_id, current.doctor_id)
                 .ok_or(AppError::NotFound)?;
+            if !keeps_slot(input, current) {
+                // Moved since the row this request was judged on (a retry's re-read).
+                return Err(AppError::version_conflict(current.to_json()));
+            }
             let from = current.status();
             let to = target.unwrap_or(from);
             if let Some(to) = target {
