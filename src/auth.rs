@@ -15,6 +15,7 @@ use argon2::password_hash::{
 };
 use argon2::Argon2;
 use base64::Engine;
+use chrono::NaiveDateTime;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
@@ -94,6 +95,8 @@ fn bearer(req: &HttpRequest) -> Option<String> {
 #[derive(Debug, Clone)]
 pub struct Bearer {
     token_hash: String,
+    /// Tokens issued at or before this have expired ([`issued_after`]).
+    issued_after: NaiveDateTime,
     /// Set when the token is checked. A copy stays in the request's extensions for
     /// [`check_token_of_refused_request`].
     checked: Arc<AtomicBool>,
@@ -104,8 +107,12 @@ impl FromRequest for Bearer {
     type Future = std::future::Ready<Result<Self, AppError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let ttl = req
+            .app_data::<web::Data<AppState>>()
+            .and_then(|state| state.token_ttl);
         let found = bearer(req).map(|token| Bearer {
             token_hash: hash_token(&token),
+            issued_after: issued_after(ttl),
             checked: Arc::default(),
         });
         if let Some(bearer) = &found {
@@ -115,10 +122,20 @@ impl FromRequest for Bearer {
     }
 }
 
-/// The active user a bearer token belongs to; 401 for an unknown or revoked token or a
-/// deactivated user.
+/// The oldest moment a token may have been issued at and still authenticate, under a token
+/// lifetime of `ttl` (`None`: any token, however old, until logout or deactivation).
+pub fn issued_after(ttl: Option<chrono::Duration>) -> NaiveDateTime {
+    ttl.and_then(|ttl| crate::time::now().checked_sub_signed(ttl))
+        .unwrap_or(chrono::DateTime::UNIX_EPOCH.naive_utc())
+}
+
+/// The active user a bearer token belongs to; 401 for an unknown, revoked or expired token or
+/// a deactivated user.
 pub fn authenticate(conn: &mut DbConn, bearer: &Bearer) -> Result<Caller, AppError> {
-    caller_of(token::user_for(conn, &bearer.token_hash)?, bearer)
+    caller_of(
+        token::user_for(conn, &bearer.token_hash, bearer.issued_after)?,
+        bearer,
+    )
 }
 
 /// Middleware: a request refused before its token was checked (a body, query, path or
@@ -160,7 +177,8 @@ pub fn authenticate_with_appointment(
     bearer: &Bearer,
     id: i32,
 ) -> Result<(Caller, Option<Appointment>), AppError> {
-    let (user, appointment) = token::user_and_appointment(conn, &bearer.token_hash, id)?.unzip();
+    let (user, appointment) =
+        token::user_and_appointment(conn, &bearer.token_hash, bearer.issued_after, id)?.unzip();
     Ok((caller_of(user, bearer)?, appointment.flatten()))
 }
 

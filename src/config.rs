@@ -26,6 +26,9 @@ pub struct Config {
     pub metrics_token: Option<String>,
     /// Origins that may call the API from a browser (`MEDBOOK_CORS_ORIGINS`).
     pub cors: crate::cors::AllowedOrigins,
+    /// How long a token authenticates after it was issued (`MEDBOOK_TOKEN_TTL_HOURS`; `None`:
+    /// until logout or deactivation).
+    pub token_ttl: Option<Duration>,
 }
 
 impl Config {
@@ -54,6 +57,7 @@ impl Config {
             workers: number("MEDBOOK_WORKERS", var("MEDBOOK_WORKERS"), 0)? as usize,
             metrics_token: var("MEDBOOK_METRICS_TOKEN"),
             cors: crate::cors::AllowedOrigins::parse(var("MEDBOOK_CORS_ORIGINS").as_deref())?,
+            token_ttl: token_ttl(var("MEDBOOK_TOKEN_TTL_HOURS"))?,
         })
     }
 
@@ -73,6 +77,7 @@ impl Config {
             workers: 2,
             metrics_token: None,
             cors: crate::cors::AllowedOrigins::None,
+            token_ttl: None,
         }
     }
 
@@ -86,6 +91,20 @@ impl Config {
     /// (`db::run_blocking`).
     pub fn blocking_threads(&self) -> usize {
         cores()
+    }
+}
+
+/// The longest token lifetime `MEDBOOK_TOKEN_TTL_HOURS` takes: ten years.
+const MAX_TOKEN_TTL_HOURS: u64 = 24 * 366 * 10;
+
+/// `MEDBOOK_TOKEN_TTL_HOURS`: unset or 0, tokens last until logout or deactivation.
+fn token_ttl(value: Option<String>) -> Result<Option<Duration>, String> {
+    match number("MEDBOOK_TOKEN_TTL_HOURS", value, 0)? {
+        0 => Ok(None),
+        hours @ 1..=MAX_TOKEN_TTL_HOURS => Ok(Some(Duration::from_secs(hours * 3600))),
+        hours => Err(format!(
+            "MEDBOOK_TOKEN_TTL_HOURS must be at most {MAX_TOKEN_TTL_HOURS} (ten years), got {hours}"
+        )),
     }
 }
 
@@ -136,5 +155,17 @@ mod tests {
         let err = number("MEDBOOK_POOL_SIZE", Some("many".into()), 8).unwrap_err();
         assert!(err.contains("MEDBOOK_POOL_SIZE"));
         assert_eq!(number("X", None, 8).unwrap(), 8);
+    }
+
+    #[test]
+    fn token_lifetime_is_in_hours_and_bounded() {
+        assert_eq!(token_ttl(None), Ok(None));
+        assert_eq!(token_ttl(Some("0".into())), Ok(None));
+        assert_eq!(
+            token_ttl(Some("720".into())),
+            Ok(Some(Duration::from_secs(720 * 3600)))
+        );
+        assert!(token_ttl(Some("999999999999".into())).is_err());
+        assert!(token_ttl(Some("-1".into())).is_err());
     }
 }

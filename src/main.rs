@@ -92,7 +92,7 @@ async fn main() -> ExitCode {
             eprintln!("listening on http://{addr}");
         }
     }
-    server::spawn_idempotency_purger(state_for_purge);
+    server::spawn_purger(state_for_purge);
     match server.await {
         Ok(()) => {
             log::info!("shut down");

@@ -22,6 +22,8 @@ pub struct AppState {
     pub metrics_token: Option<String>,
     /// Origins that may call the API from a browser.
     pub cors: crate::cors::AllowedOrigins,
+    /// How long a token authenticates after it was issued (`None`: until logout).
+    pub token_ttl: Option<chrono::Duration>,
 }
 
 /// Builds the pool, applies migrations and creates the bootstrap admin if configured.
@@ -58,6 +60,9 @@ pub fn prepare(config: &Config) -> Result<web::Data<AppState>, String> {
         telemetry,
         metrics_token: config.metrics_token.clone(),
         cors: config.cors.clone(),
+        token_ttl: config
+            .token_ttl
+            .and_then(|ttl| chrono::Duration::from_std(ttl).ok()),
     }))
 }
 
@@ -98,8 +103,10 @@ pub fn bind(
     Ok((server.run(), addrs))
 }
 
-/// Deletes expired idempotency records now and then, for as long as the server runs.
-pub fn spawn_idempotency_purger(state: web::Data<AppState>) {
+/// Deletes expired idempotency records, and tokens past `MEDBOOK_TOKEN_TTL_HOURS`, now and
+/// then, for as long as the server runs. (An expired token is refused whether or not it was
+/// deleted yet: this only keeps the table small.)
+pub fn spawn_purger(state: web::Data<AppState>) {
     actix_web::rt::spawn(async move {
         let mut every = actix_web::rt::time::interval(std::time::Duration::from_secs(600));
         loop {
@@ -112,6 +119,22 @@ pub fn spawn_idempotency_purger(state: web::Data<AppState>) {
                 Ok(0) => {}
                 Ok(n) => log::info!("ATOMIC purged {n} expired idempotency keys"),
                 Err(e) => log::warn!("purging idempotency keys failed: {e}"),
+            }
+            let Some(ttl) = state.token_ttl else {
+                continue;
+            };
+            let purged = crate::db::run_blocking(&state.pool, move |conn| {
+                let issued_after = crate::auth::issued_after(Some(ttl));
+                Ok(crate::models::token::delete_issued_before(
+                    conn,
+                    issued_after,
+                )?)
+            })
+            .await;
+            match purged {
+                Ok(0) => {}
+                Ok(n) => log::info!("purged {n} expired tokens"),
+                Err(e) => log::warn!("purging expired tokens failed: {e}"),
             }
         }
     });

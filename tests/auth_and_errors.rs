@@ -803,3 +803,78 @@ mod browser_apps_on_allowed_origins_may_call_the_api {
         assert_eq!(preflight.header("access-control-allow-origin"), "");
     }
 }
+
+/// With `MEDBOOK_TOKEN_TTL_HOURS` a token stops authenticating that long after it was issued
+/// (401, as for a revoked one, in both token lookups), a new login works, and the purge
+/// deletes the expired rows. Without it a token does not expire.
+mod tokens_expire_after_the_configured_lifetime {
+    use super::*;
+    use common::Backend;
+    use std::time::Duration;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sqlite() {
+        run(Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres() {
+        run(Backend::Postgres).await;
+    }
+
+    /// Moves the issue time of every token of `user` `hours` into the past.
+    fn age_tokens(app: &TestApp, user: i64, hours: i64) {
+        let at = chrono::Utc::now().naive_utc() - chrono::Duration::hours(hours);
+        app.sql(&format!(
+            "UPDATE api_tokens SET created_at = '{}' WHERE user_id = {user}",
+            at.format("%Y-%m-%d %H:%M:%S%.6f")
+        ));
+    }
+
+    async fn run(backend: Backend) {
+        let ttl = Duration::from_secs(3600);
+        let Some(app) = TestApp::start_with(backend, |c| c.token_ttl = Some(ttl)).await else {
+            return;
+        };
+        let patient = app.patient().await;
+        let me = app.get("/api/v1/me", &patient).await;
+        assert_eq!(me.status, StatusCode::OK);
+        let email = me.body["email"].as_str().unwrap().to_owned();
+        age_tokens(&app, patient.id, 2);
+        let expired = app.get("/api/v1/me", &patient).await;
+        assert_eq!(
+            (expired.status, expired.code()),
+            (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED")
+        );
+        assert_eq!(expired.header("www-authenticate"), "Bearer");
+        // The lookup that also reads an appointment refuses it too.
+        let joined = app.get("/api/v1/appointments/1", &patient).await;
+        assert_eq!(joined.status, StatusCode::UNAUTHORIZED);
+
+        // A new login gets a new token; the purge deletes the expired one and keeps it.
+        let fresh = app.login(&email, PASSWORD).await;
+        assert_eq!(app.get("/api/v1/me", &fresh).await.status, StatusCode::OK);
+        let tokens = |app: &TestApp| {
+            app.count(&format!(
+                "SELECT COUNT(*) FROM api_tokens WHERE user_id = {}",
+                patient.id
+            ))
+        };
+        assert_eq!(tokens(&app), 2);
+        let config = medbook::config::Config::for_database(&app.db_url);
+        let pool = medbook::db::build_pool(&config, std::sync::Arc::default());
+        let mut conn = pool.get().expect("connection");
+        let cutoff = medbook::auth::issued_after(chrono::Duration::from_std(ttl).ok());
+        medbook::models::token::delete_issued_before(&mut conn, cutoff).expect("purge");
+        assert_eq!(tokens(&app), 1);
+        assert_eq!(app.get("/api/v1/me", &fresh).await.status, StatusCode::OK);
+
+        // Without a lifetime, a token issued years ago still works.
+        let Some(lasting) = TestApp::start(backend).await else {
+            return;
+        };
+        let old = lasting.patient().await;
+        age_tokens(&lasting, old.id, 24 * 365 * 5);
+        assert_eq!(lasting.get("/api/v1/me", &old).await.status, StatusCode::OK);
+    }
+}

@@ -70,11 +70,20 @@ fn postgres_booking_and_update_statements_are_prepared_once() {
         };
         // The token check that reads the appointment in the same query (GET/PUT/PATCH of one
         // appointment).
-        let found =
-            medbook::models::token::user_and_appointment(&mut conn, "no-such-token", booked.id)
-                .expect("token and appointment");
+        let found = medbook::models::token::user_and_appointment(
+            &mut conn,
+            "no-such-token",
+            medbook::auth::issued_after(None),
+            booked.id,
+        )
+        .expect("token and appointment");
         assert!(found.is_none());
-        let owner = medbook::models::token::user_for(&mut conn, "no-such-token").expect("token");
+        let owner = medbook::models::token::user_for(
+            &mut conn,
+            "no-such-token",
+            medbook::auth::issued_after(None),
+        )
+        .expect("token");
         assert!(owner.is_none());
         let found = medbook::models::appointment::find(&mut conn, booked.id).expect("read");
         appointments::update(

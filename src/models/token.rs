@@ -67,29 +67,41 @@ pub fn delete_before_epoch(
     .execute(conn)
 }
 
-/// The user a token hash belongs to, if the token exists and is of the user's current
-/// session epoch.
-pub fn user_for(conn: &mut DbConn, token_hash: &str) -> QueryResult<Option<TokenOwner>> {
+/// Deletes the tokens issued before `issued_after` (expired ones; see `auth::issued_after`).
+pub fn delete_issued_before(conn: &mut DbConn, issued_after: NaiveDateTime) -> QueryResult<usize> {
+    diesel::delete(api_tokens::table.filter(api_tokens::created_at.le(issued_after))).execute(conn)
+}
+
+/// The user a token hash belongs to, if the token exists, was issued after `issued_after`
+/// (it has not expired) and is of the user's current session epoch.
+pub fn user_for(
+    conn: &mut DbConn,
+    token_hash: &str,
+    issued_after: NaiveDateTime,
+) -> QueryResult<Option<TokenOwner>> {
     on_backend!(conn, |c| api_tokens::table
         .inner_join(users::table)
         .filter(api_tokens::token_hash.eq(token_hash))
+        .filter(api_tokens::created_at.gt(issued_after))
         .filter(api_tokens::session_epoch.eq(users::session_epoch))
         .select(TokenOwner::as_select())
         .first(c)
         .optional())
 }
 
-/// The user a token hash belongs to and, in the same query, the appointment `appointment_id`
+/// [`user_for`] and, in the same query, the appointment `appointment_id`
 /// (`None` if there is none): one database round trip for a request about one appointment.
 pub fn user_and_appointment(
     conn: &mut DbConn,
     token_hash: &str,
+    issued_after: NaiveDateTime,
     appointment_id: i32,
 ) -> QueryResult<Option<(TokenOwner, Option<Appointment>)>> {
     on_backend!(conn, |c| api_tokens::table
         .inner_join(users::table)
         .left_join(appointments::table.on(appointments::id.eq(appointment_id)))
         .filter(api_tokens::token_hash.eq(token_hash))
+        .filter(api_tokens::created_at.gt(issued_after))
         .filter(api_tokens::session_epoch.eq(users::session_epoch))
         .select((
             TokenOwner::as_select(),
