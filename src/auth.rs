@@ -95,8 +95,8 @@ fn bearer(req: &HttpRequest) -> Option<String> {
 #[derive(Debug, Clone)]
 pub struct Bearer {
     token_hash: String,
-    /// Tokens issued at or before this have expired ([`issued_after`]).
-    issued_after: NaiveDateTime,
+    /// Tokens issued at or before this have expired (`None`: tokens do not expire).
+    issued_after: Option<NaiveDateTime>,
     /// Set when the token is checked. A copy stays in the request's extensions for
     /// [`check_token_of_refused_request`].
     checked: Arc<AtomicBool>,
@@ -122,11 +122,14 @@ impl FromRequest for Bearer {
     }
 }
 
-/// The oldest moment a token may have been issued at and still authenticate, under a token
-/// lifetime of `ttl` (`None`: any token, however old, until logout or deactivation).
-pub fn issued_after(ttl: Option<chrono::Duration>) -> NaiveDateTime {
-    ttl.and_then(|ttl| crate::time::now().checked_sub_signed(ttl))
-        .unwrap_or(chrono::DateTime::UNIX_EPOCH.naive_utc())
+/// The moment at or before which a token was issued too long ago to authenticate, under a
+/// token lifetime of `ttl` (`None`: tokens do not expire).
+pub fn issued_after(ttl: Option<chrono::Duration>) -> Option<NaiveDateTime> {
+    ttl.map(|ttl| {
+        crate::time::now()
+            .checked_sub_signed(ttl)
+            .unwrap_or(NaiveDateTime::MIN)
+    })
 }
 
 /// The active user a bearer token belongs to; 401 for an unknown, revoked or expired token or

@@ -124,11 +124,8 @@ pub fn spawn_purger(state: web::Data<AppState>) {
                 continue;
             };
             let purged = crate::db::run_blocking(&state.pool, move |conn| {
-                let issued_after = crate::auth::issued_after(Some(ttl));
-                Ok(crate::models::token::delete_issued_before(
-                    conn,
-                    issued_after,
-                )?)
+                let cutoff = crate::time::now() - ttl;
+                Ok(crate::models::token::delete_issued_before(conn, cutoff)?)
             })
             .await;
             match purged {

@@ -864,7 +864,7 @@ mod tokens_expire_after_the_configured_lifetime {
         let config = medbook::config::Config::for_database(&app.db_url);
         let pool = medbook::db::build_pool(&config, std::sync::Arc::default());
         let mut conn = pool.get().expect("connection");
-        let cutoff = medbook::auth::issued_after(chrono::Duration::from_std(ttl).ok());
+        let cutoff = medbook::auth::issued_after(chrono::Duration::from_std(ttl).ok()).unwrap();
         medbook::models::token::delete_issued_before(&mut conn, cutoff).expect("purge");
         assert_eq!(tokens(&app), 1);
         assert_eq!(app.get("/api/v1/me", &fresh).await.status, StatusCode::OK);

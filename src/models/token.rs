@@ -67,26 +67,37 @@ pub fn delete_before_epoch(
     .execute(conn)
 }
 
-/// Deletes the tokens issued before `issued_after` (expired ones; see `auth::issued_after`).
-pub fn delete_issued_before(conn: &mut DbConn, issued_after: NaiveDateTime) -> QueryResult<usize> {
-    diesel::delete(api_tokens::table.filter(api_tokens::created_at.le(issued_after))).execute(conn)
+/// Deletes the tokens issued at or before `cutoff` (expired ones).
+pub fn delete_issued_before(conn: &mut DbConn, cutoff: NaiveDateTime) -> QueryResult<usize> {
+    diesel::delete(api_tokens::table.filter(api_tokens::created_at.le(cutoff))).execute(conn)
 }
 
 /// The user a token hash belongs to, if the token exists, was issued after `issued_after`
-/// (it has not expired) and is of the user's current session epoch.
+/// when that is given (tokens expire: `MEDBOOK_TOKEN_TTL_HOURS`), and is of the user's
+/// current session epoch.
+///
+/// With and without `issued_after` the lookup is one of two fixed statements, each prepared
+/// once: without a token lifetime (the default) it binds no time, which SQLite would get as
+/// text formatted anew on every request.
 pub fn user_for(
     conn: &mut DbConn,
     token_hash: &str,
-    issued_after: NaiveDateTime,
+    issued_after: Option<NaiveDateTime>,
 ) -> QueryResult<Option<TokenOwner>> {
-    on_backend!(conn, |c| api_tokens::table
-        .inner_join(users::table)
-        .filter(api_tokens::token_hash.eq(token_hash))
-        .filter(api_tokens::created_at.gt(issued_after))
-        .filter(api_tokens::session_epoch.eq(users::session_epoch))
-        .select(TokenOwner::as_select())
-        .first(c)
-        .optional())
+    on_backend!(conn, |c| {
+        let lookup = api_tokens::table
+            .inner_join(users::table)
+            .filter(api_tokens::token_hash.eq(token_hash))
+            .filter(api_tokens::session_epoch.eq(users::session_epoch))
+            .select(TokenOwner::as_select());
+        match issued_after {
+            None => lookup.first(c).optional(),
+            Some(t) => lookup
+                .filter(api_tokens::created_at.gt(t))
+                .first(c)
+                .optional(),
+        }
+    })
 }
 
 /// [`user_for`] and, in the same query, the appointment `appointment_id`
@@ -94,21 +105,27 @@ pub fn user_for(
 pub fn user_and_appointment(
     conn: &mut DbConn,
     token_hash: &str,
-    issued_after: NaiveDateTime,
+    issued_after: Option<NaiveDateTime>,
     appointment_id: i32,
 ) -> QueryResult<Option<(TokenOwner, Option<Appointment>)>> {
-    on_backend!(conn, |c| api_tokens::table
-        .inner_join(users::table)
-        .left_join(appointments::table.on(appointments::id.eq(appointment_id)))
-        .filter(api_tokens::token_hash.eq(token_hash))
-        .filter(api_tokens::created_at.gt(issued_after))
-        .filter(api_tokens::session_epoch.eq(users::session_epoch))
-        .select((
-            TokenOwner::as_select(),
-            appointments::all_columns.nullable()
-        ))
-        .first(c)
-        .optional())
+    on_backend!(conn, |c| {
+        let lookup = api_tokens::table
+            .inner_join(users::table)
+            .left_join(appointments::table.on(appointments::id.eq(appointment_id)))
+            .filter(api_tokens::token_hash.eq(token_hash))
+            .filter(api_tokens::session_epoch.eq(users::session_epoch))
+            .select((
+                TokenOwner::as_select(),
+                appointments::all_columns.nullable(),
+            ));
+        match issued_after {
+            None => lookup.first(c).optional(),
+            Some(t) => lookup
+                .filter(api_tokens::created_at.gt(t))
+                .first(c)
+                .optional(),
+        }
+    })
 }
 
 /// Deletes a token; it stops working at once.
