@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{slot, TestApp, PASSWORD};
+use common::{slot, Backend, TestApp, PASSWORD};
 use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -17,6 +17,11 @@ both_backends!(
     tokens_that_do_not_authenticate_get_401,
     deactivation_ends_sessions_for_good,
     head_is_get_without_the_body,
+);
+
+both_backends_configured!(
+    browser_apps_on_allowed_origins_may_call_the_api,
+    tokens_expire_after_the_configured_lifetime,
 );
 
 /// `POST /auth/register` with the tests' password.
@@ -688,193 +693,163 @@ async fn head_is_get_without_the_body(app: TestApp) {
     assert_eq!(login.status, StatusCode::NOT_FOUND);
 }
 
+/// The origin the CORS test allows.
+const APP: &str = "https://app.example.com";
+
+async fn cors_preflight(app: &TestApp, origin: &str) -> common::Answer {
+    let req = app
+        .client
+        .request(Method::OPTIONS, format!("{}/api/v1/appointments", app.base))
+        .header("Origin", origin)
+        .header("Access-Control-Request-Method", "POST")
+        .header(
+            "Access-Control-Request-Headers",
+            "authorization, content-type, idempotency-key",
+        );
+    app.send(req).await
+}
+
+async fn me_from(app: &TestApp, origin: &str, token: &str) -> common::Answer {
+    let req = app
+        .client
+        .get(format!("{}/api/v1/me", app.base))
+        .header("Origin", origin)
+        .bearer_auth(token);
+    app.send(req).await
+}
+
 /// Browser apps on the origins `MEDBOOK_CORS_ORIGINS` names may call the API: a preflight is
 /// answered, and every answer to them is readable (refusals included) with the headers a client
 /// needs exposed. Other origins get no CORS header, and a refused preflight is the JSON 403.
-mod browser_apps_on_allowed_origins_may_call_the_api {
-    use super::*;
-    use common::Backend;
-    use medbook::cors::AllowedOrigins;
+async fn browser_apps_on_allowed_origins_may_call_the_api(backend: Backend) {
+    let cors = medbook::cors::AllowedOrigins::parse(Some(&format!("{APP}, http://localhost:5173")))
+        .unwrap();
+    let Some(app) = TestApp::start_with(backend, |c| c.cors = cors).await else {
+        return;
+    };
+    let patient = app.patient().await;
 
-    const APP: &str = "https://app.example.com";
+    let allowed = cors_preflight(&app, APP).await;
+    assert_eq!(allowed.status, StatusCode::NO_CONTENT, "{:?}", allowed.body);
+    assert_eq!(allowed.header("access-control-allow-origin"), APP);
+    assert!(allowed
+        .header("access-control-allow-methods")
+        .contains("PATCH"));
+    assert_eq!(
+        allowed.header("access-control-allow-headers"),
+        "authorization, content-type, idempotency-key"
+    );
+    assert_eq!(allowed.header("access-control-max-age"), "3600");
+    assert_eq!(allowed.header("vary"), "Origin");
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn sqlite() {
-        run(Backend::Sqlite).await;
-    }
+    let refused = cors_preflight(&app, "https://elsewhere.example").await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (StatusCode::FORBIDDEN, "FORBIDDEN")
+    );
+    assert_eq!(refused.header("access-control-allow-origin"), "");
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn postgres() {
-        run(Backend::Postgres).await;
-    }
-
-    async fn preflight(app: &TestApp, origin: &str) -> common::Answer {
-        let req = app
-            .client
-            .request(Method::OPTIONS, format!("{}/api/v1/appointments", app.base))
-            .header("Origin", origin)
-            .header("Access-Control-Request-Method", "POST")
-            .header(
-                "Access-Control-Request-Headers",
-                "authorization, content-type, idempotency-key",
-            );
-        app.send(req).await
-    }
-
-    async fn me(app: &TestApp, origin: &str, token: &str) -> common::Answer {
-        let req = app
-            .client
-            .get(format!("{}/api/v1/me", app.base))
-            .header("Origin", origin)
-            .bearer_auth(token);
-        app.send(req).await
-    }
-
-    async fn run(backend: Backend) {
-        let cors = AllowedOrigins::parse(Some(&format!("{APP}, http://localhost:5173"))).unwrap();
-        let Some(app) = TestApp::start_with(backend, |c| c.cors = cors).await else {
-            return;
-        };
-        let patient = app.patient().await;
-
-        let allowed = preflight(&app, APP).await;
-        assert_eq!(allowed.status, StatusCode::NO_CONTENT, "{:?}", allowed.body);
-        assert_eq!(allowed.header("access-control-allow-origin"), APP);
-        assert!(allowed
-            .header("access-control-allow-methods")
-            .contains("PATCH"));
-        assert_eq!(
-            allowed.header("access-control-allow-headers"),
-            "authorization, content-type, idempotency-key"
+    let ok = me_from(&app, APP, &patient.token).await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert_eq!(ok.header("access-control-allow-origin"), APP);
+    for exposed in ["ETag", "Location", "Retry-After", "WWW-Authenticate"] {
+        assert!(
+            ok.header("access-control-expose-headers").contains(exposed),
+            "{exposed}"
         );
-        assert_eq!(allowed.header("access-control-max-age"), "3600");
-        assert_eq!(allowed.header("vary"), "Origin");
-
-        let refused = preflight(&app, "https://elsewhere.example").await;
-        assert_eq!(
-            (refused.status, refused.code()),
-            (StatusCode::FORBIDDEN, "FORBIDDEN")
-        );
-        assert_eq!(refused.header("access-control-allow-origin"), "");
-
-        let ok = me(&app, APP, &patient.token).await;
-        assert_eq!(ok.status, StatusCode::OK);
-        assert_eq!(ok.header("access-control-allow-origin"), APP);
-        for exposed in ["ETag", "Location", "Retry-After", "WWW-Authenticate"] {
-            assert!(
-                ok.header("access-control-expose-headers").contains(exposed),
-                "{exposed}"
-            );
-        }
-        // A refusal is readable too: the token check's 401, also when the middleware that
-        // checks the tokens of early refusals answers it.
-        let unauthenticated = me(&app, APP, "not-a-token").await;
-        assert_eq!(unauthenticated.status, StatusCode::UNAUTHORIZED);
-        assert_eq!(unauthenticated.header("access-control-allow-origin"), APP);
-        let req = app
-            .client
-            .patch(format!("{}/api/v1/appointments/1", app.base))
-            .header("Origin", APP)
-            .bearer_auth("not-a-token")
-            .header(CONTENT_TYPE, "text/plain")
-            .body("x");
-        let early = app.send(req).await;
-        assert_eq!(early.status, StatusCode::UNAUTHORIZED);
-        assert_eq!(early.header("access-control-allow-origin"), APP);
-
-        // Another origin is answered as before, without CORS headers (its browser hides the
-        // answer); so is a request without an Origin, and an OPTIONS that is no preflight.
-        let other = me(&app, "https://elsewhere.example", &patient.token).await;
-        assert_eq!(other.status, StatusCode::OK);
-        assert_eq!(other.header("access-control-allow-origin"), "");
-        let plain = app.get("/api/v1/me", &patient).await;
-        assert_eq!(plain.header("access-control-allow-origin"), "");
-        let options = app
-            .call(Method::OPTIONS, "/api/v1/appointments", None, None)
-            .await;
-        assert_eq!(options.code(), "NOT_FOUND");
-
-        // Without MEDBOOK_CORS_ORIGINS a preflight is the JSON 404 of any OPTIONS.
-        let Some(closed) = TestApp::start(backend).await else {
-            return;
-        };
-        let preflight = preflight(&closed, APP).await;
-        assert_eq!(preflight.code(), "NOT_FOUND");
-        assert_eq!(preflight.header("access-control-allow-origin"), "");
     }
+    // A refusal is readable too: the token check's 401, also when the middleware that
+    // checks the tokens of early refusals answers it.
+    let unauthenticated = me_from(&app, APP, "not-a-token").await;
+    assert_eq!(unauthenticated.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(unauthenticated.header("access-control-allow-origin"), APP);
+    let req = app
+        .client
+        .patch(format!("{}/api/v1/appointments/1", app.base))
+        .header("Origin", APP)
+        .bearer_auth("not-a-token")
+        .header(CONTENT_TYPE, "text/plain")
+        .body("x");
+    let early = app.send(req).await;
+    assert_eq!(early.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(early.header("access-control-allow-origin"), APP);
+
+    // Another origin is answered as before, without CORS headers (its browser hides the
+    // answer); so is a request without an Origin, and an OPTIONS that is no preflight.
+    let other = me_from(&app, "https://elsewhere.example", &patient.token).await;
+    assert_eq!(other.status, StatusCode::OK);
+    assert_eq!(other.header("access-control-allow-origin"), "");
+    let plain = app.get("/api/v1/me", &patient).await;
+    assert_eq!(plain.header("access-control-allow-origin"), "");
+    let options = app
+        .call(Method::OPTIONS, "/api/v1/appointments", None, None)
+        .await;
+    assert_eq!(options.code(), "NOT_FOUND");
+
+    // Without MEDBOOK_CORS_ORIGINS a preflight is the JSON 404 of any OPTIONS.
+    let Some(closed) = TestApp::start(backend).await else {
+        return;
+    };
+    let preflight = cors_preflight(&closed, APP).await;
+    assert_eq!(preflight.code(), "NOT_FOUND");
+    assert_eq!(preflight.header("access-control-allow-origin"), "");
+}
+
+/// Moves the issue time of every token of `user` `hours` into the past.
+fn age_tokens(app: &TestApp, user: i64, hours: i64) {
+    let at = chrono::Utc::now().naive_utc() - chrono::Duration::hours(hours);
+    app.sql(&format!(
+        "UPDATE api_tokens SET created_at = '{}' WHERE user_id = {user}",
+        at.format("%Y-%m-%d %H:%M:%S%.6f")
+    ));
 }
 
 /// With `MEDBOOK_TOKEN_TTL_HOURS` a token stops authenticating that long after it was issued
 /// (401, as for a revoked one, in both token lookups), a new login works, and the purge
 /// deletes the expired rows. Without it a token does not expire.
-mod tokens_expire_after_the_configured_lifetime {
-    use super::*;
-    use common::Backend;
-    use std::time::Duration;
+async fn tokens_expire_after_the_configured_lifetime(backend: Backend) {
+    let ttl = std::time::Duration::from_secs(3600);
+    let Some(app) = TestApp::start_with(backend, |c| c.token_ttl = Some(ttl)).await else {
+        return;
+    };
+    let patient = app.patient().await;
+    let me = app.get("/api/v1/me", &patient).await;
+    assert_eq!(me.status, StatusCode::OK);
+    let email = me.body["email"].as_str().unwrap().to_owned();
+    age_tokens(&app, patient.id, 2);
+    let expired = app.get("/api/v1/me", &patient).await;
+    assert_eq!(
+        (expired.status, expired.code()),
+        (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED")
+    );
+    assert_eq!(expired.header("www-authenticate"), "Bearer");
+    // The lookup that also reads an appointment refuses it too.
+    let joined = app.get("/api/v1/appointments/1", &patient).await;
+    assert_eq!(joined.status, StatusCode::UNAUTHORIZED);
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn sqlite() {
-        run(Backend::Sqlite).await;
-    }
+    // A new login gets a new token; the purge deletes the expired one and keeps it.
+    let fresh = app.login(&email, PASSWORD).await;
+    assert_eq!(app.get("/api/v1/me", &fresh).await.status, StatusCode::OK);
+    let tokens = |app: &TestApp| {
+        app.count(&format!(
+            "SELECT COUNT(*) FROM api_tokens WHERE user_id = {}",
+            patient.id
+        ))
+    };
+    assert_eq!(tokens(&app), 2);
+    let config = medbook::config::Config::for_database(&app.db_url);
+    let pool = medbook::db::build_pool(&config, std::sync::Arc::default());
+    let mut conn = pool.get().expect("connection");
+    let cutoff = medbook::auth::issued_after(chrono::Duration::from_std(ttl).ok()).unwrap();
+    medbook::models::token::delete_issued_before(&mut conn, cutoff).expect("purge");
+    assert_eq!(tokens(&app), 1);
+    assert_eq!(app.get("/api/v1/me", &fresh).await.status, StatusCode::OK);
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn postgres() {
-        run(Backend::Postgres).await;
-    }
-
-    /// Moves the issue time of every token of `user` `hours` into the past.
-    fn age_tokens(app: &TestApp, user: i64, hours: i64) {
-        let at = chrono::Utc::now().naive_utc() - chrono::Duration::hours(hours);
-        app.sql(&format!(
-            "UPDATE api_tokens SET created_at = '{}' WHERE user_id = {user}",
-            at.format("%Y-%m-%d %H:%M:%S%.6f")
-        ));
-    }
-
-    async fn run(backend: Backend) {
-        let ttl = Duration::from_secs(3600);
-        let Some(app) = TestApp::start_with(backend, |c| c.token_ttl = Some(ttl)).await else {
-            return;
-        };
-        let patient = app.patient().await;
-        let me = app.get("/api/v1/me", &patient).await;
-        assert_eq!(me.status, StatusCode::OK);
-        let email = me.body["email"].as_str().unwrap().to_owned();
-        age_tokens(&app, patient.id, 2);
-        let expired = app.get("/api/v1/me", &patient).await;
-        assert_eq!(
-            (expired.status, expired.code()),
-            (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED")
-        );
-        assert_eq!(expired.header("www-authenticate"), "Bearer");
-        // The lookup that also reads an appointment refuses it too.
-        let joined = app.get("/api/v1/appointments/1", &patient).await;
-        assert_eq!(joined.status, StatusCode::UNAUTHORIZED);
-
-        // A new login gets a new token; the purge deletes the expired one and keeps it.
-        let fresh = app.login(&email, PASSWORD).await;
-        assert_eq!(app.get("/api/v1/me", &fresh).await.status, StatusCode::OK);
-        let tokens = |app: &TestApp| {
-            app.count(&format!(
-                "SELECT COUNT(*) FROM api_tokens WHERE user_id = {}",
-                patient.id
-            ))
-        };
-        assert_eq!(tokens(&app), 2);
-        let config = medbook::config::Config::for_database(&app.db_url);
-        let pool = medbook::db::build_pool(&config, std::sync::Arc::default());
-        let mut conn = pool.get().expect("connection");
-        let cutoff = medbook::auth::issued_after(chrono::Duration::from_std(ttl).ok()).unwrap();
-        medbook::models::token::delete_issued_before(&mut conn, cutoff).expect("purge");
-        assert_eq!(tokens(&app), 1);
-        assert_eq!(app.get("/api/v1/me", &fresh).await.status, StatusCode::OK);
-
-        // Without a lifetime, a token issued years ago still works.
-        let Some(lasting) = TestApp::start(backend).await else {
-            return;
-        };
-        let old = lasting.patient().await;
-        age_tokens(&lasting, old.id, 24 * 365 * 5);
-        assert_eq!(lasting.get("/api/v1/me", &old).await.status, StatusCode::OK);
-    }
+    // Without a lifetime, a token issued years ago still works.
+    let Some(lasting) = TestApp::start(backend).await else {
+        return;
+    };
+    let old = lasting.patient().await;
+    age_tokens(&lasting, old.id, 24 * 365 * 5);
+    assert_eq!(lasting.get("/api/v1/me", &old).await.status, StatusCode::OK);
 }

@@ -41,6 +41,24 @@ macro_rules! both_backends {
     )+};
 }
 
+/// Defines `NAME::sqlite` and `NAME::postgres` tests that run `async fn NAME(Backend)`: for
+/// tests that start apps of their own configuration (`TestApp::start_with`).
+#[macro_export]
+macro_rules! both_backends_configured {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$name($crate::common::Backend::Sqlite).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                super::$name($crate::common::Backend::Postgres).await;
+            }
+        }
+    )+};
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
