@@ -72,6 +72,20 @@ pub fn delete_issued_before(conn: &mut DbConn, cutoff: NaiveDateTime) -> QueryRe
     diesel::delete(api_tokens::table.filter(api_tokens::created_at.le(cutoff))).execute(conn)
 }
 
+/// The first row of a token `lookup`, with the expiry condition added when there is one: two
+/// fixed statements, each prepared once.
+macro_rules! first_unexpired {
+    ($lookup:expr, $issued_after:expr, $conn:expr) => {
+        match $issued_after {
+            None => $lookup.first($conn).optional(),
+            Some(t) => $lookup
+                .filter(api_tokens::created_at.gt(t))
+                .first($conn)
+                .optional(),
+        }
+    };
+}
+
 /// The user a token hash belongs to, if the token exists, was issued after `issued_after`
 /// when that is given (tokens expire: `MEDBOOK_TOKEN_TTL_HOURS`), and is of the user's
 /// current session epoch.
@@ -90,13 +104,7 @@ pub fn user_for(
             .filter(api_tokens::token_hash.eq(token_hash))
             .filter(api_tokens::session_epoch.eq(users::session_epoch))
             .select(TokenOwner::as_select());
-        match issued_after {
-            None => lookup.first(c).optional(),
-            Some(t) => lookup
-                .filter(api_tokens::created_at.gt(t))
-                .first(c)
-                .optional(),
-        }
+        first_unexpired!(lookup, issued_after, c)
     })
 }
 
@@ -118,13 +126,7 @@ pub fn user_and_appointment(
                 TokenOwner::as_select(),
                 appointments::all_columns.nullable(),
             ));
-        match issued_after {
-            None => lookup.first(c).optional(),
-            Some(t) => lookup
-                .filter(api_tokens::created_at.gt(t))
-                .first(c)
-                .optional(),
-        }
+        first_unexpired!(lookup, issued_after, c)
     })
 }
 
