@@ -837,8 +837,7 @@ async fn tokens_expire_after_the_configured_lifetime(backend: Backend) {
         ))
     };
     assert_eq!(tokens(&app), 2);
-    let config = medbook::config::Config::for_database(&app.db_url);
-    let pool = medbook::db::build_pool(&config, std::sync::Arc::default());
+    let pool = app.service_pool();
     let mut conn = pool.get().expect("connection");
     let cutoff = medbook::auth::issued_after(chrono::Duration::from_std(ttl).ok()).unwrap();
     medbook::models::token::delete_issued_before(&mut conn, cutoff).expect("purge");

@@ -775,8 +775,7 @@ async fn a_time_that_moved_since_the_request_was_judged_is_409(app: TestApp) {
     let patient = app.patient().await;
     let at = slot(7, 9, 0);
     let id = app.booked(&patient, &doctor, &at).await;
-    let config = medbook::config::Config::for_database(&app.db_url);
-    let pool = medbook::db::build_pool(&config, std::sync::Arc::default());
+    let pool = app.service_pool();
     let mut conn = pool.get().expect("connection");
     let stale = medbook::models::appointment::find(&mut conn, id as i32).expect("read");
     let moved = app

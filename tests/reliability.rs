@@ -287,8 +287,7 @@ async fn expired_and_abandoned_keys_are_claimed_again(app: TestApp) {
     );
     app.sql(&format!("UPDATE idempotency_keys SET expires_at = {old}"));
     let purged = {
-        let config = medbook::config::Config::for_database(&app.db_url);
-        let pool = medbook::db::build_pool(&config, Default::default());
+        let pool = app.service_pool();
         let mut conn = pool.get().unwrap();
         medbook::services::idempotency::purge_expired(&mut conn, medbook::time::now()).unwrap()
     };

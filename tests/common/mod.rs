@@ -389,6 +389,11 @@ impl TestApp {
         count_in(self.backend, &self.db_url, query)
     }
 
+    /// A pool on the test database, for calling the services and models directly.
+    pub fn service_pool(&self) -> medbook::db::DbPool {
+        medbook::db::build_pool(&Config::for_database(&self.db_url), Default::default())
+    }
+
     /// A direct connection to the test database.
     pub fn connection(&self) -> Box<dyn SimpleConnection> {
         match self.backend {
