@@ -90,7 +90,8 @@ auth = [
             {"email": "ann-{{runId}}@example.com", "password": "wrong-password"},
             tests=error("UNAUTHENTICATED", 401)),
     request("Who am I", "GET", "/api/v1/me", token="patientToken",
-            tests=status(200) + ['pm.test("ETag", () => pm.response.to.have.header("ETag"));']),
+            tests=status(200) + ['pm.test("ETag", () => pm.response.to.have.header("ETag"));',
+                                 'pm.test("never cached", () => pm.expect(pm.response.headers.get("Cache-Control")).to.eql("no-store"));']),
     request("No token → 401", "GET", "/api/v1/me", tests=error("UNAUTHENTICATED", 401) +
             ['pm.test("WWW-Authenticate", () => pm.expect(pm.response.headers.get("WWW-Authenticate")).to.eql("Bearer"));']),
 ]

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use actix_web::dev::Server;
+use actix_web::http::header;
 use actix_web::{middleware, web, App, HttpServer};
 
 use crate::config::Config;
@@ -86,6 +87,14 @@ pub fn bind(
                 cors,
                 middleware::from_fn(crate::cors::cors),
             ))
+            // Answers carry health data and tokens: no cache (a browser's included) may keep
+            // them, and a browser must not read a JSON answer as anything else. Outermost, so
+            // that every answer has them, preflights and refusals included.
+            .wrap(
+                middleware::DefaultHeaders::new()
+                    .add((header::CACHE_CONTROL, "no-store"))
+                    .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff")),
+            )
             // The access log costs a regex match and formatting per request: only when shown.
             .wrap(middleware::Condition::new(
                 log::log_enabled!(target: "actix_web::middleware::logger", log::Level::Info),

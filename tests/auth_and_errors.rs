@@ -17,6 +17,7 @@ both_backends!(
     tokens_that_do_not_authenticate_get_401,
     deactivation_ends_sessions_for_good,
     head_is_get_without_the_body,
+    no_cache_keeps_an_answer,
 );
 
 both_backends_configured!(
@@ -693,6 +694,66 @@ async fn head_is_get_without_the_body(app: TestApp) {
     assert_eq!(login.status, StatusCode::NOT_FOUND);
 }
 
+/// No answer may be kept by a cache, the browser's own included: they carry health data and
+/// tokens (there was no `Cache-Control`, so a browser could store a prescription on disk). And
+/// a browser must take a JSON answer for JSON. Successes, refusals and the operations routes
+/// alike.
+async fn no_cache_keeps_an_answer(app: TestApp) {
+    let patient = app.patient().await;
+    let doctor = app.doctor().await;
+    let booked = app.book(&patient, &doctor, &slot(2, 9, 0), 30).await;
+    assert_eq!(booked.status, StatusCode::CREATED);
+    let appointment = format!("/api/v1/appointments/{}", booked.id());
+    let login = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"email": "nobody@example.com", "password": PASSWORD})),
+        )
+        .await;
+    let answers = [
+        ("booking", booked),
+        ("read", app.get(&appointment, &patient).await),
+        (
+            "HEAD",
+            app.send(
+                app.client
+                    .head(format!("{}{appointment}", app.base))
+                    .bearer_auth(&patient.token),
+            )
+            .await,
+        ),
+        ("me", app.get("/api/v1/me", &patient).await),
+        ("refused login", login),
+        (
+            "no token",
+            app.call(Method::GET, &appointment, None, None).await,
+        ),
+        (
+            "not visible",
+            app.get(&appointment, &app.patient().await).await,
+        ),
+        ("unknown path", app.get("/api/v1/nothing", &patient).await),
+        (
+            "invalid",
+            app.put(&appointment, &patient, json!({"status": "done"}))
+                .await,
+        ),
+        ("health", app.get("/healthz", &patient).await),
+        ("OpenAPI", app.get("/api/v1/openapi.json", &patient).await),
+    ];
+    for (what, answer) in &answers {
+        assert_eq!(answer.header("cache-control"), "no-store", "{what}");
+        assert_eq!(answer.header("x-content-type-options"), "nosniff", "{what}");
+    }
+    let statuses: Vec<u16> = answers.iter().map(|(_, a)| a.status.as_u16()).collect();
+    assert_eq!(
+        statuses,
+        [201, 200, 200, 200, 401, 401, 404, 404, 422, 200, 200]
+    );
+}
+
 /// The origin the CORS test allows.
 const APP: &str = "https://app.example.com";
 
@@ -740,6 +801,7 @@ async fn browser_apps_on_allowed_origins_may_call_the_api(backend: Backend) {
         "authorization, content-type, idempotency-key"
     );
     assert_eq!(allowed.header("access-control-max-age"), "3600");
+    assert_eq!(allowed.header("cache-control"), "no-store");
     assert_eq!(allowed.header("vary"), "Origin");
 
     let refused = cors_preflight(&app, "https://elsewhere.example").await;
