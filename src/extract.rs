@@ -129,8 +129,40 @@ fn strip_position(message: &str) -> String {
 /// Parses a query string into `T` (whose fields are all optional strings or numbers and which
 /// denies unknown fields); a malformed query or unknown parameter → 400.
 pub fn parse_query<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, AppError> {
-    serde_urlencoded::from_str(req.query_string())
-        .map_err(|e| AppError::BadRequest(format!("Invalid query string: {e}")))
+    serde_urlencoded::from_str(req.query_string()).map_err(|e| {
+        AppError::BadRequest(format!("Invalid query string: {}", echo(&e.to_string())))
+    })
+}
+
+/// For a route that takes no query parameters: a query string is 400, as an unknown parameter
+/// of a route that takes some is. A parameter the route would ignore must not pass for obeyed
+/// (`?limit=1` on a history that is always whole, `?dry_run=1` on a booking that books).
+#[derive(Debug)]
+pub struct NoQuery;
+
+impl FromRequest for NoQuery {
+    type Error = AppError;
+    type Future = std::future::Ready<Result<Self, AppError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(match req.query_string() {
+            "" => Ok(NoQuery),
+            query => Err(AppError::BadRequest(format!(
+                "This route takes no query parameters (got {})",
+                echo(query)
+            ))),
+        })
+    }
+}
+
+/// Client input quoted in an error message, cut to its first 100 characters: an answer
+/// should not grow with whatever the client sent.
+fn echo(text: &str) -> std::borrow::Cow<'_, str> {
+    const LIMIT: usize = 100;
+    match text.char_indices().nth(LIMIT) {
+        Some((cut, _)) => format!("{}…", &text[..cut]).into(),
+        None => text.into(),
+    }
 }
 
 /// An optional time query parameter; unparsable → 422 naming the parameter.
@@ -210,6 +242,15 @@ mod tests {
     #[allow(dead_code)]
     struct Body {
         doctor_id: i32,
+    }
+
+    #[test]
+    fn an_echo_is_cut_at_a_character_after_100() {
+        assert_eq!(echo("limit=1"), "limit=1");
+        let exact = "é".repeat(100);
+        assert_eq!(echo(&exact), exact);
+        let long = "é".repeat(101);
+        assert_eq!(echo(&long), format!("{}…", "é".repeat(100)));
     }
 
     #[test]

@@ -18,6 +18,7 @@ both_backends!(
     deactivation_ends_sessions_for_good,
     head_is_get_without_the_body,
     no_cache_keeps_an_answer,
+    query_parameters_a_route_does_not_take_are_400,
 );
 
 both_backends_configured!(
@@ -752,6 +753,78 @@ async fn no_cache_keeps_an_answer(app: TestApp) {
         statuses,
         [201, 200, 200, 200, 401, 401, 404, 404, 422, 200, 200]
     );
+}
+
+/// A route that takes no query parameters refuses them (400), as a route that takes some
+/// refuses unknown ones: they were ignored, so `?limit=1` on a history answered the whole
+/// history and `?dry_run=1` on a booking booked. A bad token is still 401 first, and an error
+/// quotes at most 100 characters of what the client sent.
+async fn query_parameters_a_route_does_not_take_are_400(app: TestApp) {
+    let patient = app.patient().await;
+    let doctor = app.doctor().await;
+    let id = app.booked(&patient, &doctor, &slot(2, 9, 0)).await;
+    let history = app
+        .get(
+            &format!("/api/v1/appointments/{id}/history?limit=1"),
+            &patient,
+        )
+        .await;
+    assert_eq!(
+        (history.status, history.code()),
+        (StatusCode::BAD_REQUEST, "BAD_REQUEST")
+    );
+    assert!(history.body["error"].as_str().unwrap().contains("limit=1"));
+    let dry_run = app
+        .post(
+            "/api/v1/appointments?dry_run=1",
+            &patient,
+            json!({"doctor_id": doctor.id, "scheduled_at": slot(3, 9, 0), "type": "in_person"}),
+        )
+        .await;
+    assert_eq!(dry_run.status, StatusCode::BAD_REQUEST);
+    assert_eq!(app.count("SELECT COUNT(*) FROM appointments"), 1);
+    let register = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/register?role=admin",
+            None,
+            Some(json!({"name": "Eve", "email": "eve@example.com", "password": PASSWORD})),
+        )
+        .await;
+    assert_eq!(register.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM users WHERE email = 'eve@example.com'"),
+        0
+    );
+    let unknown_token = app
+        .call(Method::GET, "/api/v1/me?x=1", Some("not-a-token"), None)
+        .await;
+    assert_eq!(unknown_token.status, StatusCode::UNAUTHORIZED);
+    // Every route without parameters, each once; a bare `?` is no parameter.
+    for path in [
+        format!("/api/v1/appointments/{id}?x=1"),
+        format!("/api/v1/appointments/{id}/prescription?x=1"),
+        format!("/api/v1/doctors/{}?x=1", doctor.id),
+        "/api/v1/me?x=1".to_owned(),
+        "/api/v1/admin/lock-stats?x=1".to_owned(),
+    ] {
+        let answer = app.get(&path, &app.admin).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{path}");
+    }
+    assert_eq!(
+        app.get("/api/v1/me?", &patient).await.status,
+        StatusCode::OK
+    );
+    let long = "x".repeat(20_000);
+    for path in [
+        format!("/api/v1/me?{long}=1"),
+        format!("/api/v1/appointments?{long}=1"),
+    ] {
+        let answer = app.get(&path, &patient).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+        let message = answer.body["error"].as_str().unwrap();
+        assert!(message.len() < 300 && message.contains('…'), "{message}");
+    }
 }
 
 /// The origin the CORS test allows.

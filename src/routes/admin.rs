@@ -9,7 +9,7 @@ use super::{def, idempotent, RouteDef};
 use crate::auth::Bearer;
 use crate::db::run_blocking;
 use crate::error::AppError;
-use crate::extract::{path_id, Expected, Json};
+use crate::extract::{path_id, Expected, Json, NoQuery};
 use crate::models::user::UserView;
 use crate::server::AppState;
 use crate::services::auth::ensure_email_free;
@@ -46,6 +46,7 @@ pub(crate) async fn create_user(
     state: web::Data<AppState>,
     req: HttpRequest,
     bearer: Bearer,
+    _: NoQuery,
     Json(input): Json<CreateUserInput>,
 ) -> Result<HttpResponse, AppError> {
     // Admin first: nothing below (not even validation) is for anyone else.
@@ -94,6 +95,7 @@ pub(crate) async fn update_user(
     state: web::Data<AppState>,
     req: HttpRequest,
     bearer: Bearer,
+    _: NoQuery,
     Json(input): Json<UpdateUserInput>,
 ) -> Result<HttpResponse, AppError> {
     let id = path_id(&req, "id")?;

@@ -11,7 +11,7 @@ use super::{def, idempotent, RouteDef};
 use crate::auth::Bearer;
 use crate::domain::Status;
 use crate::error::AppError;
-use crate::extract::{parse_query, path_id, time_param, Expected, Json};
+use crate::extract::{parse_query, path_id, time_param, Expected, Json, NoQuery};
 use crate::models::appointment::AppointmentView;
 use crate::models::prescription::PrescriptionView;
 use crate::server::AppState;
@@ -75,6 +75,7 @@ pub(crate) async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,
     bearer: Bearer,
+    _: NoQuery,
     Json(input): Json<BookingInput>,
 ) -> Result<HttpResponse, AppError> {
     let contention = state.contention.clone();
@@ -158,6 +159,7 @@ pub(crate) async fn get(
     state: web::Data<AppState>,
     req: HttpRequest,
     bearer: Bearer,
+    _: NoQuery,
 ) -> Result<HttpResponse, AppError> {
     let id = path_id(&req, "id")?;
     let found = state
@@ -191,6 +193,7 @@ pub(crate) async fn update(
     state: web::Data<AppState>,
     req: HttpRequest,
     bearer: Bearer,
+    _: NoQuery,
     Json(input): Json<UpdateInput>,
 ) -> Result<HttpResponse, AppError> {
     let id = path_id(&req, "id")?;
@@ -226,9 +229,10 @@ pub(crate) async fn patch(
     state: web::Data<AppState>,
     req: HttpRequest,
     bearer: Bearer,
+    no_query: NoQuery,
     input: Json<UpdateInput>,
 ) -> Result<HttpResponse, AppError> {
-    update(state, req, bearer, input).await
+    update(state, req, bearer, no_query, input).await
 }
 
 /// Every change of an appointment, oldest first.
@@ -243,6 +247,7 @@ pub(crate) async fn history(
     state: web::Data<AppState>,
     req: HttpRequest,
     bearer: Bearer,
+    _: NoQuery,
 ) -> Result<HttpResponse, AppError> {
     let id = path_id(&req, "id")?;
     let items = state
@@ -265,6 +270,7 @@ pub(crate) async fn prescription(
     state: web::Data<AppState>,
     req: HttpRequest,
     bearer: Bearer,
+    _: NoQuery,
 ) -> Result<HttpResponse, AppError> {
     let id = path_id(&req, "id")?;
     let found = state

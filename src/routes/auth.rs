@@ -9,7 +9,7 @@ use super::{def, RouteDef};
 use crate::auth::{hash_password, new_token, verify_password, Bearer};
 use crate::db::run_blocking;
 use crate::error::AppError;
-use crate::extract::{etag, Json};
+use crate::extract::{etag, Json, NoQuery};
 use crate::models::user::{self, UserView};
 use crate::server::AppState;
 use crate::services::auth::{self as service, LoginInput, RegisterInput};
@@ -68,6 +68,7 @@ pub async fn hash_in_background(password: String) -> Result<String, AppError> {
     ))]
 pub(crate) async fn register(
     state: web::Data<AppState>,
+    _: NoQuery,
     Json(input): Json<RegisterInput>,
 ) -> Result<HttpResponse, AppError> {
     let mut problems = Problems::default();
@@ -100,6 +101,7 @@ pub(crate) async fn register(
     ))]
 pub(crate) async fn login(
     state: web::Data<AppState>,
+    _: NoQuery,
     Json(input): Json<LoginInput>,
 ) -> Result<HttpResponse, AppError> {
     let email = input.email.trim().to_owned();
@@ -141,6 +143,7 @@ pub(crate) async fn login(
 pub(crate) async fn logout(
     state: web::Data<AppState>,
     bearer: Bearer,
+    _: NoQuery,
 ) -> Result<HttpResponse, AppError> {
     state
         .as_caller(bearer, move |conn, caller| {
@@ -160,6 +163,7 @@ pub(crate) async fn logout(
 pub(crate) async fn me(
     state: web::Data<AppState>,
     bearer: Bearer,
+    _: NoQuery,
 ) -> Result<HttpResponse, AppError> {
     let user = state
         .as_caller(bearer, move |conn, caller| {

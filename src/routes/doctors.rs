@@ -11,7 +11,7 @@ use super::openapi::{BusyList, DoctorPage, ErrorDoc};
 use super::{def, RouteDef};
 use crate::auth::Bearer;
 use crate::error::AppError;
-use crate::extract::{parse_query, path_id, time_param};
+use crate::extract::{parse_query, path_id, time_param, NoQuery};
 use crate::server::AppState;
 use crate::services::doctors::{self, DoctorView};
 use crate::services::pagination::{parse_limit, Cursor};
@@ -85,6 +85,7 @@ pub(crate) async fn get(
     state: web::Data<AppState>,
     req: HttpRequest,
     bearer: Bearer,
+    _: NoQuery,
 ) -> Result<HttpResponse, AppError> {
     let id = path_id(&req, "id")?;
     let doctor = state

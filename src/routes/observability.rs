@@ -8,6 +8,7 @@ use super::openapi::ErrorDoc;
 use super::{def, RouteDef};
 use crate::auth::Bearer;
 use crate::error::AppError;
+use crate::extract::NoQuery;
 use crate::server::AppState;
 use crate::telemetry::{self, LockStatsView};
 
@@ -64,6 +65,7 @@ pub(crate) async fn metrics(
 pub(crate) async fn lock_stats(
     state: web::Data<AppState>,
     bearer: Bearer,
+    _: NoQuery,
 ) -> Result<HttpResponse, AppError> {
     state
         .as_caller(bearer, |_, caller| caller.require_admin())

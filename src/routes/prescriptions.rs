@@ -7,7 +7,7 @@ use super::openapi::{ErrorDoc, IdempotencyKey, IfMatch};
 use super::{def, idempotent, RouteDef};
 use crate::auth::Bearer;
 use crate::error::AppError;
-use crate::extract::{path_id, Expected, Json};
+use crate::extract::{path_id, Expected, Json, NoQuery};
 use crate::models::prescription::PrescriptionView;
 use crate::server::AppState;
 use crate::services::prescriptions::{self, AcknowledgeInput, CreateInput, UpdateInput};
@@ -53,6 +53,7 @@ pub(crate) async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,
     bearer: Bearer,
+    _: NoQuery,
     Json(input): Json<CreateInput>,
 ) -> Result<HttpResponse, AppError> {
     idempotent::post(&state, &req, bearer, move |conn, caller| {
@@ -80,6 +81,7 @@ pub(crate) async fn get(
     state: web::Data<AppState>,
     req: HttpRequest,
     bearer: Bearer,
+    _: NoQuery,
 ) -> Result<HttpResponse, AppError> {
     let id = path_id(&req, "id")?;
     let found = state
@@ -112,6 +114,7 @@ pub(crate) async fn update(
     state: web::Data<AppState>,
     req: HttpRequest,
     bearer: Bearer,
+    _: NoQuery,
     Json(input): Json<UpdateInput>,
 ) -> Result<HttpResponse, AppError> {
     let id = path_id(&req, "id")?;
@@ -144,6 +147,7 @@ pub(crate) async fn acknowledge(
     state: web::Data<AppState>,
     req: HttpRequest,
     bearer: Bearer,
+    _: NoQuery,
     Json(input): Json<AcknowledgeInput>,
 ) -> Result<HttpResponse, AppError> {
     let id = path_id(&req, "id")?;

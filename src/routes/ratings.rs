@@ -7,7 +7,7 @@ use super::openapi::{ErrorDoc, IdempotencyKey, IfMatch};
 use super::{def, idempotent, RouteDef};
 use crate::auth::Bearer;
 use crate::error::AppError;
-use crate::extract::{path_id, Expected, Json};
+use crate::extract::{path_id, Expected, Json, NoQuery};
 use crate::models::rating::Rating;
 use crate::server::AppState;
 use crate::services::ratings::{self, CreateInput, UpdateInput};
@@ -36,6 +36,7 @@ pub(crate) async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,
     bearer: Bearer,
+    _: NoQuery,
     Json(input): Json<CreateInput>,
 ) -> Result<HttpResponse, AppError> {
     idempotent::post(&state, &req, bearer, move |conn, caller| {
@@ -63,6 +64,7 @@ pub(crate) async fn get(
     state: web::Data<AppState>,
     req: HttpRequest,
     bearer: Bearer,
+    _: NoQuery,
 ) -> Result<HttpResponse, AppError> {
     let id = path_id(&req, "id")?;
     let found = state
@@ -89,6 +91,7 @@ pub(crate) async fn update(
     state: web::Data<AppState>,
     req: HttpRequest,
     bearer: Bearer,
+    _: NoQuery,
     Json(input): Json<UpdateInput>,
 ) -> Result<HttpResponse, AppError> {
     let id = path_id(&req, "id")?;
