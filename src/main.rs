@@ -23,7 +23,7 @@ async fn main() -> ExitCode {
     tune_allocator();
     // A `.env` in the working directory is read too, as the diesel CLI does.
     let _ = dotenvy::dotenv();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    medbook::telemetry::logging::init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args
         .iter()

@@ -365,3 +365,43 @@ fn terminate(pid: u32) {
         .status()
         .unwrap();
 }
+
+/// A request that does not parse is the client's fault: actix-http answers it `400` and
+/// reported it at ERROR ("stream error: request parse error"), so any client could fill the
+/// error log. The real binary, at the default level, logs none of it; the faults of medbook's
+/// own stay at ERROR (`telemetry::logging`'s unit test).
+#[test]
+fn malformed_requests_do_not_reach_the_error_log() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::Process::start(dir.path().join("m.db").to_str().unwrap(), &[]);
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let send = |raw: &[u8]| {
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        stream.write_all(raw).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    for raw in [
+        &b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n"[..],
+        b"NOT HTTP AT ALL\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+    ] {
+        let answer = send(raw);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    }
+    let healthy = send(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(healthy.starts_with("HTTP/1.1 200"), "{healthy}");
+    // The access log line of the last request comes after the refusals' reports.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !server.log().contains("\"GET /healthz HTTP/1.1\" 200") {
+        assert!(std::time::Instant::now() < deadline, "{}", server.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = server.log();
+    assert!(!log.contains(" ERROR "), "{log}");
+}

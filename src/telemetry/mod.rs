@@ -3,6 +3,7 @@
 pub mod histogram;
 pub mod http;
 pub mod lock_stats;
+pub mod logging;
 
 use std::sync::Arc;
 
