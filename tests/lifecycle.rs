@@ -23,6 +23,7 @@ both_backends!(
     null_clears_an_optional_text_and_leaving_it_out_keeps_it,
     an_unchanged_time_beside_a_status_or_reason_is_no_reschedule,
     a_time_that_moved_since_the_request_was_judged_is_409,
+    a_change_that_changes_nothing_writes_nothing,
 );
 
 fn appointment(id: i64) -> String {
@@ -658,9 +659,11 @@ async fn null_clears_an_optional_text_and_leaving_it_out_keeps_it(app: TestApp) 
         )
         .await;
     let rx_path = format!("/api/v1/prescriptions/{}", rx.id());
+    let fewer_days = json!([{"name": "Amoxicillin", "dosage": "500 mg", "frequency": "3x daily", "duration_days": 5}]);
     let kept = app
-        .put(&rx_path, &doctor, json!({"medications": medications()}))
+        .put(&rx_path, &doctor, json!({"medications": fewer_days}))
         .await;
+    assert_eq!(kept.body["version"], 2);
     assert_eq!(kept.body["notes"], "with food", "left out: kept");
     cleared(
         &app.put(&rx_path, &doctor, json!({"notes": null})).await,
@@ -741,8 +744,12 @@ async fn an_unchanged_time_beside_a_status_or_reason_is_no_reschedule(app: TestA
         .map(|i| i["action"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(actions, ["created", "confirmed", "updated", "in_progress"]);
+    // The time alone, sent again, changes nothing (`a_change_that_changes_nothing_writes_nothing`).
     let nothing = app.put(&path, &doctor, json!({"scheduled_at": at})).await;
-    assert_eq!(nothing.code(), "VALIDATION_FAILED");
+    assert_eq!(
+        (nothing.status, nothing.body["version"].as_i64()),
+        (StatusCode::OK, Some(4))
+    );
 
     // Someone who may not see the appointment learns nothing about its time: the same answer
     // for its own time and for another.
@@ -817,4 +824,113 @@ async fn a_time_that_moved_since_the_request_was_judged_is_409(app: TestApp) {
         (now.body["status"].as_str(), now.body["version"].as_i64()),
         (Some("pending"), Some(2))
     );
+}
+
+/// A change that passes every check but leaves the resource as it is writes nothing: `200`
+/// with the resource as it is, the same version and `ETag`, no history row. It wrote a new
+/// version, so a retried `PUT` (or a form saved unchanged) moved the version on and made
+/// everyone else's next change a `409`. A stale version is still refused, and so is a change
+/// the caller may not make or that a final state forbids.
+async fn a_change_that_changes_nothing_writes_nothing(app: TestApp) {
+    let (doctor, patient, done) = completed(&app, 3).await;
+    let unchanged = |answer: &Answer, version: i64| {
+        assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+        assert_eq!(answer.body["version"], version, "{:?}", answer.body);
+        assert_eq!(answer.header("etag"), format!("\"{version}\""));
+    };
+
+    // An appointment: its reason, `null` for no reason, its own time, each sent again.
+    let at = slot(4, 9, 0);
+    let id = app.booked(&patient, &doctor, &at).await;
+    let path = appointment(id);
+    unchanged(&app.put(&path, &patient, json!({"reason": null})).await, 1);
+    let set = app.put(&path, &patient, json!({"reason": "cough"})).await;
+    unchanged(&set, 2);
+    for (actor, body) in [
+        (&patient, json!({"reason": "cough"})),
+        (&doctor, json!({"reason": "cough", "version": 2})),
+        (
+            &patient,
+            json!({"scheduled_at": at, "duration_minutes": 30}),
+        ),
+    ] {
+        let again = app.put(&path, actor, body).await;
+        unchanged(&again, 2);
+        assert_eq!(again.body, set.body);
+    }
+    let history = app.get(&format!("{path}/history"), &patient).await;
+    assert_eq!(history.body["items"].as_array().unwrap().len(), 2);
+    let stale = app
+        .put(&path, &patient, json!({"reason": "cough", "version": 1}))
+        .await;
+    assert_eq!(stale.code(), "VERSION_CONFLICT");
+    let stranger = app.patient().await;
+    let hidden = app.put(&path, &stranger, json!({"reason": "cough"})).await;
+    assert_eq!(hidden.status, StatusCode::NOT_FOUND);
+    // A final appointment cannot be changed, not even to what it is.
+    let cancelled = set_status(&app, id, &patient, "cancelled", None).await;
+    assert_eq!(cancelled.body["version"], 3);
+    let final_reason = app.put(&path, &patient, json!({"reason": "cough"})).await;
+    assert_eq!(final_reason.code(), "INVALID_TRANSITION");
+
+    // A prescription: the same medications and notes.
+    let rx = app
+        .post(
+            "/api/v1/prescriptions",
+            &doctor,
+            json!({"appointment_id": done, "medications": medications(), "notes": "with food"}),
+        )
+        .await;
+    let rx_path = format!("/api/v1/prescriptions/{}", rx.id());
+    let same = json!({"medications": medications(), "notes": "with food"});
+    unchanged(&app.put(&rx_path, &doctor, same.clone()).await, 1);
+    let not_hers = app.put(&rx_path, &patient, same.clone()).await;
+    assert_eq!(not_hers.status, StatusCode::FORBIDDEN);
+
+    // A rating: its score and comment.
+    let rating = app
+        .post(
+            "/api/v1/ratings",
+            &patient,
+            json!({"appointment_id": done, "score": 4, "comment": "kind"}),
+        )
+        .await;
+    let rating_path = format!("/api/v1/ratings/{}", rating.id());
+    unchanged(
+        &app.put(
+            &rating_path,
+            &patient,
+            json!({"score": 4, "comment": "kind"}),
+        )
+        .await,
+        1,
+    );
+
+    // A user: the name (trimmed, as stored), the active flag, the specialty.
+    let admin_path = format!("/api/v1/admin/users/{}", doctor.id);
+    let me = app.get("/api/v1/me", &doctor).await;
+    let name = me.body["name"].as_str().unwrap().to_owned();
+    let user = app
+        .call(
+            Method::PATCH,
+            &admin_path,
+            Some(&app.admin.token),
+            Some(json!({"name": format!(" {name} "), "is_active": true, "specialty": me.body["specialty"]})),
+        )
+        .await;
+    unchanged(&user, 1);
+
+    // Nothing was written: every version is where the changes above left it.
+    for (table, id, version) in [
+        ("appointments", id, 3),
+        ("prescriptions", rx.id(), 1),
+        ("ratings", rating.id(), 1),
+        ("users", doctor.id, 1),
+    ] {
+        assert_eq!(
+            app.count(&format!("SELECT version FROM {table} WHERE id = {id}")),
+            version,
+            "{table}"
+        );
+    }
 }

@@ -82,7 +82,7 @@ pub(crate) async fn create_user(
     request_body = UpdateUserInput,
     params(("id" = i32, Path, description = "User id"), IfMatch),
     responses(
-        (status = 200, description = "Updated", body = UserView, headers(("ETag" = String))),
+        (status = 200, description = "Updated, version + 1 (a change to what it already is: as it is, same version)", body = UserView, headers(("ETag" = String))),
         (status = 400, description = "Not JSON or malformed If-Match", body = ErrorDoc),
         (status = 401, description = "UNAUTHENTICATED", body = ErrorDoc),
         (status = 403, description = "Not an admin", body = ErrorDoc),

@@ -180,7 +180,7 @@ pub(crate) async fn get(
     request_body = UpdateInput,
     params(("id" = i32, Path, description = "Appointment id"), IfMatch),
     responses(
-        (status = 200, description = "Changed; version + 1", body = AppointmentView, headers(("ETag" = String))),
+        (status = 200, description = "Changed, version + 1 (a change to what it already is: as it is, same version)", body = AppointmentView, headers(("ETag" = String))),
         (status = 400, description = "Not JSON or malformed If-Match", body = ErrorDoc),
         (status = 401, description = "UNAUTHENTICATED", body = ErrorDoc),
         (status = 403, description = "The move is allowed to someone else", body = ErrorDoc),
@@ -216,7 +216,7 @@ pub(crate) async fn update(
     request_body = UpdateInput,
     params(("id" = i32, Path, description = "Appointment id"), IfMatch),
     responses(
-        (status = 200, description = "Changed; version + 1", body = AppointmentView, headers(("ETag" = String))),
+        (status = 200, description = "Changed, version + 1 (a change to what it already is: as it is, same version)", body = AppointmentView, headers(("ETag" = String))),
         (status = 400, description = "Not JSON or malformed If-Match", body = ErrorDoc),
         (status = 401, description = "UNAUTHENTICATED", body = ErrorDoc),
         (status = 403, description = "The move is allowed to someone else", body = ErrorDoc),

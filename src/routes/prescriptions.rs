@@ -101,7 +101,7 @@ pub(crate) async fn get(
     request_body = UpdateInput,
     params(("id" = i32, Path, description = "Prescription id"), IfMatch),
     responses(
-        (status = 200, description = "Changed", body = PrescriptionView, headers(("ETag" = String))),
+        (status = 200, description = "Changed, version + 1 (a change to what it already is: as it is, same version)", body = PrescriptionView, headers(("ETag" = String))),
         (status = 400, description = "Not JSON or malformed If-Match", body = ErrorDoc),
         (status = 401, description = "UNAUTHENTICATED", body = ErrorDoc),
         (status = 403, description = "Not its doctor", body = ErrorDoc),

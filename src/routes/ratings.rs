@@ -78,7 +78,7 @@ pub(crate) async fn get(
     request_body = UpdateInput,
     params(("id" = i32, Path, description = "Rating id"), IfMatch),
     responses(
-        (status = 200, description = "Changed", body = Rating, headers(("ETag" = String))),
+        (status = 200, description = "Changed, version + 1 (a change to what it already is: as it is, same version)", body = Rating, headers(("ETag" = String))),
         (status = 400, description = "Not JSON or malformed If-Match", body = ErrorDoc),
         (status = 401, description = "UNAUTHENTICATED", body = ErrorDoc),
         (status = 403, description = "Not its patient", body = ErrorDoc),

@@ -174,14 +174,10 @@ pub fn update(
         ),
         None => None,
     };
-    if target.is_none() && input.reason.is_keep() {
+    if target.is_none() && input.reason.is_keep() && !asks_slot {
         return Err(AppError::invalid(
             "body",
-            if asks_slot {
-                "nothing to change: the appointment already has this scheduled_at and duration_minutes"
-            } else {
-                "nothing to change: give status, scheduled_at, duration_minutes or reason"
-            },
+            "nothing to change: give status, scheduled_at, duration_minutes or reason",
         ));
     }
     let mut problems = Problems::default();
@@ -220,6 +216,13 @@ pub fn update(
                     ),
                 });
             }
+            let reason = input.reason.apply(current.reason.as_deref());
+            if target.is_none() && reason == current.reason.as_deref() {
+                // Nothing changes (the reason or the time it already has, sent again): no write,
+                // no new version, no history row, so a retried PUT answers as the first did.
+                // The row is one read, and the answer is the appointment as of that read.
+                return Ok(Some(current.clone()));
+            }
             let action = if target.is_some() {
                 to.as_str()
             } else {
@@ -227,7 +230,6 @@ pub fn update(
             };
             write_transaction(conn, |conn| {
                 let now = crate::time::now();
-                let reason = input.reason.apply(current.reason.as_deref());
                 let updated = on_backend!(conn, |c| diesel::update(
                     appointments::table
                         .filter(appointments::id.eq(current.id))

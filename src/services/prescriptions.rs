@@ -190,6 +190,12 @@ pub fn update(
                     "Only the prescribing doctor may change it",
                 ));
             }
+            let new_medications = medications.as_deref().unwrap_or(&current.medications);
+            let notes = input.notes.apply(current.notes.as_deref());
+            if new_medications == current.medications && notes == current.notes.as_deref() {
+                // Nothing changes: no write and no new version (see `appointments::update`).
+                return Ok(Some(current.clone()));
+            }
             write_transaction(conn, |conn| {
                 Ok(diesel::update(
                     prescriptions::table
@@ -198,9 +204,8 @@ pub fn update(
                         .filter(prescriptions::acknowledged_at.is_null()),
                 )
                 .set((
-                    prescriptions::medications
-                        .eq(medications.as_deref().unwrap_or(&current.medications)),
-                    prescriptions::notes.eq(input.notes.apply(current.notes.as_deref())),
+                    prescriptions::medications.eq(new_medications),
+                    prescriptions::notes.eq(notes),
                     prescriptions::version.eq(prescriptions::version + 1),
                     prescriptions::updated_at.eq(crate::time::now()),
                 ))

@@ -129,6 +129,12 @@ pub fn update(
                     "Only the patient who wrote the rating may change it",
                 ));
             }
+            let score = input.score.unwrap_or(current.score);
+            let comment = input.comment.apply(current.comment.as_deref());
+            if score == current.score && comment == current.comment.as_deref() {
+                // Nothing changes: no write and no new version (see `appointments::update`).
+                return Ok(Some(current.clone()));
+            }
             write_transaction(conn, |conn| {
                 Ok(diesel::update(
                     ratings::table
@@ -136,8 +142,8 @@ pub fn update(
                         .filter(ratings::version.eq(current.version)),
                 )
                 .set((
-                    ratings::score.eq(input.score.unwrap_or(current.score)),
-                    ratings::comment.eq(input.comment.apply(current.comment.as_deref())),
+                    ratings::score.eq(score),
+                    ratings::comment.eq(comment),
                     ratings::version.eq(ratings::version + 1),
                     ratings::updated_at.eq(crate::time::now()),
                 ))

@@ -145,6 +145,18 @@ pub fn update(
                 ));
             }
             let is_active = input.is_active.unwrap_or(current.is_active);
+            let name = input
+                .name
+                .as_deref()
+                .map_or(current.name.as_str(), str::trim);
+            let specialty = input.specialty.apply(current.specialty.as_deref());
+            if is_active == current.is_active
+                && name == current.name
+                && specialty == current.specialty.as_deref()
+            {
+                // Nothing changes: no write and no new version (see `appointments::update`).
+                return Ok(Some(current.clone()));
+            }
             // Deactivation ends the user's sessions: the epoch moves on, and a token
             // authenticates only while it has its user's epoch (`models::token`).
             let deactivates = current.is_active && !is_active;
@@ -158,12 +170,8 @@ pub fn update(
                 .set((
                     users::is_active.eq(is_active),
                     users::session_epoch.eq(session_epoch),
-                    users::name.eq(input
-                        .name
-                        .as_deref()
-                        .map(str::trim)
-                        .unwrap_or(&current.name)),
-                    users::specialty.eq(input.specialty.apply(current.specialty.as_deref())),
+                    users::name.eq(name),
+                    users::specialty.eq(specialty),
                     users::version.eq(users::version + 1),
                     users::updated_at.eq(crate::time::now()),
                 ))
