@@ -163,8 +163,33 @@ async fn dashboard_page_is_self_contained(app: TestApp) {
         .to_str()
         .unwrap()
         .starts_with("text/html"));
+    // The browser runs the page's own script and nothing else, calls this server only, and
+    // lets no other site frame the sign-in form (the Chromium test runs the page under it).
+    let policy = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let html = response.text().await.unwrap();
     assert!(html.contains("/api/v1/admin/lock-stats") && html.contains("/api/v1/auth/login"));
+    assert_eq!(html.matches("<script>").count(), 1);
+    let script = html
+        .split("<script>")
+        .nth(1)
+        .unwrap()
+        .split("</script>")
+        .next()
+        .unwrap();
+    use base64::Engine;
+    use sha2::Digest;
+    let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(script));
+    for directive in [
+        "default-src 'none'".to_owned(),
+        format!("script-src 'sha256-{hash}'"),
+        "connect-src 'self'".to_owned(),
+        "frame-ancestors 'none'".to_owned(),
+    ] {
+        assert!(policy.contains(&directive), "{directive} not in {policy}");
+    }
     for external in ["http://", "https://", "<link", "src="] {
         assert!(
             !html.contains(external),

@@ -81,5 +81,27 @@ pub(crate) async fn dashboard() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .body(include_str!("../../static/admin.html"))
+        .insert_header((header::CONTENT_SECURITY_POLICY, dashboard_policy()))
+        .body(DASHBOARD)
+}
+
+const DASHBOARD: &str = include_str!("../../static/admin.html");
+
+/// The dashboard's Content-Security-Policy: its one inline script (by hash) and styles, calls
+/// to this server only, and no framing (it has a sign-in form: no other site may overlay it).
+/// An injected script or a request elsewhere is refused by the browser.
+fn dashboard_policy() -> &'static str {
+    static POLICY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    POLICY.get_or_init(|| {
+        use base64::Engine;
+        let script = DASHBOARD
+            .split_once("<script>")
+            .and_then(|(_, rest)| rest.split_once("</script>"))
+            .map_or("", |(script, _)| script);
+        let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(script));
+        format!(
+            "default-src 'none'; script-src 'sha256-{hash}'; style-src 'unsafe-inline'; \
+             connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+        )
+    })
 }
