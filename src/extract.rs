@@ -197,6 +197,14 @@ pub enum Expected {
 impl Expected {
     /// Combines `If-Match` and the body's `version`. When both are present they must agree.
     pub fn from_request(req: &HttpRequest, body_version: Option<i32>) -> Result<Self, AppError> {
+        // A condition this change would not evaluate must not pass for met: `If-None-Match`
+        // is evaluated on reads (`conditional`), a change's condition is `If-Match`.
+        if req.headers().contains_key(header::IF_NONE_MATCH) {
+            return Err(AppError::BadRequest(
+                "If-None-Match is for reads (GET, HEAD); make a change conditional with If-Match"
+                    .to_owned(),
+            ));
+        }
         let if_match = match req.headers().get(header::IF_MATCH) {
             None => None,
             Some(value) => Some(parse_if_match(value.to_str().unwrap_or(""))?),

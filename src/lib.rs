@@ -4,6 +4,7 @@
 //! → `models` (diesel structs and small queries) → `schema`.
 
 pub mod auth;
+pub mod conditional;
 pub mod config;
 pub mod cors;
 pub mod db;

@@ -19,6 +19,7 @@ both_backends!(
     head_is_get_without_the_body,
     no_cache_keeps_an_answer,
     query_parameters_a_route_does_not_take_are_400,
+    a_read_whose_etag_the_client_has_is_304,
 );
 
 both_backends_configured!(
@@ -825,6 +826,87 @@ async fn query_parameters_a_route_does_not_take_are_400(app: TestApp) {
         let message = answer.body["error"].as_str().unwrap();
         assert!(message.len() < 300 && message.contains('…'), "{message}");
     }
+}
+
+/// `GET`/`HEAD` with `If-None-Match` naming the current `ETag` answers `304` with that `ETag`
+/// and no body (RFC 9110 requires it of a server that sends ETags; it answered `200` with the
+/// whole resource). After a change, the old tag gets `200` and the new one. Refusals stay
+/// refusals, and a resource without an `ETag` (a list) is always read.
+async fn a_read_whose_etag_the_client_has_is_304(app: TestApp) {
+    let patient = app.patient().await;
+    let doctor = app.doctor().await;
+    let id = app.booked(&patient, &doctor, &slot(2, 9, 0)).await;
+    let path = format!("/api/v1/appointments/{id}");
+    let read = |method: Method, path: String, token: String, tag: &'static str| {
+        app.send(
+            app.client
+                .request(method, format!("{}{path}", app.base))
+                .bearer_auth(token)
+                .header("If-None-Match", tag),
+        )
+    };
+    let token = patient.token.clone();
+    for tag in ["\"1\"", "W/\"1\"", "\"7\", \"1\"", "*"] {
+        let answer = read(Method::GET, path.clone(), token.clone(), tag).await;
+        assert_eq!(answer.status, StatusCode::NOT_MODIFIED, "{tag}");
+        assert_eq!(answer.header("etag"), "\"1\"", "{tag}");
+        assert_eq!(answer.body, serde_json::Value::Null, "{tag}");
+        assert_eq!(answer.header("cache-control"), "no-store");
+    }
+    let head = read(Method::HEAD, path.clone(), token.clone(), "\"1\"").await;
+    assert_eq!(head.status, StatusCode::NOT_MODIFIED);
+    let other = read(Method::GET, path.clone(), token.clone(), "\"2\"").await;
+    assert_eq!(
+        (other.status, other.body["version"].as_i64()),
+        (StatusCode::OK, Some(1))
+    );
+
+    app.walk(id, &doctor, &["confirmed"]).await;
+    let changed = read(Method::GET, path.clone(), token.clone(), "\"1\"").await;
+    assert_eq!(changed.status, StatusCode::OK);
+    assert_eq!(changed.header("etag"), "\"2\"");
+    assert_eq!(changed.body["status"], "confirmed");
+    let again = read(Method::GET, path.clone(), token.clone(), "\"2\"").await;
+    assert_eq!(again.status, StatusCode::NOT_MODIFIED);
+
+    // Refusals and resources without an ETag are answered as without the header.
+    let stranger = app.patient().await;
+    let hidden = read(Method::GET, path.clone(), stranger.token.clone(), "*").await;
+    assert_eq!(hidden.status, StatusCode::NOT_FOUND);
+    let anonymous = app
+        .send(
+            app.client
+                .get(format!("{}{path}", app.base))
+                .header("If-None-Match", "*"),
+        )
+        .await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    let list = read(
+        Method::GET,
+        "/api/v1/appointments".into(),
+        token.clone(),
+        "*",
+    )
+    .await;
+    assert_eq!(list.status, StatusCode::OK);
+    let me = read(Method::GET, "/api/v1/me".into(), token.clone(), "\"1\"").await;
+    assert_eq!(me.status, StatusCode::NOT_MODIFIED);
+    // A change's condition is If-Match: one with If-None-Match is refused, not made as if
+    // the condition held.
+    let update = app
+        .send(
+            app.client
+                .put(format!("{}{path}", app.base))
+                .bearer_auth(&doctor.token)
+                .header("If-None-Match", "\"1\"")
+                .json(&json!({"status": "in_progress"})),
+        )
+        .await;
+    assert_eq!(
+        (update.status, update.code()),
+        (StatusCode::BAD_REQUEST, "BAD_REQUEST")
+    );
+    assert_eq!(app.get(&path, &patient).await.body["status"], "confirmed");
 }
 
 /// The origin the CORS test allows.

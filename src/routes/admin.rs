@@ -83,7 +83,7 @@ pub(crate) async fn create_user(
     params(("id" = i32, Path, description = "User id"), IfMatch),
     responses(
         (status = 200, description = "Updated, version + 1 (a change to what it already is: as it is, same version)", body = UserView, headers(("ETag" = String))),
-        (status = 400, description = "Not JSON or malformed If-Match", body = ErrorDoc),
+        (status = 400, description = "Not JSON, a malformed If-Match, or an If-None-Match (for reads only)", body = ErrorDoc),
         (status = 401, description = "UNAUTHENTICATED", body = ErrorDoc),
         (status = 403, description = "Not an admin", body = ErrorDoc),
         (status = 404, description = "No such user", body = ErrorDoc),

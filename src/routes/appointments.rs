@@ -6,7 +6,9 @@ use serde::Deserialize;
 use serde_json::json;
 use utoipa::IntoParams;
 
-use super::openapi::{AppointmentPage, ErrorDoc, HistoryList, IdempotencyKey, IfMatch};
+use super::openapi::{
+    AppointmentPage, ErrorDoc, HistoryList, IdempotencyKey, IfMatch, IfNoneMatch,
+};
 use super::{def, idempotent, RouteDef};
 use crate::auth::Bearer;
 use crate::domain::Status;
@@ -149,9 +151,10 @@ pub(crate) async fn list(
 
 /// One appointment: its patient, its doctor or an admin.
 #[utoipa::path(get, operation_id = "appointments_get", path = "/api/v1/appointments/{id}", tag = "appointments", security(("bearer" = [])),
-    params(("id" = i32, Path, description = "Appointment id")),
+    params(("id" = i32, Path, description = "Appointment id"), IfNoneMatch),
     responses(
         (status = 200, description = "The appointment", body = AppointmentView, headers(("ETag" = String))),
+        (status = 304, description = "Not modified: If-None-Match names the current version", headers(("ETag" = String))),
         (status = 401, description = "UNAUTHENTICATED", body = ErrorDoc),
         (status = 404, description = "Missing or not visible to the caller", body = ErrorDoc),
     ))]
@@ -181,7 +184,7 @@ pub(crate) async fn get(
     params(("id" = i32, Path, description = "Appointment id"), IfMatch),
     responses(
         (status = 200, description = "Changed, version + 1 (a change to what it already is: as it is, same version)", body = AppointmentView, headers(("ETag" = String))),
-        (status = 400, description = "Not JSON or malformed If-Match", body = ErrorDoc),
+        (status = 400, description = "Not JSON, a malformed If-Match, or an If-None-Match (for reads only)", body = ErrorDoc),
         (status = 401, description = "UNAUTHENTICATED", body = ErrorDoc),
         (status = 403, description = "The move is allowed to someone else", body = ErrorDoc),
         (status = 404, description = "Missing or not visible", body = ErrorDoc),
@@ -217,7 +220,7 @@ pub(crate) async fn update(
     params(("id" = i32, Path, description = "Appointment id"), IfMatch),
     responses(
         (status = 200, description = "Changed, version + 1 (a change to what it already is: as it is, same version)", body = AppointmentView, headers(("ETag" = String))),
-        (status = 400, description = "Not JSON or malformed If-Match", body = ErrorDoc),
+        (status = 400, description = "Not JSON, a malformed If-Match, or an If-None-Match (for reads only)", body = ErrorDoc),
         (status = 401, description = "UNAUTHENTICATED", body = ErrorDoc),
         (status = 403, description = "The move is allowed to someone else", body = ErrorDoc),
         (status = 404, description = "Missing or not visible", body = ErrorDoc),
@@ -260,9 +263,10 @@ pub(crate) async fn history(
 
 /// The prescription of an appointment.
 #[utoipa::path(get, operation_id = "appointments_prescription", path = "/api/v1/appointments/{id}/prescription", tag = "prescriptions", security(("bearer" = [])),
-    params(("id" = i32, Path, description = "Appointment id")),
+    params(("id" = i32, Path, description = "Appointment id"), IfNoneMatch),
     responses(
         (status = 200, description = "The prescription", body = PrescriptionView, headers(("ETag" = String))),
+        (status = 304, description = "Not modified: If-None-Match names the current version", headers(("ETag" = String))),
         (status = 401, description = "UNAUTHENTICATED", body = ErrorDoc),
         (status = 404, description = "No prescription, or not visible", body = ErrorDoc),
     ))]

@@ -4,7 +4,7 @@ use actix_web::http::Method;
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
-use super::openapi::{AuthResponse, ErrorDoc};
+use super::openapi::{AuthResponse, ErrorDoc, IfNoneMatch};
 use super::{def, RouteDef};
 use crate::auth::{hash_password, new_token, verify_password, Bearer};
 use crate::db::run_blocking;
@@ -155,9 +155,11 @@ pub(crate) async fn logout(
 
 /// The authenticated user.
 #[utoipa::path(get, operation_id = "auth_me", path = "/api/v1/me", tag = "auth", security(("bearer" = [])),
+    params(IfNoneMatch),
     responses(
         (status = 200, description = "The caller", body = UserView,
             headers(("ETag" = String, description = "The user's version"))),
+        (status = 304, description = "Not modified: If-None-Match names the current version", headers(("ETag" = String))),
         (status = 401, description = "UNAUTHENTICATED", body = ErrorDoc),
     ))]
 pub(crate) async fn me(

@@ -80,6 +80,15 @@ pub struct IfMatch {
     _if_match: Option<String>,
 }
 
+/// `If-None-Match: "<version>"` on a read — the current version answers 304 without a body.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IfNoneMatch {
+    /// ETags (`"3"`, or a list) of versions the client has; `*` matches any.
+    #[param(rename = "If-None-Match")]
+    _if_none_match: Option<String>,
+}
+
 /// `Idempotency-Key` — the first answer is stored per (user, key) and replayed for a repeat.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Header)]

@@ -3,7 +3,7 @@
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::openapi::{ErrorDoc, IdempotencyKey, IfMatch};
+use super::openapi::{ErrorDoc, IdempotencyKey, IfMatch, IfNoneMatch};
 use super::{def, idempotent, RouteDef};
 use crate::auth::Bearer;
 use crate::error::AppError;
@@ -71,9 +71,10 @@ pub(crate) async fn create(
 
 /// A prescription: its doctor, its patient or an admin.
 #[utoipa::path(get, operation_id = "prescriptions_get", path = "/api/v1/prescriptions/{id}", tag = "prescriptions", security(("bearer" = [])),
-    params(("id" = i32, Path, description = "Prescription id")),
+    params(("id" = i32, Path, description = "Prescription id"), IfNoneMatch),
     responses(
         (status = 200, description = "The prescription", body = PrescriptionView, headers(("ETag" = String))),
+        (status = 304, description = "Not modified: If-None-Match names the current version", headers(("ETag" = String))),
         (status = 401, description = "UNAUTHENTICATED", body = ErrorDoc),
         (status = 404, description = "Missing or not visible", body = ErrorDoc),
     ))]
@@ -102,7 +103,7 @@ pub(crate) async fn get(
     params(("id" = i32, Path, description = "Prescription id"), IfMatch),
     responses(
         (status = 200, description = "Changed, version + 1 (a change to what it already is: as it is, same version)", body = PrescriptionView, headers(("ETag" = String))),
-        (status = 400, description = "Not JSON or malformed If-Match", body = ErrorDoc),
+        (status = 400, description = "Not JSON, a malformed If-Match, or an If-None-Match (for reads only)", body = ErrorDoc),
         (status = 401, description = "UNAUTHENTICATED", body = ErrorDoc),
         (status = 403, description = "Not its doctor", body = ErrorDoc),
         (status = 404, description = "Missing or not visible", body = ErrorDoc),
@@ -137,6 +138,7 @@ pub(crate) async fn update(
     params(("id" = i32, Path, description = "Prescription id"), IfMatch, IdempotencyKey),
     responses(
         (status = 200, description = "Acknowledged", body = PrescriptionView, headers(("ETag" = String))),
+        (status = 400, description = "Not JSON, a malformed If-Match, or an If-None-Match (for reads only)", body = ErrorDoc),
         (status = 401, description = "UNAUTHENTICATED", body = ErrorDoc),
         (status = 403, description = "Not its patient", body = ErrorDoc),
         (status = 404, description = "Missing or not visible", body = ErrorDoc),

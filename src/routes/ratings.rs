@@ -3,7 +3,7 @@
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::openapi::{ErrorDoc, IdempotencyKey, IfMatch};
+use super::openapi::{ErrorDoc, IdempotencyKey, IfMatch, IfNoneMatch};
 use super::{def, idempotent, RouteDef};
 use crate::auth::Bearer;
 use crate::error::AppError;
@@ -54,9 +54,10 @@ pub(crate) async fn create(
 
 /// A rating: its patient, its doctor or an admin.
 #[utoipa::path(get, operation_id = "ratings_get", path = "/api/v1/ratings/{id}", tag = "ratings", security(("bearer" = [])),
-    params(("id" = i32, Path, description = "Rating id")),
+    params(("id" = i32, Path, description = "Rating id"), IfNoneMatch),
     responses(
         (status = 200, description = "The rating", body = Rating, headers(("ETag" = String))),
+        (status = 304, description = "Not modified: If-None-Match names the current version", headers(("ETag" = String))),
         (status = 401, description = "UNAUTHENTICATED", body = ErrorDoc),
         (status = 404, description = "Missing or not visible", body = ErrorDoc),
     ))]
@@ -79,7 +80,7 @@ pub(crate) async fn get(
     params(("id" = i32, Path, description = "Rating id"), IfMatch),
     responses(
         (status = 200, description = "Changed, version + 1 (a change to what it already is: as it is, same version)", body = Rating, headers(("ETag" = String))),
-        (status = 400, description = "Not JSON or malformed If-Match", body = ErrorDoc),
+        (status = 400, description = "Not JSON, a malformed If-Match, or an If-None-Match (for reads only)", body = ErrorDoc),
         (status = 401, description = "UNAUTHENTICATED", body = ErrorDoc),
         (status = 403, description = "Not its patient", body = ErrorDoc),
         (status = 404, description = "Missing or not visible", body = ErrorDoc),
