@@ -92,6 +92,9 @@ auth = [
     request("Who am I", "GET", "/api/v1/me", token="patientToken",
             tests=status(200) + ['pm.test("ETag", () => pm.response.to.have.header("ETag"));',
                                  'pm.test("never cached", () => pm.expect(pm.response.headers.get("Cache-Control")).to.eql("no-store"));']),
+    request("Who am I, with the ETag I have → 304", "GET", "/api/v1/me", token="patientToken",
+            headers=[("If-None-Match", '"1"')],
+            tests=status(304) + ['pm.test("ETag \\"1\\"", () => pm.expect(pm.response.headers.get("ETag")).to.eql(\'"1"\'));']),
     request("No token → 401", "GET", "/api/v1/me", tests=error("UNAUTHENTICATED", 401) +
             ['pm.test("WWW-Authenticate", () => pm.expect(pm.response.headers.get("WWW-Authenticate")).to.eql("Bearer"));']),
 ]
