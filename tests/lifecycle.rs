@@ -382,6 +382,32 @@ async fn completed(app: &TestApp, day: i64) -> (Actor, Actor, i64) {
     (doctor, patient, id)
 }
 
+/// `doctor` prescribes `medications()`, "with food", for appointment `done`: (id, path).
+async fn prescribe(app: &TestApp, doctor: &Actor, done: i64) -> (i64, String) {
+    let rx = app
+        .post(
+            "/api/v1/prescriptions",
+            doctor,
+            json!({"appointment_id": done, "medications": medications(), "notes": "with food"}),
+        )
+        .await;
+    assert_eq!(rx.status, StatusCode::CREATED, "{:?}", rx.body);
+    (rx.id(), format!("/api/v1/prescriptions/{}", rx.id()))
+}
+
+/// `patient` rates appointment `done` 4, "kind": (id, path).
+async fn rate(app: &TestApp, patient: &Actor, done: i64) -> (i64, String) {
+    let rating = app
+        .post(
+            "/api/v1/ratings",
+            patient,
+            json!({"appointment_id": done, "score": 4, "comment": "kind"}),
+        )
+        .await;
+    assert_eq!(rating.status, StatusCode::CREATED, "{:?}", rating.body);
+    (rating.id(), format!("/api/v1/ratings/{}", rating.id()))
+}
+
 fn medications() -> Value {
     json!([{"name": "Amoxicillin", "dosage": "500 mg", "frequency": "3x daily", "duration_days": 7}])
 }
@@ -651,14 +677,7 @@ async fn null_clears_an_optional_text_and_leaving_it_out_keeps_it(app: TestApp) 
     cleared(&cancelled, "reason", 8);
 
     // A prescription's notes, beside new medications.
-    let rx = app
-        .post(
-            "/api/v1/prescriptions",
-            &doctor,
-            json!({"appointment_id": done, "medications": medications(), "notes": "with food"}),
-        )
-        .await;
-    let rx_path = format!("/api/v1/prescriptions/{}", rx.id());
+    let (_, rx_path) = prescribe(&app, &doctor, done).await;
     let fewer_days = json!([{"name": "Amoxicillin", "dosage": "500 mg", "frequency": "3x daily", "duration_days": 5}]);
     let kept = app
         .put(&rx_path, &doctor, json!({"medications": fewer_days}))
@@ -673,14 +692,7 @@ async fn null_clears_an_optional_text_and_leaving_it_out_keeps_it(app: TestApp) 
     assert!(app.get(&rx_path, &patient).await.body["notes"].is_null());
 
     // A rating's comment, beside a new score.
-    let rating = app
-        .post(
-            "/api/v1/ratings",
-            &patient,
-            json!({"appointment_id": done, "score": 4, "comment": "kind"}),
-        )
-        .await;
-    let rating_path = format!("/api/v1/ratings/{}", rating.id());
+    let (rating, rating_path) = rate(&app, &patient, done).await;
     let kept = app.put(&rating_path, &patient, json!({"score": 5})).await;
     assert_eq!(kept.body["comment"], "kind", "left out: kept");
     let both = app
@@ -693,7 +705,7 @@ async fn null_clears_an_optional_text_and_leaving_it_out_keeps_it(app: TestApp) 
     assert_eq!(
         app.count(&format!(
             "SELECT COUNT(*) FROM ratings WHERE id = {} AND comment IS NULL",
-            rating.id()
+            rating
         )),
         1
     );
@@ -874,28 +886,14 @@ async fn a_change_that_changes_nothing_writes_nothing(app: TestApp) {
     assert_eq!(final_reason.code(), "INVALID_TRANSITION");
 
     // A prescription: the same medications and notes.
-    let rx = app
-        .post(
-            "/api/v1/prescriptions",
-            &doctor,
-            json!({"appointment_id": done, "medications": medications(), "notes": "with food"}),
-        )
-        .await;
-    let rx_path = format!("/api/v1/prescriptions/{}", rx.id());
+    let (rx, rx_path) = prescribe(&app, &doctor, done).await;
     let same = json!({"medications": medications(), "notes": "with food"});
     unchanged(&app.put(&rx_path, &doctor, same.clone()).await, 1);
     let not_hers = app.put(&rx_path, &patient, same.clone()).await;
     assert_eq!(not_hers.status, StatusCode::FORBIDDEN);
 
     // A rating: its score and comment.
-    let rating = app
-        .post(
-            "/api/v1/ratings",
-            &patient,
-            json!({"appointment_id": done, "score": 4, "comment": "kind"}),
-        )
-        .await;
-    let rating_path = format!("/api/v1/ratings/{}", rating.id());
+    let (rating, rating_path) = rate(&app, &patient, done).await;
     unchanged(
         &app.put(
             &rating_path,
@@ -923,8 +921,8 @@ async fn a_change_that_changes_nothing_writes_nothing(app: TestApp) {
     // Nothing was written: every version is where the changes above left it.
     for (table, id, version) in [
         ("appointments", id, 3),
-        ("prescriptions", rx.id(), 1),
-        ("ratings", rating.id(), 1),
+        ("prescriptions", rx, 1),
+        ("ratings", rating, 1),
         ("users", doctor.id, 1),
     ] {
         assert_eq!(
