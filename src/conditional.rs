@@ -23,25 +23,25 @@ pub async fn not_modified(
     let conditional = matches!(*req.method(), Method::GET | Method::HEAD)
         && req.headers().contains_key(header::IF_NONE_MATCH);
     let response = next.call(req).await?;
-    let unchanged = conditional
-        && response.status() == StatusCode::OK
-        && response.headers().get(header::ETAG).is_some_and(|etag| {
+    let named = (conditional && response.status() == StatusCode::OK)
+        .then(|| response.headers().get(header::ETAG))
+        .flatten()
+        .filter(|etag| {
             response
                 .request()
                 .headers()
                 .get_all(header::IF_NONE_MATCH)
                 .any(|condition| names(condition, etag))
-        });
-    if !unchanged {
+        })
+        .cloned();
+    let Some(etag) = named else {
         return Ok(response.map_into_left_body());
-    }
-    let etag = response.headers().get(header::ETAG).cloned();
+    };
     let request = response.request().clone();
-    let mut answer = HttpResponse::NotModified();
-    if let Some(etag) = etag {
-        answer.insert_header((header::ETAG, etag));
-    }
-    Ok(ServiceResponse::new(request, answer.finish()).map_into_right_body())
+    let answer = HttpResponse::NotModified()
+        .insert_header((header::ETAG, etag))
+        .finish();
+    Ok(ServiceResponse::new(request, answer).map_into_right_body())
 }
 
 /// Whether an `If-Match`-style list (`"3"`, `"3", W/"4"`, `*`) names `etag`, by the weak
