@@ -80,7 +80,6 @@ pub(crate) async fn lock_stats(
 pub(crate) async fn dashboard() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
-        .insert_header((header::CACHE_CONTROL, "no-store"))
         .insert_header((header::CONTENT_SECURITY_POLICY, dashboard_policy()))
         .body(DASHBOARD)
 }
