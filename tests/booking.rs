@@ -3,6 +3,7 @@
 mod common;
 
 use common::{slot, Actor, TestApp};
+use medbook::db::{classify, DbErrorClass};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -15,6 +16,7 @@ both_backends!(
     booking_rules_answer_with_the_documented_codes,
     lists_are_scoped_to_the_caller_and_paginate,
     doctors_directory_and_busy_intervals,
+    the_database_refuses_overlaps_whatever_the_code_does,
 );
 
 async fn concurrent_bookings_of_one_slot_yield_one_winner(app: TestApp) {
@@ -93,6 +95,153 @@ async fn cancelled_or_rejected_slot_can_be_booked_again(app: TestApp) {
             rebooked.id()
         ));
     }
+}
+
+/// Rows written past the booking path (a bug, a hand-written statement): the database itself
+/// refuses overlapping active appointments and an `ends_at` that is not the start plus the
+/// duration, on PostgreSQL by its constraints and on SQLite by the triggers that stand for
+/// them, and medbook tells which one refused.
+async fn the_database_refuses_overlaps_whatever_the_code_does(app: TestApp) {
+    let (doctor, other_doctor) = (app.doctor().await, app.doctor().await);
+    let (patient, other_patient) = (app.patient().await, app.patient().await);
+    let mut conn = app.connection();
+    let mut insert =
+        |patient: &Actor, doctor: &Actor, start: &str, end: &str, minutes: i32, status: &str| {
+            conn.batch_execute(&format!(
+                "INSERT INTO appointments (patient_id, doctor_id, scheduled_at, duration_minutes, \
+             ends_at, type, reason, status, version, created_at, updated_at) VALUES ({}, {}, \
+             '{start}', {minutes}, '{end}', 'in_person', NULL, '{status}', 1, \
+             '2026-01-01 00:00:00', '2026-01-01 00:00:00')",
+                patient.id, doctor.id
+            ))
+            .map_err(|e| classify(&e))
+        };
+    let exclusion = |name: &str| {
+        Err(DbErrorClass::ExclusionViolation {
+            constraint: Some(name.to_owned()),
+        })
+    };
+    let doctor_overlap = exclusion("appointments_doctor_no_overlap");
+    let patient_overlap = exclusion("appointments_patient_no_overlap");
+
+    let (ten, half_past) = ("2031-03-04 10:00:00", "2031-03-04 10:30:00");
+    assert_eq!(
+        insert(&patient, &doctor, ten, half_past, 30, "pending"),
+        Ok(())
+    );
+    // The doctor's time, by another patient, starting inside it or around it.
+    let quarter_past = "2031-03-04 10:15:00";
+    let quarter_to = "2031-03-04 10:45:00";
+    assert_eq!(
+        insert(
+            &other_patient,
+            &doctor,
+            quarter_past,
+            quarter_to,
+            30,
+            "pending"
+        ),
+        doctor_overlap
+    );
+    assert_eq!(
+        insert(
+            &other_patient,
+            &doctor,
+            "2031-03-04 09:00:00",
+            "2031-03-04 13:00:00",
+            240,
+            "confirmed"
+        ),
+        doctor_overlap
+    );
+    // The patient's time, with another doctor.
+    assert_eq!(
+        insert(
+            &patient,
+            &other_doctor,
+            quarter_past,
+            quarter_to,
+            30,
+            "pending"
+        ),
+        patient_overlap
+    );
+    // Touching is not overlapping, and an inactive appointment holds no time.
+    assert_eq!(
+        insert(
+            &other_patient,
+            &doctor,
+            half_past,
+            "2031-03-04 11:00:00",
+            30,
+            "pending"
+        ),
+        Ok(())
+    );
+    assert_eq!(
+        insert(
+            &patient,
+            &other_doctor,
+            quarter_past,
+            quarter_to,
+            30,
+            "cancelled"
+        ),
+        Ok(())
+    );
+    // An end that is not the start plus the duration.
+    assert_eq!(
+        insert(
+            &patient,
+            &doctor,
+            "2031-03-05 10:00:00",
+            "2031-03-05 11:00:00",
+            30,
+            "pending"
+        ),
+        Err(DbErrorClass::CheckViolation)
+    );
+
+    let update = |sql: &str| {
+        app.connection()
+            .batch_execute(sql)
+            .map_err(|e| classify(&e))
+    };
+    // Made active again over the patient's other appointment.
+    assert_eq!(
+        update("UPDATE appointments SET status = 'pending' WHERE status = 'cancelled'"),
+        patient_overlap
+    );
+    // Moved onto the doctor's other appointment.
+    assert_eq!(
+        update(&format!(
+            "UPDATE appointments SET scheduled_at = '{quarter_past}', ends_at = '{quarter_to}' \
+             WHERE scheduled_at = '{half_past}'"
+        )),
+        doctor_overlap
+    );
+    // Status changes and moves to free time pass.
+    assert_eq!(
+        update("UPDATE appointments SET status = 'confirmed' WHERE status = 'pending'"),
+        Ok(())
+    );
+    assert_eq!(
+        update(&format!(
+            "UPDATE appointments SET scheduled_at = '2031-03-04 11:00:00', \
+             ends_at = '2031-03-04 11:30:00' WHERE scheduled_at = '{half_past}'"
+        )),
+        Ok(())
+    );
+    assert_eq!(app.count("SELECT COUNT(*) FROM appointments"), 3);
+    app.assert_no_overlaps();
+    // The API reads and books around those rows as around its own.
+    let booked = app
+        .book(&other_patient, &doctor, "2031-03-04T10:20:00Z", 30)
+        .await;
+    assert_eq!(
+        (booked.status, booked.code()),
+        (StatusCode::CONFLICT, "SLOT_TAKEN")
+    );
 }
 
 async fn patient_cannot_hold_two_overlapping_appointments(app: TestApp) {

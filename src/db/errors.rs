@@ -10,7 +10,7 @@ pub enum DbErrorClass {
     UniqueViolation {
         constraint: Option<String>,
     },
-    /// An exclusion constraint (PostgreSQL only) refused the write.
+    /// An exclusion constraint refused the write (on SQLite, the trigger that stands for it).
     ExclusionViolation {
         constraint: Option<String>,
     },
@@ -67,6 +67,15 @@ pub fn classify(err: &Error) -> DbErrorClass {
     }
 }
 
+/// The SQLite triggers' messages that stand for PostgreSQL's exclusion constraints.
+const SQLITE_EXCLUSION_GUARDS: [&str; 2] = [
+    "appointments_doctor_no_overlap",
+    "appointments_patient_no_overlap",
+];
+
+/// The SQLite trigger's message that stands for PostgreSQL's `ends_at` CHECK.
+const SQLITE_ENDS_AT_GUARD: &str = "appointments_ends_at_check";
+
 /// The one unavoidable look at message text.
 ///
 /// diesel 2.3 reports PostgreSQL's deadlock (SQLSTATE 40P01), lock timeout (55P03) and query
@@ -74,8 +83,19 @@ pub fn classify(err: &Error) -> DbErrorClass {
 /// without the SQLSTATE or result code, so the primary message is all there is. These are the
 /// servers' fixed primary messages (PostgreSQL with `lc_messages` in English or C, as set up by
 /// default). `tests/db_errors.rs` proves on real databases that each one is recognised.
+///
+/// SQLite has no exclusion constraints and cannot add a CHECK to an existing table; the
+/// triggers of migration `2026-12-02-000005_overlap_guards` stand for PostgreSQL's, and
+/// `RAISE(ABORT, name)` reaches diesel as `Unknown` too, its message exactly the name of the
+/// PostgreSQL constraint it stands for (`tests/booking.rs` proves it on both databases).
 fn classify_unknown(message: &str) -> DbErrorClass {
-    if message.starts_with("deadlock detected") {
+    if let Some(&constraint) = SQLITE_EXCLUSION_GUARDS.iter().find(|&&c| c == message) {
+        DbErrorClass::ExclusionViolation {
+            constraint: Some(constraint.to_owned()),
+        }
+    } else if message == SQLITE_ENDS_AT_GUARD {
+        DbErrorClass::CheckViolation
+    } else if message.starts_with("deadlock detected") {
         DbErrorClass::Deadlock
     } else if message.starts_with("canceling statement due to lock timeout")
         || message.starts_with("could not obtain lock")
@@ -132,6 +152,17 @@ mod tests {
         );
         assert_eq!(classify(&unknown("database is locked")), DbErrorClass::Busy);
         assert_eq!(classify(&unknown("syntax error")), DbErrorClass::Other);
+        assert_eq!(
+            classify(&unknown("appointments_patient_no_overlap")),
+            DbErrorClass::ExclusionViolation {
+                constraint: Some("appointments_patient_no_overlap".into())
+            }
+        );
+        // A guard's name inside other text is no guard's refusal.
+        assert_eq!(
+            classify(&unknown("no such trigger: appointments_doctor_no_overlap")),
+            DbErrorClass::Other
+        );
         assert!(!DbErrorClass::LockTimeout.is_retryable());
     }
 }

@@ -406,3 +406,72 @@ fn move_slot(
     .get_result(conn)
     .optional()
 }
+
+#[cfg(test)]
+mod tests {
+    use diesel::result::{DatabaseErrorInformation, DatabaseErrorKind, Error};
+
+    use super::*;
+
+    /// A database error as PostgreSQL reports a constraint: kind and constraint name.
+    struct Refusal(&'static str);
+
+    impl DatabaseErrorInformation for Refusal {
+        fn message(&self) -> &str {
+            "refused"
+        }
+        fn details(&self) -> Option<&str> {
+            None
+        }
+        fn hint(&self) -> Option<&str> {
+            None
+        }
+        fn table_name(&self) -> Option<&str> {
+            Some("appointments")
+        }
+        fn column_name(&self) -> Option<&str> {
+            None
+        }
+        fn constraint_name(&self) -> Option<&str> {
+            Some(self.0)
+        }
+        fn statement_position(&self) -> Option<i32> {
+            None
+        }
+    }
+
+    fn code(err: Error) -> Option<ConflictCode> {
+        match map_slot_conflict(err) {
+            AppError::Conflict { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_refused_slot_is_the_conflict_its_constraint_names() {
+        use DatabaseErrorKind::{ExclusionViolation, UniqueViolation, Unknown};
+        let postgres = |kind, name| Error::DatabaseError(kind, Box::new(Refusal(name)));
+        // SQLite's triggers: kind Unknown, the message is the constraint's name.
+        let sqlite = |name: &str| Error::DatabaseError(Unknown, Box::new(name.to_owned()));
+        let patient = "appointments_patient_no_overlap";
+        let doctor = "appointments_doctor_no_overlap";
+        assert_eq!(
+            code(postgres(ExclusionViolation, patient)),
+            Some(ConflictCode::PatientBusy)
+        );
+        assert_eq!(
+            code(postgres(ExclusionViolation, doctor)),
+            Some(ConflictCode::SlotTaken)
+        );
+        assert_eq!(
+            code(postgres(
+                UniqueViolation,
+                "appointments_doctor_active_slot_key"
+            )),
+            Some(ConflictCode::SlotTaken)
+        );
+        assert_eq!(code(sqlite(patient)), Some(ConflictCode::PatientBusy));
+        assert_eq!(code(sqlite(doctor)), Some(ConflictCode::SlotTaken));
+        assert_eq!(code(sqlite("appointments_ends_at_check")), None);
+    }
+}

@@ -1,0 +1,2 @@
+DROP TRIGGER appointments_guard_update;
+DROP TRIGGER appointments_guard_insert;
