@@ -102,142 +102,79 @@ async fn cancelled_or_rejected_slot_can_be_booked_again(app: TestApp) {
 /// duration, on PostgreSQL by its constraints and on SQLite by the triggers that stand for
 /// them, and medbook tells which one refused.
 async fn the_database_refuses_overlaps_whatever_the_code_does(app: TestApp) {
-    let (doctor, other_doctor) = (app.doctor().await, app.doctor().await);
-    let (patient, other_patient) = (app.patient().await, app.patient().await);
-    let mut conn = app.connection();
-    let mut insert =
-        |patient: &Actor, doctor: &Actor, start: &str, end: &str, minutes: i32, status: &str| {
-            conn.batch_execute(&format!(
-                "INSERT INTO appointments (patient_id, doctor_id, scheduled_at, duration_minutes, \
-             ends_at, type, reason, status, version, created_at, updated_at) VALUES ({}, {}, \
-             '{start}', {minutes}, '{end}', 'in_person', NULL, '{status}', 1, \
-             '2026-01-01 00:00:00', '2026-01-01 00:00:00')",
-                patient.id, doctor.id
-            ))
-            .map_err(|e| classify(&e))
-        };
-    let exclusion = |name: &str| {
-        Err(DbErrorClass::ExclusionViolation {
-            constraint: Some(name.to_owned()),
-        })
-    };
-    let doctor_overlap = exclusion("appointments_doctor_no_overlap");
-    let patient_overlap = exclusion("appointments_patient_no_overlap");
-
-    let (ten, half_past) = ("2031-03-04 10:00:00", "2031-03-04 10:30:00");
-    assert_eq!(
-        insert(&patient, &doctor, ten, half_past, 30, "pending"),
-        Ok(())
-    );
-    // The doctor's time, by another patient, starting inside it or around it.
-    let quarter_past = "2031-03-04 10:15:00";
-    let quarter_to = "2031-03-04 10:45:00";
-    assert_eq!(
-        insert(
-            &other_patient,
-            &doctor,
-            quarter_past,
-            quarter_to,
-            30,
-            "pending"
-        ),
-        doctor_overlap
-    );
-    assert_eq!(
-        insert(
-            &other_patient,
-            &doctor,
-            "2031-03-04 09:00:00",
-            "2031-03-04 13:00:00",
-            240,
-            "confirmed"
-        ),
-        doctor_overlap
-    );
-    // The patient's time, with another doctor.
-    assert_eq!(
-        insert(
-            &patient,
-            &other_doctor,
-            quarter_past,
-            quarter_to,
-            30,
-            "pending"
-        ),
-        patient_overlap
-    );
-    // Touching is not overlapping, and an inactive appointment holds no time.
-    assert_eq!(
-        insert(
-            &other_patient,
-            &doctor,
-            half_past,
-            "2031-03-04 11:00:00",
-            30,
-            "pending"
-        ),
-        Ok(())
-    );
-    assert_eq!(
-        insert(
-            &patient,
-            &other_doctor,
-            quarter_past,
-            quarter_to,
-            30,
-            "cancelled"
-        ),
-        Ok(())
-    );
-    // An end that is not the start plus the duration.
-    assert_eq!(
-        insert(
-            &patient,
-            &doctor,
-            "2031-03-05 10:00:00",
-            "2031-03-05 11:00:00",
-            30,
-            "pending"
-        ),
-        Err(DbErrorClass::CheckViolation)
-    );
-
-    let update = |sql: &str| {
+    let (d1, d2) = (&app.doctor().await, &app.doctor().await);
+    let (p1, p2) = (&app.patient().await, &app.patient().await);
+    let doctor = Err(DbErrorClass::ExclusionViolation {
+        constraint: Some("appointments_doctor_no_overlap".to_owned()),
+    });
+    let patient = Err(DbErrorClass::ExclusionViolation {
+        constraint: Some("appointments_patient_no_overlap".to_owned()),
+    });
+    let run = |sql: &str| {
         app.connection()
             .batch_execute(sql)
             .map_err(|e| classify(&e))
     };
-    // Made active again over the patient's other appointment.
-    assert_eq!(
-        update("UPDATE appointments SET status = 'pending' WHERE status = 'cancelled'"),
-        patient_overlap
-    );
-    // Moved onto the doctor's other appointment.
-    assert_eq!(
-        update(&format!(
-            "UPDATE appointments SET scheduled_at = '{quarter_past}', ends_at = '{quarter_to}' \
-             WHERE scheduled_at = '{half_past}'"
-        )),
-        doctor_overlap
-    );
-    // Status changes and moves to free time pass.
-    assert_eq!(
-        update("UPDATE appointments SET status = 'confirmed' WHERE status = 'pending'"),
-        Ok(())
-    );
-    assert_eq!(
-        update(&format!(
-            "UPDATE appointments SET scheduled_at = '2031-03-04 11:00:00', \
-             ends_at = '2031-03-04 11:30:00' WHERE scheduled_at = '{half_past}'"
-        )),
-        Ok(())
-    );
+    let day = "2031-03-04";
+    let (t0900, t1000, t1015, t1030) = ("09:00:00", "10:00:00", "10:15:00", "10:30:00");
+    let (t1045, t1100, t1130, t1300) = ("10:45:00", "11:00:00", "11:30:00", "13:00:00");
+    // (patient, doctor, start, end, minutes, status, what the database answers)
+    let inserts = [
+        (p1, d1, t1000, t1030, 30, "pending", Ok(())),
+        // The doctor's time, by another patient, starting inside it or around it.
+        (p2, d1, t1015, t1045, 30, "pending", doctor.clone()),
+        (p2, d1, t0900, t1300, 240, "confirmed", doctor.clone()),
+        // The patient's time, with another doctor.
+        (p1, d2, t1015, t1045, 30, "pending", patient.clone()),
+        // Touching is not overlapping, and an inactive appointment holds no time.
+        (p2, d1, t1030, t1100, 30, "pending", Ok(())),
+        (p1, d2, t1015, t1045, 30, "cancelled", Ok(())),
+        // An end that is not the start plus the duration.
+        (
+            p1,
+            d1,
+            t1100,
+            t1300,
+            30,
+            "pending",
+            Err(DbErrorClass::CheckViolation),
+        ),
+    ];
+    for (patient, doctor, start, end, minutes, status, expected) in inserts {
+        let sql = format!(
+            "INSERT INTO appointments (patient_id, doctor_id, scheduled_at, duration_minutes, \
+             ends_at, type, reason, status, version, created_at, updated_at) VALUES ({}, {}, \
+             '{day} {start}', {minutes}, '{day} {end}', 'in_person', NULL, '{status}', 1, \
+             '2026-01-01 00:00:00', '2026-01-01 00:00:00')",
+            patient.id, doctor.id
+        );
+        assert_eq!(run(&sql), expected, "{sql}");
+    }
+    let status = |from: &str, to: &str| {
+        format!("UPDATE appointments SET status = '{to}' WHERE status = '{from}'")
+    };
+    let moved = |from: &str, start: &str, end: &str| {
+        format!(
+            "UPDATE appointments SET scheduled_at = '{day} {start}', ends_at = '{day} {end}' \
+             WHERE scheduled_at = '{day} {from}'"
+        )
+    };
+    let updates = [
+        // Made active again over the patient's other appointment.
+        (status("cancelled", "pending"), patient),
+        // Moved onto the doctor's other appointment.
+        (moved(t1030, t1015, t1045), doctor),
+        // Status changes and moves to free time pass.
+        (status("pending", "confirmed"), Ok(())),
+        (moved(t1030, t1100, t1130), Ok(())),
+    ];
+    for (sql, expected) in updates {
+        assert_eq!(run(&sql), expected, "{sql}");
+    }
     assert_eq!(app.count("SELECT COUNT(*) FROM appointments"), 3);
     app.assert_no_overlaps();
     // The API reads and books around those rows as around its own.
-    let booked = app
-        .book(&other_patient, &doctor, "2031-03-04T10:20:00Z", 30)
-        .await;
+    let booked = app.book(p2, d1, &format!("{day}T10:20:00Z"), 30).await;
     assert_eq!(
         (booked.status, booked.code()),
         (StatusCode::CONFLICT, "SLOT_TAKEN")

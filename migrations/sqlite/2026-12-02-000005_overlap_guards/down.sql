@@ -1,2 +1,4 @@
 DROP TRIGGER appointments_guard_update;
 DROP TRIGGER appointments_guard_insert;
+DROP VIEW appointments_patient_overlaps;
+DROP VIEW appointments_doctor_overlaps;
