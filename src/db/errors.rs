@@ -89,9 +89,9 @@ const SQLITE_ENDS_AT_GUARD: &str = "appointments_ends_at_check";
 /// `RAISE(ABORT, name)` reaches diesel as `Unknown` too, its message exactly the name of the
 /// PostgreSQL constraint it stands for (`tests/booking.rs` proves it on both databases).
 fn classify_unknown(message: &str) -> DbErrorClass {
-    if let Some(&constraint) = SQLITE_EXCLUSION_GUARDS.iter().find(|&&c| c == message) {
+    if SQLITE_EXCLUSION_GUARDS.contains(&message) {
         DbErrorClass::ExclusionViolation {
-            constraint: Some(constraint.to_owned()),
+            constraint: Some(message.to_owned()),
         }
     } else if message == SQLITE_ENDS_AT_GUARD {
         DbErrorClass::CheckViolation
