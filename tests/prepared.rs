@@ -1,20 +1,26 @@
-//! The hot-path statements stay prepared on PostgreSQL: after a few bookings and optimistic
-//! updates through the services, every statement of those paths is a named prepared statement
-//! of the connection, prepared once (diesel prepares uncacheable statements as the unnamed
+//! The hot-path statements stay prepared: after a few bookings and optimistic updates through
+//! the services, every statement of those paths is a named prepared statement of the
+//! PostgreSQL connection, prepared once (diesel prepares uncacheable statements as the unnamed
 //! statement, which `pg_prepared_statements` does not list, and parses and plans them anew
-//! on every call).
+//! on every call); the `Idempotency-Key` statements are checked on both databases, by what
+//! diesel reports putting into its statement cache.
 
 mod common;
 
+use std::sync::{Arc, Mutex};
+
 use chrono::Duration;
+use diesel::connection::InstrumentationEvent;
 use diesel::dsl::sql;
 use diesel::prelude::*;
 use diesel::sql_types::Text;
 use medbook::db::{Contention, DbConn};
 use medbook::domain::Role;
 use medbook::extract::Expected;
+use medbook::models::idempotency as record;
 use medbook::services::appointments::{self, UpdateInput};
 use medbook::services::booking::{self, BookingInput};
+use medbook::services::idempotency::{self, StoredResponse};
 use medbook::services::patch::Patch;
 use medbook::time::InputTime;
 
@@ -110,3 +116,97 @@ fn postgres_booking_and_update_statements_are_prepared_once() {
     assert_eq!(prepared(&mut conn, &["\"api_tokens\"", "SELECT"]), 2);
     assert_eq!(prepared(&mut conn, &["\"api_tokens\"", "password_hash"]), 0);
 }
+
+/// What diesel reports of one connection: the SQL of each statement it put into the
+/// connection's prepared-statement cache, and of each statement it ran.
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<(Vec<String>, Vec<String>)>>);
+
+impl Recorder {
+    fn attach(&self, conn: &mut DbConn) {
+        let events = self.0.clone();
+        conn.set_instrumentation(move |event: InstrumentationEvent<'_>| {
+            let mut events = events.lock().unwrap();
+            match event {
+                // SQLite quotes names with backticks, PostgreSQL with double quotes.
+                InstrumentationEvent::CacheQuery { sql, .. } => {
+                    events.0.push(sql.replace('`', "\""))
+                }
+                InstrumentationEvent::StartQuery { query, .. } => {
+                    events.1.push(query.to_string().replace('`', "\""))
+                }
+                _ => {}
+            }
+        });
+    }
+
+    /// (cached, run): how often a statement starting with `prefix` was put into the cache,
+    /// and how often one was run.
+    fn count(&self, prefix: &str) -> (usize, usize) {
+        let events = self.0.lock().unwrap();
+        let matching = |sqls: &[String]| sqls.iter().filter(|s| s.starts_with(prefix)).count();
+        (matching(&events.0), matching(&events.1))
+    }
+}
+
+/// The statements of an `Idempotency-Key` are prepared once per connection, like the work
+/// they wrap: the claim, the response stored in the booking's transaction (on PostgreSQL
+/// while its row locks are held) and the take-over of an abandoned claim. They are
+/// `UPDATE`s run for a row count, and diesel's `execute` hands a statement on by reference,
+/// which forgets `FixedShape`'s word that it may be kept: they were prepared anew on every
+/// call, with one more round trip each on PostgreSQL.
+async fn idempotency_statements_are_prepared_once(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(db) = ScratchDb::new(backend, dir.path()) else {
+        return;
+    };
+    let config = medbook::config::Config::for_database(&db.url);
+    let pool = medbook::db::build_pool(&config, std::sync::Arc::default());
+    let mut conn = pool.get().expect("connection");
+    medbook::db::run_migrations(&mut conn).expect("migrations");
+    let user = common::service_caller(&mut conn, Role::Patient, "idempotent").id;
+    let recorder = Recorder::default();
+    recorder.attach(&mut conn);
+    let now = medbook::time::now();
+    for k in 0..3 {
+        let key = format!("key-{k}");
+        let claim = idempotency::claim(&mut conn, user, &key, "fingerprint").expect("claim");
+        assert!(matches!(claim, idempotency::Claim::Fresh), "{claim:?}");
+        let response = StoredResponse {
+            status: 201,
+            headers: Vec::new(),
+            body: format!("{{\"k\":{k}}}"),
+        };
+        idempotency::run_and_record(&mut conn, user, &key, |_| Ok(response.clone()))
+            .expect("recorded");
+        let record = record::find(&mut conn, user, &key)
+            .expect("read")
+            .expect("the record");
+        assert_eq!(
+            record.response_body.as_deref(),
+            Some(response.body.as_str())
+        );
+        // The take-over of an abandoned claim, guarded by the `claimed_at` read.
+        let later = now + Duration::minutes(k + 1);
+        assert!(record::reclaim(&mut conn, &record, "fingerprint", later, later).expect("reclaim"));
+        assert!(!record::reclaim(&mut conn, &record, "fingerprint", later, later).expect("again"));
+    }
+    for (prefix, runs) in [
+        (r#"INSERT INTO "idempotency_keys""#, 3),
+        (r#"UPDATE "idempotency_keys" SET "state" = "#, 3),
+        (r#"UPDATE "idempotency_keys" SET "fingerprint" = "#, 6),
+        (r#"SELECT "idempotency_keys"."id""#, 3),
+    ] {
+        assert_eq!(recorder.count(prefix), (1, runs), "{prefix}");
+    }
+    if backend == Backend::Postgres {
+        // PostgreSQL's own word: kept as named statements of this connection.
+        assert_eq!(
+            prepared(&mut conn, &[r#"INSERT INTO "idempotency_keys""#]),
+            1
+        );
+        assert_eq!(prepared(&mut conn, &[r#"UPDATE "idempotency_keys""#]), 2);
+    }
+}
+
+both_backends_configured!(idempotency_statements_are_prepared_once);

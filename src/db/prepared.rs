@@ -5,14 +5,22 @@
 //! optional fields can take very many). Every `UPDATE` here sets a fixed tuple of columns, so
 //! its SQL is the same on every call: [`FixedShape`] says so, and the statement is then cached
 //! by its SQL text like any other. On PostgreSQL that saves a parse and a plan per request on
-//! the hottest writes (the optimistic updates); on SQLite a `sqlite3_prepare`.
+//! the hottest writes (the optimistic updates), and the round trip of the unnamed statement;
+//! on SQLite a `sqlite3_prepare`.
+//!
+//! Only with the methods that take the statement by value (`get_result`, `load`): diesel's
+//! `execute` hands it on by reference, and a reference's `QueryFragment` answers
+//! `is_safe_to_cache_prepared` by walking the statement inside, which says no. So a fixed
+//! `UPDATE` run for its row count returns a column instead (`.returning(id)`, then
+//! `get_result(..).optional()`); `tests/prepared.rs` checks each of them.
 
 use diesel::backend::Backend;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::{QueryResult, RunQueryDsl};
 
 /// A statement whose SQL text does not depend on its values. Build it with
-/// [`FixedShapeDsl::fixed_shape`]; only for statements without optional parts.
+/// [`FixedShapeDsl::fixed_shape`]; only for statements without optional parts, and run it
+/// with `get_result` or `load`, not `execute` (see the module documentation).
 #[derive(Debug, Clone, Copy)]
 pub struct FixedShape<Q>(Q);
 

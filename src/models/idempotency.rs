@@ -74,9 +74,11 @@ pub fn reclaim(
         keys::claimed_at.eq(now),
         keys::expires_at.eq(expires_at),
     ))
+    .returning(keys::id)
     .fixed_shape()
-    .execute(conn)
-    .map(|n| n == 1)
+    .get_result::<i32>(conn)
+    .optional()
+    .map(|row| row.is_some())
 }
 
 /// Stores the response of an `in_flight` claim; `false` if there was no such claim.
@@ -100,9 +102,11 @@ pub fn complete(
         keys::response_headers.eq(Some(headers)),
         keys::response_body.eq(Some(body)),
     ))
+    .returning(keys::id)
     .fixed_shape()
-    .execute(conn)
-    .map(|n| n == 1)
+    .get_result::<i32>(conn)
+    .optional()
+    .map(|row| row.is_some())
 }
 
 /// Drops an `in_flight` claim, so the same key can be tried again.
