@@ -13,17 +13,18 @@
 # builds' writers queue for one lock).
 #
 #   usage: bench/ab.sh [--scenario status] [--clients 64] [--rounds 8] [--duration 3] [--sqlite]
-#                      BIN_A BIN_B
+#                      [--idempotency-keys] BIN_A BIN_B
 #   e.g.:  git stash; cargo build --release; cp target/release/medbook /tmp/medbook-before
 #          git stash pop; cargo build --release
 #          bench/ab.sh /tmp/medbook-before target/release/medbook
 #   env:   MEDBOOK_BENCH_PG_URL (admin URL, default postgres://postgres@127.0.0.1:5432/postgres)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scenario=status clients=64 rounds=8 duration=3 sqlite=
+scenario=status clients=64 rounds=8 duration=3 sqlite= extra=()
 while [ $# -gt 2 ]; do
   case $1 in
     --sqlite) sqlite=1; shift ;;
+    --idempotency-keys) extra+=(--idempotency-keys); shift ;;
     --scenario) scenario=$2; shift 2 ;;
     --clients) clients=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
@@ -70,7 +71,7 @@ for r in $(seq 0 "$rounds"); do
     # Measured: `duration` seconds after set-up (the clients' logins, argon2 hashes that would
     # swamp the CPU figure) and one second of warm-up, in a run one second longer than that.
     rm -f "$out/started"
-    $bench --url "${urls[i]}" --scenario "$scenario" --clients "$clients" --duration $((duration + 1)) --warmup 1 \
+    $bench --url "${urls[i]}" --scenario "$scenario" --clients "$clients" --duration $((duration + 1)) --warmup 1 "${extra[@]}" \
       --no-verify --quiet --started-file "$out/started" > "$out/round.out" &
     load=$!
     while [ ! -e "$out/started" ]; do kill -0 "$load" || exit 1; sleep 0.05; done

@@ -4,7 +4,7 @@
 //! medbook-bench [--url URL] [--scenario spread|contended|hot-doctor|status|read|ping|ping-db]
 //!               [--clients N] [--duration SECS] [--warmup SECS] [--doctors N]
 //!               [--admin-email E] [--admin-password P] [--json FILE] [--no-verify] [--quiet]
-//!               [--target-url URL] [--started-file FILE]
+//!               [--target-url URL] [--started-file FILE] [--idempotency-keys]
 //! medbook-bench inproc --database-url URL [--duration SECS] [--doctors N]
 //! medbook-bench stats-overhead --database-url URL
 //! medbook-bench floor-server --database-url URL [--listen ADDR]
@@ -18,7 +18,8 @@
 //! measures what the lock statistics cost a booking. `floor-server` serves the `status`
 //! transaction with nothing else around it (see `floor.rs`); `--target-url` sends a
 //! scenario's measured requests there while set-up still goes through medbook at `--url`;
-//! `--started-file` is created when set-up is done (for scripts that measure the server's CPU).
+//! `--started-file` is created when set-up is done (for scripts that measure the server's CPU);
+//! with `--idempotency-keys` every booking carries a new `Idempotency-Key`.
 
 mod client;
 mod floor;
@@ -50,13 +51,15 @@ pub struct Options {
     /// Created once set-up (users, doctors, appointments) is done and the clients start, so
     /// that a script measuring the server from outside can leave the set-up out.
     pub started_file: Option<String>,
+    /// Every booking carries a new `Idempotency-Key` (claimed, then completed with the booking).
+    pub idempotency_keys: bool,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: medbook-bench [--url URL] [--scenario spread|contended|hot-doctor|status|read|ping|ping-db] \
          [--clients N] [--duration SECS] [--warmup SECS] [--doctors N] [--admin-email E] \
-         [--admin-password P] [--json FILE] [--no-verify] [--quiet] [--target-url URL] [--started-file FILE]\n       \
+         [--admin-password P] [--json FILE] [--no-verify] [--quiet] [--target-url URL] [--started-file FILE] [--idempotency-keys]\n       \
          medbook-bench inproc --database-url URL [--duration SECS] [--doctors N] [--json FILE]\n       \
          medbook-bench stats-overhead --database-url URL\n       \
          medbook-bench floor-server --database-url URL [--listen ADDR]"
@@ -92,6 +95,7 @@ fn parse(args: &[String]) -> (Mode, Options) {
         target_url: None,
         listen: "127.0.0.1:8090".into(),
         started_file: None,
+        idempotency_keys: false,
     };
     let mut mode = Mode::Http;
     let mut it = args.iter();
@@ -139,6 +143,7 @@ fn parse(args: &[String]) -> (Mode, Options) {
             }
             "--no-verify" => o.verify = false,
             "--quiet" => o.quiet = true,
+            "--idempotency-keys" => o.idempotency_keys = true,
             _ => usage(),
         }
     }

@@ -89,6 +89,9 @@ struct World {
     /// Bookings name their patient (`patient_id`): the floor server has no token to read it
     /// from. medbook itself is sent what a patient's app sends.
     name_patient: bool,
+    /// With `--idempotency-keys`: this run's prefix of the `Idempotency-Key` every booking
+    /// carries (a new key per request, as a client that retries safely sends).
+    idempotency_keys: Option<String>,
 }
 
 async fn setup(api: &Api, options: &Options) -> World {
@@ -166,6 +169,7 @@ async fn setup(api: &Api, options: &Options) -> World {
         appointments,
         base,
         name_patient: options.target_url.is_some(),
+        idempotency_keys: options.idempotency_keys.then(|| format!("bench-{run}")),
     }
 }
 
@@ -231,7 +235,11 @@ async fn request(
             Kind::PingDb => (Method::GET, "/readyz".to_owned(), &patient.token, None),
         }
     };
-    api.call(method, &path, Some(token), body.as_ref())
+    let key = match (&world.idempotency_keys, method == Method::POST) {
+        (Some(prefix), true) => Some(format!("{prefix}-{c}-{i}")),
+        _ => None,
+    };
+    api.call_keyed(method, &path, Some(token), body.as_ref(), key.as_deref())
         .await
         .map(|(s, b)| (s.as_u16(), b))
 }
