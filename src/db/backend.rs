@@ -3,7 +3,7 @@
 //! `db` also looks inside `DbConn`, for connection set-up, SQLite group commit and
 //! [`on_backend!`](crate::on_backend), without changing what a statement does.)
 
-use diesel::connection::TransactionManager;
+use diesel::connection::{SimpleConnection, TransactionManager};
 use diesel::prelude::*;
 
 use super::group_commit::SQLITE_WRITERS;
@@ -69,4 +69,21 @@ pub fn lock_users_in_order(conn: &mut DbConn, ids: &[i32]) -> QueryResult<Vec<Us
         rows.extend(row);
     }
     Ok(rows)
+}
+
+/// Lets the surrounding write transaction commit without waiting for the disk, where that
+/// loses nothing: for a row whose only purpose is to be seen by other transactions at once,
+/// and which is made durable by the later transaction that builds on it.
+///
+/// PostgreSQL: `SET LOCAL synchronous_commit = off` (this transaction only). Its commit is
+/// visible at once; its WAL is flushed within a fraction of a second, or by the next durable
+/// commit, since WAL is flushed in order: a transaction that read or changed the row commits
+/// after it and its flush covers it. A crash can lose the row only if nothing durable built on
+/// it yet. SQLite: nothing (its `synchronous` setting is per connection, and the writes that
+/// wait together share one commit). Must be called inside [`write_transaction`].
+pub fn commit_without_waiting_for_disk(conn: &mut DbConn) -> QueryResult<()> {
+    match conn {
+        DbConn::Pg(pg) => pg.batch_execute("SET LOCAL synchronous_commit = off"),
+        DbConn::Sqlite(_) => Ok(()),
+    }
 }
