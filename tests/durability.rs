@@ -64,6 +64,13 @@ fn postgres_only_the_idempotency_claim_commits_without_waiting_for_the_disk() {
     })
     .expect("transaction");
     assert_eq!(synchronous_commit(&mut conn), "on");
+    // Nested (a savepoint), it would relax the outer transaction's commit: it does nothing.
+    write_transaction(&mut conn, |conn| {
+        write_transaction(conn, commit_without_waiting_for_disk)?;
+        assert_eq!(synchronous_commit(conn), "on");
+        Ok::<_, diesel::result::Error>(())
+    })
+    .expect("nested");
 
     // The claim relaxes its own transaction, before its insert; the transaction of the work
     // (here a stored response) does not.

@@ -41,9 +41,16 @@ where
 }
 
 fn in_transaction(conn: &mut DbConn) -> bool {
+    transaction_depth(conn) > 0
+}
+
+/// How many transactions deep `conn` is (0: none; more than 1: in savepoints).
+fn transaction_depth(conn: &mut DbConn) -> u32 {
     <DbConn as Connection>::TransactionManager::transaction_manager_status_mut(conn)
         .transaction_depth()
-        .is_ok_and(|depth| depth.is_some())
+        .ok()
+        .flatten()
+        .map_or(0, |depth| depth.get())
 }
 
 /// Locks the given users' rows for the rest of the transaction, in ascending id order (so two
@@ -80,8 +87,12 @@ pub fn lock_users_in_order(conn: &mut DbConn, ids: &[i32]) -> QueryResult<Vec<Us
 /// commit, since WAL is flushed in order: a transaction that read or changed the row commits
 /// after it and its flush covers it. A crash can lose the row only if nothing durable built on
 /// it yet. SQLite: nothing (its `synchronous` setting is per connection, and the writes that
-/// wait together share one commit). Must be called inside [`write_transaction`].
+/// wait together share one commit). Called inside [`write_transaction`]; nested in another
+/// transaction it does nothing, since the setting would reach the outer transaction's commit.
 pub fn commit_without_waiting_for_disk(conn: &mut DbConn) -> QueryResult<()> {
+    if transaction_depth(conn) != 1 {
+        return Ok(());
+    }
     match conn {
         DbConn::Pg(pg) => pg.batch_execute("SET LOCAL synchronous_commit = off"),
         DbConn::Sqlite(_) => Ok(()),
