@@ -5,17 +5,14 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-
-use diesel::connection::InstrumentationEvent;
 use diesel::dsl::sql;
 use diesel::prelude::*;
-use diesel::sql_types::Text;
+use diesel::sql_types::{Integer, Text};
 use medbook::db::{commit_without_waiting_for_disk, write_transaction, DbConn};
 use medbook::domain::Role;
 use medbook::services::idempotency::{self, Claim, StoredResponse};
 
-use common::{Backend, ScratchDb};
+use common::{Backend, ScratchDb, StatementLog};
 
 const RELAXED: &str = "SET LOCAL synchronous_commit = off";
 
@@ -25,21 +22,12 @@ fn synchronous_commit(conn: &mut DbConn) -> String {
         .expect("setting")
 }
 
-/// The statements run on `conn` while `f` runs, in order (their SQL, without binds).
-fn statements_of(conn: &mut DbConn, f: impl FnOnce(&mut DbConn)) -> Vec<String> {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let record = Arc::clone(&seen);
-    conn.set_instrumentation(move |event: InstrumentationEvent<'_>| {
-        if let InstrumentationEvent::StartQuery { query, .. } = event {
-            let query = query.to_string();
-            let sql = query.split(" -- binds").next().unwrap_or_default();
-            record.lock().unwrap().push(sql.to_owned());
-        }
-    });
-    f(conn);
-    conn.set_instrumentation(|_: InstrumentationEvent<'_>| {});
-    let seen = seen.lock().unwrap().clone();
-    seen
+/// Claims `key` for `user` and returns the statements the claim ran.
+fn claim_statements(conn: &mut DbConn, user: i32, key: &str) -> Vec<String> {
+    let log = StatementLog::attach(conn);
+    let claim = idempotency::claim(conn, user, key, "fingerprint").expect("claim");
+    assert!(matches!(claim, Claim::Fresh), "{claim:?}");
+    log.take_run()
 }
 
 #[test]
@@ -48,10 +36,7 @@ fn postgres_only_the_idempotency_claim_commits_without_waiting_for_the_disk() {
     let Some(db) = ScratchDb::new(Backend::Postgres, dir.path()) else {
         return;
     };
-    let config = medbook::config::Config::for_database(&db.url);
-    let pool = medbook::db::build_pool(&config, std::sync::Arc::default());
-    let mut conn = pool.get().expect("connection");
-    medbook::db::run_migrations(&mut conn).expect("migrations");
+    let mut conn = db.migrated_pool().get().expect("connection");
     let user = common::service_caller(&mut conn, Role::Patient, "durable").id;
     assert_eq!(synchronous_commit(&mut conn), "on", "the server's default");
 
@@ -74,24 +59,21 @@ fn postgres_only_the_idempotency_claim_commits_without_waiting_for_the_disk() {
 
     // The claim relaxes its own transaction, before its insert; the transaction of the work
     // (here a stored response) does not.
-    let claim = statements_of(&mut conn, |conn| {
-        let claim = idempotency::claim(conn, user, "key", "fingerprint").expect("claim");
-        assert!(matches!(claim, Claim::Fresh), "{claim:?}");
-    });
+    let claim = claim_statements(&mut conn, user, "key");
     let insert = claim
         .iter()
         .position(|s| s.starts_with(r#"INSERT INTO "idempotency_keys""#))
         .expect("the claim's insert");
     assert_eq!(claim[..insert], ["BEGIN", RELAXED], "{claim:#?}");
     assert_eq!(claim[insert + 1..], ["COMMIT"], "{claim:#?}");
-    let work = statements_of(&mut conn, |conn| {
-        let response = StoredResponse {
-            status: 201,
-            headers: Vec::new(),
-            body: "{}".to_owned(),
-        };
-        idempotency::run_and_record(conn, user, "key", |_| Ok(response)).expect("recorded");
-    });
+    let log = StatementLog::attach(&mut conn);
+    let response = StoredResponse {
+        status: 201,
+        headers: Vec::new(),
+        body: "{}".to_owned(),
+    };
+    idempotency::run_and_record(&mut conn, user, "key", |_| Ok(response)).expect("recorded");
+    let work = log.take_run();
     assert!(
         work.iter()
             .any(|s| s.starts_with(r#"UPDATE "idempotency_keys""#)),
@@ -105,23 +87,15 @@ fn postgres_only_the_idempotency_claim_commits_without_waiting_for_the_disk() {
 fn sqlite_commits_stay_durable_around_a_claim() {
     let dir = tempfile::tempdir().unwrap();
     let db = ScratchDb::new(Backend::Sqlite, dir.path()).expect("sqlite");
-    let config = medbook::config::Config::for_database(&db.url);
-    let pool = medbook::db::build_pool(&config, std::sync::Arc::default());
-    let mut conn = pool.get().expect("connection");
-    medbook::db::run_migrations(&mut conn).expect("migrations");
+    let mut conn = db.migrated_pool().get().expect("connection");
     let user = common::service_caller(&mut conn, Role::Patient, "durable").id;
     let synchronous = |conn: &mut DbConn| -> i32 {
-        diesel::select(sql::<diesel::sql_types::Integer>(
-            "synchronous FROM pragma_synchronous",
-        ))
-        .get_result(conn)
-        .expect("pragma")
+        diesel::select(sql::<Integer>("synchronous FROM pragma_synchronous"))
+            .get_result(conn)
+            .expect("pragma")
     };
     assert_eq!(synchronous(&mut conn), 2, "FULL");
-    let claim = statements_of(&mut conn, |conn| {
-        let claim = idempotency::claim(conn, user, "key", "fingerprint").expect("claim");
-        assert!(matches!(claim, Claim::Fresh), "{claim:?}");
-    });
+    let claim = claim_statements(&mut conn, user, "key");
     assert!(
         !claim.iter().any(|s| s.contains("synchronous")),
         "{claim:#?}"

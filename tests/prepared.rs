@@ -7,10 +7,7 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-
 use chrono::Duration;
-use diesel::connection::InstrumentationEvent;
 use diesel::dsl::sql;
 use diesel::prelude::*;
 use diesel::sql_types::Text;
@@ -24,7 +21,7 @@ use medbook::services::idempotency::{self, StoredResponse};
 use medbook::services::patch::Patch;
 use medbook::time::InputTime;
 
-use common::{Backend, ScratchDb};
+use common::{Backend, ScratchDb, StatementLog};
 
 /// How many of this connection's named prepared statements contain every one of `texts`.
 fn prepared(conn: &mut DbConn, texts: &[&str]) -> usize {
@@ -44,10 +41,7 @@ fn postgres_booking_and_update_statements_are_prepared_once() {
     let Some(db) = ScratchDb::new(Backend::Postgres, dir.path()) else {
         return;
     };
-    let config = medbook::config::Config::for_database(&db.url);
-    let pool = medbook::db::build_pool(&config, std::sync::Arc::default());
-    let mut conn = pool.get().expect("connection");
-    medbook::db::run_migrations(&mut conn).expect("migrations");
+    let mut conn = db.migrated_pool().get().expect("connection");
     let doctor = common::service_caller(&mut conn, Role::Doctor, "prepared").id;
     let patient = common::service_caller(&mut conn, Role::Patient, "prepared");
     let contention = Contention::default();
@@ -117,38 +111,6 @@ fn postgres_booking_and_update_statements_are_prepared_once() {
     assert_eq!(prepared(&mut conn, &["\"api_tokens\"", "password_hash"]), 0);
 }
 
-/// What diesel reports of one connection: the SQL of each statement it put into the
-/// connection's prepared-statement cache, and of each statement it ran.
-#[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<(Vec<String>, Vec<String>)>>);
-
-impl Recorder {
-    fn attach(&self, conn: &mut DbConn) {
-        let events = self.0.clone();
-        conn.set_instrumentation(move |event: InstrumentationEvent<'_>| {
-            let mut events = events.lock().unwrap();
-            match event {
-                // SQLite quotes names with backticks, PostgreSQL with double quotes.
-                InstrumentationEvent::CacheQuery { sql, .. } => {
-                    events.0.push(sql.replace('`', "\""))
-                }
-                InstrumentationEvent::StartQuery { query, .. } => {
-                    events.1.push(query.to_string().replace('`', "\""))
-                }
-                _ => {}
-            }
-        });
-    }
-
-    /// (cached, run): how often a statement starting with `prefix` was put into the cache,
-    /// and how often one was run.
-    fn count(&self, prefix: &str) -> (usize, usize) {
-        let events = self.0.lock().unwrap();
-        let matching = |sqls: &[String]| sqls.iter().filter(|s| s.starts_with(prefix)).count();
-        (matching(&events.0), matching(&events.1))
-    }
-}
-
 /// The statements of an `Idempotency-Key` are prepared once per connection, like the work
 /// they wrap: the claim, the response stored in the booking's transaction (on PostgreSQL
 /// while its row locks are held) and the take-over of an abandoned claim. They are
@@ -160,13 +122,9 @@ async fn idempotency_statements_are_prepared_once(backend: Backend) {
     let Some(db) = ScratchDb::new(backend, dir.path()) else {
         return;
     };
-    let config = medbook::config::Config::for_database(&db.url);
-    let pool = medbook::db::build_pool(&config, std::sync::Arc::default());
-    let mut conn = pool.get().expect("connection");
-    medbook::db::run_migrations(&mut conn).expect("migrations");
+    let mut conn = db.migrated_pool().get().expect("connection");
     let user = common::service_caller(&mut conn, Role::Patient, "idempotent").id;
-    let recorder = Recorder::default();
-    recorder.attach(&mut conn);
+    let log = StatementLog::attach(&mut conn);
     let now = medbook::time::now();
     for k in 0..3 {
         let key = format!("key-{k}");
@@ -197,7 +155,7 @@ async fn idempotency_statements_are_prepared_once(backend: Backend) {
         (r#"UPDATE "idempotency_keys" SET "fingerprint" = "#, 6),
         (r#"SELECT "idempotency_keys"."id""#, 3),
     ] {
-        assert_eq!(recorder.count(prefix), (1, runs), "{prefix}");
+        assert_eq!(log.count(prefix), (1, runs), "{prefix}");
     }
     if backend == Backend::Postgres {
         // PostgreSQL's own word: kept as named statements of this connection.

@@ -676,6 +676,69 @@ impl ScratchDb {
     }
 }
 
+impl ScratchDb {
+    /// A pool on this database with the migrations run, for calling services and models
+    /// directly.
+    pub fn migrated_pool(&self) -> medbook::db::DbPool {
+        let pool = medbook::db::build_pool(&Config::for_database(&self.url), Default::default());
+        medbook::db::run_migrations(&mut pool.get().expect("connection")).expect("migrations");
+        pool
+    }
+}
+
+/// What diesel reports of one connection's statements from [`StatementLog::attach`] on: the
+/// SQL (without binds) of each statement run and of each it put into the connection's
+/// prepared-statement cache, in order. SQLite's backtick quotes are shown as double quotes,
+/// so one text fits both databases.
+#[derive(Clone, Default)]
+pub struct StatementLog(std::sync::Arc<std::sync::Mutex<StatementEvents>>);
+
+#[derive(Default)]
+struct StatementEvents {
+    run: Vec<String>,
+    cached: Vec<String>,
+}
+
+impl StatementLog {
+    /// Starts recording `conn`'s statements (replacing any instrumentation it had).
+    pub fn attach(conn: &mut medbook::db::DbConn) -> StatementLog {
+        use diesel::connection::InstrumentationEvent;
+        let log = StatementLog::default();
+        let events = std::sync::Arc::clone(&log.0);
+        conn.set_instrumentation(move |event: InstrumentationEvent<'_>| {
+            let sql = |text: String| {
+                let text = text.split(" -- binds").next().unwrap_or_default();
+                text.replace('`', "\"")
+            };
+            let mut events = events.lock().unwrap();
+            match event {
+                InstrumentationEvent::StartQuery { query, .. } => {
+                    events.run.push(sql(query.to_string()))
+                }
+                InstrumentationEvent::CacheQuery { sql: text, .. } => {
+                    events.cached.push(sql(text.to_owned()))
+                }
+                _ => {}
+            }
+        });
+        log
+    }
+
+    /// The statements run so far, in order; the log starts again empty.
+    pub fn take_run(&self) -> Vec<String> {
+        let mut events = self.0.lock().unwrap();
+        events.cached.clear();
+        std::mem::take(&mut events.run)
+    }
+
+    /// (put into the cache, run): how often a statement starting with `prefix` was each.
+    pub fn count(&self, prefix: &str) -> (usize, usize) {
+        let events = self.0.lock().unwrap();
+        let matching = |sqls: &[String]| sqls.iter().filter(|s| s.starts_with(prefix)).count();
+        (matching(&events.cached), matching(&events.run))
+    }
+}
+
 impl Drop for ScratchDb {
     fn drop(&mut self) {
         if let Some((admin_url, name)) = self.pg_drop.take() {
