@@ -35,6 +35,9 @@ fn prepared(conn: &mut DbConn, texts: &[&str]) -> usize {
         .count()
 }
 
+/// How PostgreSQL's optimistic update with its history row begins.
+const UPDATE_LOGGED: &str = "WITH changed AS (UPDATE appointments SET status = ";
+
 #[test]
 fn postgres_booking_and_update_statements_are_prepared_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -86,7 +89,8 @@ fn postgres_booking_and_update_statements_are_prepared_once() {
         .expect("token");
         assert!(owner.is_none());
         let found = medbook::models::appointment::find(&mut conn, booked.id).expect("read");
-        appointments::update(
+        let log = StatementLog::attach(&mut conn);
+        let updated = appointments::update(
             &mut conn,
             &patient,
             booked.id,
@@ -96,11 +100,28 @@ fn postgres_booking_and_update_statements_are_prepared_once() {
             &contention,
         )
         .expect("updated");
+        // The update and its history row are one statement, atomic by itself: no transaction
+        // around it, one round trip.
+        let statements = log.take_run();
+        assert_eq!(statements.len(), 1, "{statements:#?}");
+        assert!(statements[0].starts_with(UPDATE_LOGGED), "{statements:#?}");
+        assert_eq!(updated.version, 2);
+        assert_eq!(
+            updated.reason.as_deref(),
+            Some(format!("reason {k}").as_str())
+        );
+        let history =
+            medbook::models::history::for_appointment(&mut conn, booked.id).expect("history");
+        let last = history.last().expect("a history row");
+        assert_eq!(
+            (last.version, last.action.as_str(), last.actor_id),
+            (2, "updated", patient.id)
+        );
     }
     for (prefix, statements) in [
         (r#"INSERT INTO "appointments""#, 1),
         (r#"INSERT INTO "appointment_history""#, 1),
-        (r#"UPDATE "appointments""#, 1),
+        (UPDATE_LOGGED, 1),
         (r#"LEFT OUTER JOIN "appointments""#, 1),
     ] {
         assert_eq!(prepared(&mut conn, &[prefix]), statements, "{prefix}");

@@ -4,8 +4,13 @@ use chrono::{Duration, NaiveDateTime};
 use diesel::prelude::*;
 use serde::Serialize;
 
+use diesel::pg::Pg;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::sql_types::{Integer, Nullable, Text, Timestamp};
+
+use super::history::{self, NewHistoryEntry};
 use super::Versioned;
-use crate::db::DbConn;
+use crate::db::{DbConn, FixedShapeDsl};
 use crate::domain::{Status, MAX_DURATION_MINUTES};
 use crate::on_backend;
 use crate::schema::appointments;
@@ -191,3 +196,114 @@ pub fn insert(conn: &mut DbConn, new: &NewAppointment<'_>) -> QueryResult<Appoin
         .returning(appointments::all_columns)
         .get_result(c))
 }
+
+/// A new status or reason for an appointment, and who made it: what [`update_logged`] writes.
+#[derive(Debug, Clone, Copy)]
+pub struct StatusChange<'a> {
+    pub id: i32,
+    /// The version the change was judged on; the row must still have it.
+    pub version: i32,
+    pub status: &'a str,
+    pub reason: Option<&'a str>,
+    pub at: NaiveDateTime,
+    pub actor_id: i32,
+    /// The history row's action (the new status, or `updated`).
+    pub action: &'a str,
+    pub from_status: &'a str,
+}
+
+/// Applies `change` with its history row if the appointment still has `change.version`
+/// (`UPDATE … WHERE id = ? AND version = ?`); `None` if it has not: someone changed it first.
+///
+/// PostgreSQL: one statement, which is atomic by itself (see [`StatusChange`]'s SQL): one
+/// round trip where a transaction takes four (`BEGIN`, the update, the history row,
+/// `COMMIT`). SQLite has no data-modifying `WITH`: there the two statements run in a write
+/// transaction.
+pub fn update_logged(
+    conn: &mut DbConn,
+    change: &StatusChange<'_>,
+) -> QueryResult<Option<Appointment>> {
+    match conn {
+        DbConn::Pg(pg) => change.get_result(pg).optional(),
+        DbConn::Sqlite(_) => crate::db::write_transaction(conn, |conn| {
+            let updated = on_backend!(conn, |c| diesel::update(
+                appointments::table
+                    .filter(appointments::id.eq(change.id))
+                    .filter(appointments::version.eq(change.version)),
+            )
+            .set((
+                appointments::status.eq(change.status),
+                appointments::reason.eq(change.reason),
+                appointments::version.eq(appointments::version + 1),
+                appointments::updated_at.eq(change.at),
+            ))
+            .returning(appointments::all_columns)
+            .fixed_shape()
+            .get_result::<Appointment>(c)
+            .optional())?;
+            if let Some(updated) = &updated {
+                history::append(conn, &change.history_row(updated.version))?;
+            }
+            Ok(updated)
+        }),
+    }
+}
+
+impl StatusChange<'_> {
+    fn history_row(&self, version: i32) -> NewHistoryEntry<'_> {
+        NewHistoryEntry {
+            appointment_id: self.id,
+            actor_id: self.actor_id,
+            action: self.action,
+            from_status: Some(self.from_status),
+            to_status: self.status,
+            version,
+            at: self.at,
+        }
+    }
+}
+
+/// PostgreSQL's form of [`update_logged`]: the conditional `UPDATE` and, only if it changed
+/// the row, the history row, as one statement. Its SQL never changes, so it is kept prepared
+/// (a static query id).
+impl QueryFragment<Pg> for StatusChange<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("WITH changed AS (UPDATE appointments SET status = ");
+        out.push_bind_param::<Text, _>(&self.status)?;
+        out.push_sql(", reason = ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.reason)?;
+        out.push_sql(", version = version + 1, updated_at = ");
+        out.push_bind_param::<Timestamp, _>(&self.at)?;
+        out.push_sql(" WHERE id = ");
+        out.push_bind_param::<Integer, _>(&self.id)?;
+        out.push_sql(" AND version = ");
+        out.push_bind_param::<Integer, _>(&self.version)?;
+        out.push_sql(
+            " RETURNING id, patient_id, doctor_id, scheduled_at, duration_minutes, ends_at, \
+             type, reason, status, version, created_at, updated_at), \
+             logged AS (INSERT INTO appointment_history \
+             (appointment_id, actor_id, action, from_status, to_status, version, at) \
+             SELECT id, ",
+        );
+        out.push_bind_param::<Integer, _>(&self.actor_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&self.action)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&self.from_status)?;
+        out.push_sql(", status, version, ");
+        out.push_bind_param::<Timestamp, _>(&self.at)?;
+        out.push_sql(" FROM changed) SELECT * FROM changed");
+        Ok(())
+    }
+}
+
+impl QueryId for StatusChange<'_> {
+    type QueryId = StatusChange<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl Query for StatusChange<'_> {
+    type SqlType = <<appointments::table as Table>::AllColumns as Expression>::SqlType;
+}
+
+impl RunQueryDsl<PgConnection> for StatusChange<'_> {}

@@ -10,14 +10,13 @@ use super::patch::Patch;
 use super::validate::Problems;
 use super::{party_of, visible, visible_appointment};
 use crate::auth::Caller;
-use crate::db::{write_transaction, Contention, DbConn, FixedShapeDsl};
+use crate::db::{Contention, DbConn};
 use crate::domain::{transition, Party, Role, Status, TransitionError};
 use crate::error::AppError;
 use crate::extract::Expected;
-use crate::models::appointment::Appointment;
-use crate::models::history::{self, HistoryEntry, NewHistoryEntry};
+use crate::models::appointment::{self, Appointment, StatusChange};
+use crate::models::history::{self, HistoryEntry};
 use crate::models::Versioned;
-use crate::on_backend;
 use crate::schema::appointments;
 use crate::services::pagination::{Cursor, Page};
 use crate::time::InputTime;
@@ -228,38 +227,20 @@ pub fn update(
             } else {
                 "updated"
             };
-            write_transaction(conn, |conn| {
-                let now = crate::time::now();
-                let updated = on_backend!(conn, |c| diesel::update(
-                    appointments::table
-                        .filter(appointments::id.eq(current.id))
-                        .filter(appointments::version.eq(current.version)),
-                )
-                .set((
-                    appointments::status.eq(to.as_str()),
-                    appointments::reason.eq(reason),
-                    appointments::version.eq(appointments::version + 1),
-                    appointments::updated_at.eq(now),
-                ))
-                .returning(appointments::all_columns)
-                .fixed_shape()
-                .get_result::<Appointment>(c)
-                .optional())?;
-                let Some(updated) = updated else {
-                    return Ok(None);
-                };
-                history::append(
-                    conn,
-                    &NewHistoryEntry {
-                        appointment_id: id,
-                        actor_id: caller.id,
-                        action,
-                        from_status: Some(from.as_str()),
-                        to_status: to.as_str(),
-                        version: updated.version,
-                        at: now,
-                    },
-                )?;
+            let updated = appointment::update_logged(
+                conn,
+                &StatusChange {
+                    id: current.id,
+                    version: current.version,
+                    status: to.as_str(),
+                    reason,
+                    at: crate::time::now(),
+                    actor_id: caller.id,
+                    action,
+                    from_status: from.as_str(),
+                },
+            )?;
+            if let Some(updated) = &updated {
                 log::info!(
                     "ATOMIC appointment={id} {} -> {} version={} actor={}",
                     from.as_str(),
@@ -267,8 +248,8 @@ pub fn update(
                     updated.version,
                     caller.id
                 );
-                Ok(Some(updated))
-            })
+            }
+            Ok(updated)
         },
     )
 }
