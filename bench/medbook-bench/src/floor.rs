@@ -3,7 +3,8 @@
 //! `spread` scenarios, with no authentication, no validation, no retries, no metrics and a
 //! short JSON answer:
 //! - `PUT /api/v1/appointments/{id}` runs exactly `bench/pgbench/status.sql`: read the
-//!   version; BEGIN; UPDATE … WHERE id = ? AND version = ?; the history row; COMMIT.
+//!   version and status; then medbook's own statement, the `UPDATE … WHERE id = ? AND
+//!   version = ?` and its history row in one (`models::appointment::update_logged`).
 //! - `POST /api/v1/appointments` runs exactly `bench/pgbench/booking.sql`, through medbook's
 //!   own statements: BEGIN; lock both users' rows in id order; the two bounded overlap
 //!   queries; the appointment and its history row; COMMIT. With no token to check, the
@@ -16,11 +17,11 @@
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use diesel::prelude::*;
-use medbook::db::{lock_users_in_order, run_blocking, write_transaction, DbPool, FixedShapeDsl};
+use medbook::db::{lock_users_in_order, run_blocking, write_transaction, DbPool};
 use medbook::error::AppError;
-use medbook::models::appointment::{self, Calendar, NewAppointment};
+use medbook::models::appointment::{self, Calendar, NewAppointment, StatusChange};
 use medbook::models::history::{self, NewHistoryEntry};
-use medbook::schema::{appointment_history as h, appointments as a};
+use medbook::schema::appointments as a;
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
@@ -37,37 +38,21 @@ async fn update(
 ) -> Result<HttpResponse, AppError> {
     let (id, reason) = (id.into_inner(), change.into_inner().reason);
     let version = run_blocking(&pool, move |conn| {
-        Ok(medbook::on_backend!(conn, |c| {
-            let current: i32 = a::table.find(id).select(a::version).first(c)?;
-            c.transaction(|c| {
-                let now = medbook::time::now();
-                let changed: Option<i32> =
-                    diesel::update(a::table.filter(a::id.eq(id)).filter(a::version.eq(current)))
-                        .set((
-                            a::reason.eq(&reason),
-                            a::version.eq(a::version + 1),
-                            a::updated_at.eq(now),
-                        ))
-                        .returning(a::version)
-                        .fixed_shape() // kept prepared, as medbook's updates are
-                        .get_result(c)
-                        .optional()?;
-                if let Some(v) = changed {
-                    diesel::insert_into(h::table)
-                        .values((
-                            h::appointment_id.eq(id),
-                            h::actor_id.eq(1),
-                            h::action.eq("updated"),
-                            h::from_status.eq("pending"),
-                            h::to_status.eq("pending"),
-                            h::version.eq(v),
-                            h::at.eq(now),
-                        ))
-                        .execute(c)?;
-                }
-                diesel::QueryResult::Ok(changed)
-            })
-        }?))
+        let (current, status): (i32, String) = medbook::on_backend!(conn, |c| a::table
+            .find(id)
+            .select((a::version, a::status))
+            .first(c))?;
+        let change = StatusChange {
+            id,
+            version: current,
+            status: &status,
+            reason: Some(&reason),
+            at: medbook::time::now(),
+            actor_id: 1,
+            action: "updated",
+            from_status: &status,
+        };
+        Ok(appointment::update_logged(conn, &change)?.map(|a| a.version))
     })
     .await?;
     Ok(match version {
