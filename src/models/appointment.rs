@@ -1,12 +1,11 @@
 //! `appointments`: bookings, their slot and status.
 
 use chrono::{Duration, NaiveDateTime};
-use diesel::prelude::*;
-use serde::Serialize;
-
 use diesel::pg::Pg;
+use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{Integer, Nullable, Text, Timestamp};
+use serde::Serialize;
 
 use super::history::{self, NewHistoryEntry};
 use super::Versioned;
