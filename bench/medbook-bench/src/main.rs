@@ -150,11 +150,17 @@ fn parse(args: &[String]) -> (Mode, Options) {
     (mode, o)
 }
 
+/// Writes the `--json` file, then the summary to stdout. The file comes first, and a closed
+/// stdout (`| head -n1`) ends the summary quietly, so a script that reads one line still gets
+/// the whole result in the file.
 fn finish(report: &Report, options: &Options) {
-    report.print();
     if let Some(path) = &options.json {
         std::fs::write(path, serde_json::to_string_pretty(&report.json()).unwrap())
             .expect("write --json file");
+    }
+    match report.print(&mut std::io::stdout().lock()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => panic!("write the summary: {e}"),
+        _ => {}
     }
 }
 

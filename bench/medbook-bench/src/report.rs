@@ -1,6 +1,7 @@
 //! Collected results: throughput, latency percentiles, status/code counts.
 
 use std::collections::BTreeMap;
+use std::io::{self, Write};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -61,42 +62,47 @@ impl Report {
         })
     }
 
-    pub fn print(&self) {
+    /// The human-readable summary. A reader that went away (`| head -n1`) is not an error: the
+    /// caller ignores `BrokenPipe`, and the `--json` file is written before this.
+    pub fn print(&self, out: &mut impl Write) -> io::Result<()> {
         let sorted = self.sorted();
         if sorted.is_empty() {
-            println!("{}", self.scenario);
+            writeln!(out, "{}", self.scenario)?;
             for note in &self.notes {
-                println!("  {note}");
+                writeln!(out, "  {note}")?;
             }
-            return;
+            return Ok(());
         }
-        println!(
+        writeln!(
+            out,
             "{} × {} clients: {} requests in {:.1} s = {:.0} req/s",
             self.scenario,
             self.clients,
             sorted.len(),
             self.elapsed.as_secs_f64(),
             self.rate()
-        );
-        println!(
+        )?;
+        writeln!(
+            out,
             "  latency ms: p50 {:.2}  p95 {:.2}  p99 {:.2}  max {:.2}",
             Self::quantile_ms(&sorted, 0.50),
             Self::quantile_ms(&sorted, 0.95),
             Self::quantile_ms(&sorted, 0.99),
             sorted.last().map_or(0.0, |m| *m as f64 / 1000.0)
-        );
+        )?;
         for (outcome, n) in &self.outcomes {
-            println!("  {outcome:<28} {n}");
+            writeln!(out, "  {outcome:<28} {n}")?;
         }
         for note in &self.notes {
-            println!("  {note}");
+            writeln!(out, "  {note}")?;
         }
         match self.invariant_ok {
-            Some(true) => println!(
+            Some(true) => writeln!(
+                out,
                 "  invariant: no overlapping active appointments (checked through the API)"
             ),
-            Some(false) => println!("  INVARIANT BROKEN: overlapping active appointments"),
-            None => {}
+            Some(false) => writeln!(out, "  INVARIANT BROKEN: overlapping active appointments"),
+            None => Ok(()),
         }
     }
 }
@@ -114,6 +120,57 @@ mod tests {
         assert_eq!(Report::quantile_ms(&sorted, 0.0), 1.0);
         assert_eq!(Report::quantile_ms(&[2500], 0.99), 2.5);
         assert_eq!(Report::quantile_ms(&[], 0.99), 0.0);
+    }
+
+    /// A writer whose reader went away after `lines` lines.
+    struct ClosedAfter {
+        lines: usize,
+        written: Vec<u8>,
+    }
+
+    impl Write for ClosedAfter {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.written.iter().filter(|&&b| b == b'\n').count() >= self.lines {
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
+            self.written.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_summary_hands_a_closed_reader_back_as_an_error() {
+        let report = Report {
+            scenario: "spread".into(),
+            clients: 1,
+            elapsed: Duration::from_secs(2),
+            latencies_us: vec![1000, 3000],
+            outcomes: BTreeMap::from([("201".into(), 2)]),
+            invariant_ok: Some(true),
+            notes: vec![],
+        };
+        let mut all = Vec::new();
+        report.print(&mut all).unwrap();
+        let all = String::from_utf8(all).unwrap();
+        assert!(all.starts_with("spread × 1 clients: 2 requests in 2.0 s = 1 req/s\n"));
+        assert!(all.contains("  201 "), "{all}");
+
+        // `| head -n1`: the first line goes out, the rest is refused, and print says so
+        // instead of panicking (main ignores exactly this error).
+        let mut head = ClosedAfter {
+            lines: 1,
+            written: Vec::new(),
+        };
+        let err = report.print(&mut head).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+        assert_eq!(
+            String::from_utf8(head.written).unwrap(),
+            all.lines().next().unwrap().to_owned() + "\n"
+        );
     }
 
     #[test]
