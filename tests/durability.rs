@@ -1,20 +1,21 @@
 //! What a commit waits for: every write transaction commits durably (PostgreSQL's default
 //! `synchronous_commit = on`; SQLite `synchronous = FULL`), except the claim of an
 //! `Idempotency-Key`, whose only job is to be seen by a repeat at once and which the durable
-//! transaction that completes it carries to the disk (`db::commit_without_waiting_for_disk`).
+//! transaction that completes it carries to the disk
+//! (`db::write_transaction_without_waiting_for_disk`).
 
 mod common;
 
 use diesel::dsl::sql;
 use diesel::prelude::*;
 use diesel::sql_types::{Integer, Text};
-use medbook::db::{commit_without_waiting_for_disk, write_transaction, DbConn};
+use medbook::db::{write_transaction, write_transaction_without_waiting_for_disk, DbConn};
 use medbook::domain::Role;
 use medbook::services::idempotency::{self, Claim, StoredResponse};
 
 use common::{Backend, ScratchDb, StatementLog};
 
-const RELAXED: &str = "SET LOCAL synchronous_commit = off";
+const RELAXED_BEGIN: &str = "BEGIN; SET LOCAL synchronous_commit = off";
 
 fn synchronous_commit(conn: &mut DbConn) -> String {
     diesel::select(sql::<Text>("current_setting('synchronous_commit')"))
@@ -42,18 +43,18 @@ fn postgres_only_the_idempotency_claim_commits_without_waiting_for_the_disk() {
 
     // Inside the transaction the setting is off, and it ends with the transaction: a `SET`
     // without `LOCAL` would leave every later transaction of this pooled connection relaxed.
-    write_transaction(&mut conn, |conn| {
-        commit_without_waiting_for_disk(conn)?;
+    write_transaction_without_waiting_for_disk(&mut conn, |conn| {
         assert_eq!(synchronous_commit(conn), "off");
         Ok::<_, diesel::result::Error>(())
     })
     .expect("transaction");
     assert_eq!(synchronous_commit(&mut conn), "on");
-    // Nested (a savepoint), it would relax the outer transaction's commit: it does nothing.
+    // Nested (a savepoint), it would relax the outer transaction's commit: it does not.
     write_transaction(&mut conn, |conn| {
-        write_transaction(conn, commit_without_waiting_for_disk)?;
-        assert_eq!(synchronous_commit(conn), "on");
-        Ok::<_, diesel::result::Error>(())
+        write_transaction_without_waiting_for_disk(conn, |conn| {
+            assert_eq!(synchronous_commit(conn), "on");
+            Ok::<_, diesel::result::Error>(())
+        })
     })
     .expect("nested");
 
@@ -64,7 +65,7 @@ fn postgres_only_the_idempotency_claim_commits_without_waiting_for_the_disk() {
         .iter()
         .position(|s| s.starts_with(r#"INSERT INTO "idempotency_keys""#))
         .expect("the claim's insert");
-    assert_eq!(claim[..insert], ["BEGIN", RELAXED], "{claim:#?}");
+    assert_eq!(claim[..insert], [RELAXED_BEGIN], "{claim:#?}");
     assert_eq!(claim[insert + 1..], ["COMMIT"], "{claim:#?}");
     let log = StatementLog::attach(&mut conn);
     let response = StoredResponse {
@@ -79,26 +80,59 @@ fn postgres_only_the_idempotency_claim_commits_without_waiting_for_the_disk() {
             .any(|s| s.starts_with(r#"UPDATE "idempotency_keys""#)),
         "{work:#?}"
     );
-    assert!(!work.iter().any(|s| s == RELAXED), "{work:#?}");
+    assert!(
+        !work.iter().any(|s| s.contains("synchronous_commit")),
+        "{work:#?}"
+    );
     assert_eq!(synchronous_commit(&mut conn), "on");
 }
 
+/// SQLite's level for the transaction a write runs in: 2 FULL (the commit waits for the
+/// disk), 1 NORMAL (in WAL mode it does not).
+fn sqlite_synchronous(conn: &mut DbConn) -> i32 {
+    diesel::select(sql::<Integer>("synchronous FROM pragma_synchronous"))
+        .get_result(conn)
+        .expect("pragma")
+}
+
 #[test]
-fn sqlite_commits_stay_durable_around_a_claim() {
+fn sqlite_only_the_idempotency_claim_commits_without_waiting_for_the_disk() {
     let dir = tempfile::tempdir().unwrap();
     let db = ScratchDb::new(Backend::Sqlite, dir.path()).expect("sqlite");
     let mut conn = db.migrated_pool().get().expect("connection");
     let user = common::service_caller(&mut conn, Role::Patient, "durable").id;
-    let synchronous = |conn: &mut DbConn| -> i32 {
-        diesel::select(sql::<Integer>("synchronous FROM pragma_synchronous"))
-            .get_result(conn)
-            .expect("pragma")
-    };
-    assert_eq!(synchronous(&mut conn), 2, "FULL");
+    assert_eq!(sqlite_synchronous(&mut conn), 2, "FULL, the pool's setting");
+
+    // The claim's transaction begins with NORMAL (SQLite takes the level only outside a
+    // transaction)...
     let claim = claim_statements(&mut conn, user, "key");
-    assert!(
-        !claim.iter().any(|s| s.contains("synchronous")),
+    let begins = |run: &[String]| -> Vec<String> {
+        run.iter()
+            .filter(|s| s.ends_with("BEGIN IMMEDIATE"))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(
+        begins(&claim),
+        ["PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE"],
         "{claim:#?}"
     );
-    assert_eq!(synchronous(&mut conn), 2, "FULL");
+    // ...and leaves the connection at FULL, which the transaction of the work sets again.
+    assert_eq!(sqlite_synchronous(&mut conn), 2);
+    let log = StatementLog::attach(&mut conn);
+    let recorded = idempotency::run_and_record(&mut conn, user, "key", |conn| {
+        assert_eq!(sqlite_synchronous(conn), 2);
+        Ok(StoredResponse {
+            status: 201,
+            headers: Vec::new(),
+            body: "{}".to_owned(),
+        })
+    });
+    assert!(recorded.is_ok(), "{recorded:?}");
+    let work = log.take_run();
+    assert_eq!(
+        begins(&work),
+        ["PRAGMA synchronous = FULL; BEGIN IMMEDIATE"],
+        "{work:#?}"
+    );
 }

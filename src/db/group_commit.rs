@@ -28,7 +28,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
-use diesel::connection::{AnsiTransactionManager, TransactionManager};
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::result::Error;
 use diesel::sqlite::SqliteConnection;
 use diesel::{Connection, QueryResult, RunQueryDsl};
@@ -98,6 +98,8 @@ enum Outcome {
 #[derive(Clone, Copy)]
 struct Entry {
     database: Option<i64>,
+    /// Whether its commit must wait for the disk (see [`GroupCommit::write`]).
+    durable: bool,
     work: *mut Work<'static>,
     outcome: *mut Outcome,
 }
@@ -147,7 +149,12 @@ impl GroupCommit {
     /// Runs `f` in a write transaction shared with whatever other writes are waiting, and
     /// returns once that transaction committed or failed. `conn` is used if this thread
     /// leads the batch.
-    pub(super) fn write<T, E, F>(&self, conn: &mut DbConn, f: F) -> Result<T, E>
+    ///
+    /// A batch commits with `synchronous = FULL` (it waits for the disk) if any of its writes
+    /// is `durable`, else with `NORMAL`: in WAL mode that commit is visible at once and
+    /// reaches the disk with the next FULL commit's sync of the WAL, which is written in
+    /// order (or with the next checkpoint).
+    pub(super) fn write<T, E, F>(&self, conn: &mut DbConn, durable: bool, f: F) -> Result<T, E>
     where
         F: FnOnce(&mut DbConn) -> Result<T, E> + Send,
         T: Send,
@@ -173,6 +180,7 @@ impl GroupCommit {
             let mut queue = self.lock();
             queue.waiting.push(Entry {
                 database,
+                durable,
                 work,
                 outcome: outcome_ptr,
             });
@@ -235,13 +243,36 @@ impl GroupCommit {
 }
 
 /// Runs the batch in one `BEGIN IMMEDIATE … COMMIT`, each write in its own savepoint.
+///
+/// Every batch sets the `synchronous` level its commit needs right before its `BEGIN` (SQLite
+/// refuses to change it inside a transaction), so a durable batch never depends on how an
+/// earlier batch left the connection: if the setting fails, the batch does not begin.
 fn run_batch(conn: &mut DbConn, batch: &[Entry]) -> Vec<Outcome> {
     let DbConn::Sqlite(inner) = conn else {
         unreachable!("group commit is for SQLite")
     };
-    if let Err(err) = AnsiTransactionManager::begin_transaction_sql(inner, "BEGIN IMMEDIATE") {
+    let durable = batch.iter().any(|entry| entry.durable);
+    let begin = if durable {
+        "PRAGMA synchronous = FULL; BEGIN IMMEDIATE"
+    } else {
+        "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE"
+    };
+    if let Err(err) = AnsiTransactionManager::begin_transaction_sql(inner, begin) {
         return batch.iter().map(|_| failed(&err)).collect();
     }
+    let outcomes = run_writes(conn, batch);
+    if !durable {
+        // Back to the connection's setting (FULL), for anything that commits outside a batch.
+        // Durability does not depend on it: the next durable batch sets FULL itself.
+        if let Err(err) = conn.batch_execute("PRAGMA synchronous = FULL") {
+            log::warn!("SQLite synchronous = FULL not restored after a batch: {err}");
+        }
+    }
+    outcomes
+}
+
+/// The batch's writes and its commit, inside the transaction [`run_batch`] began.
+fn run_writes(conn: &mut DbConn, batch: &[Entry]) -> Vec<Outcome> {
     let mut outcomes = Vec::with_capacity(batch.len());
     for entry in batch {
         // SAFETY: see `Entry`: the waiting thread is blocked until this entry is finished.
@@ -368,7 +399,7 @@ mod tests {
         let mut conn = db.conn();
         let leader = thread::spawn(move || {
             writers
-                .write(&mut conn, move |conn| {
+                .write(&mut conn, true, move |conn| {
                     started.send(()).unwrap();
                     hold.recv().unwrap();
                     insert(conn, 0)
@@ -389,6 +420,17 @@ mod tests {
         ns: Vec<i64>,
         write: fn(&mut DbConn, i64) -> Result<T, Error>,
     ) -> Vec<Queued<T>> {
+        queued_writes_of(writers, db, ns, |_| true, write)
+    }
+
+    /// [`queued_writes`], each durable or not as `durable` says.
+    fn queued_writes_of<T: Send + 'static>(
+        writers: &'static GroupCommit,
+        db: &Db,
+        ns: Vec<i64>,
+        durable: fn(i64) -> bool,
+        write: fn(&mut DbConn, i64) -> Result<T, Error>,
+    ) -> Vec<Queued<T>> {
         let count = waiting(writers) + ns.len();
         let handles: Vec<_> = ns
             .into_iter()
@@ -397,7 +439,7 @@ mod tests {
                 thread::spawn(move || {
                     let me = thread::current().id();
                     let result = panic::catch_unwind(AssertUnwindSafe(|| {
-                        writers.write(&mut conn, |conn| write(conn, n))
+                        writers.write(&mut conn, durable(n), |conn| write(conn, n))
                     }));
                     (me, result)
                 })
@@ -417,6 +459,60 @@ mod tests {
         release.send(()).unwrap();
         leader.join().unwrap();
         queued.into_iter().map(|h| h.join().unwrap()).collect()
+    }
+
+    /// The connection's `synchronous` level (2: FULL, 1: NORMAL), as a write sees it.
+    fn synchronous(conn: &mut DbConn) -> Result<i32, Error> {
+        diesel::select(sql::<diesel::sql_types::Integer>(
+            "synchronous FROM pragma_synchronous",
+        ))
+        .get_result(conn)
+    }
+
+    #[test]
+    fn a_batch_waits_for_the_disk_if_any_of_its_writes_must() {
+        static WRITERS: GroupCommit = GroupCommit::new();
+        let db = Db::new();
+        let mut conn = db.conn();
+        // Alone: a durable write commits with FULL, one that only has to be seen with NORMAL,
+        // and the connection is left at FULL either way.
+        assert_eq!(WRITERS.write(&mut conn, true, synchronous), Ok(2));
+        assert_eq!(WRITERS.write(&mut conn, false, synchronous), Ok(1));
+        assert_eq!(synchronous(&mut conn), Ok(2));
+        // A batch of three where only the third must be durable: all three commit with FULL.
+        let leader = held_leader(&WRITERS, &db);
+        let mixed = queued_writes_of(
+            &WRITERS,
+            &db,
+            vec![1, 2, 3],
+            |n| n == 3,
+            |conn, _| synchronous(conn),
+        );
+        for (_, result) in settle(leader, mixed) {
+            assert_eq!(result.unwrap(), Ok(2));
+        }
+        // A batch where none must: NORMAL for all of it (on another database: each held leader
+        // writes the same row).
+        let other = Db::new();
+        let leader = held_leader(&WRITERS, &other);
+        let relaxed = queued_writes_of(
+            &WRITERS,
+            &other,
+            vec![4, 5, 6],
+            |_| false,
+            |conn, _| synchronous(conn),
+        );
+        for (_, result) in settle(leader, relaxed) {
+            assert_eq!(result.unwrap(), Ok(1));
+        }
+        assert_eq!(
+            WRITERS.counts(),
+            (6, 10),
+            "two alone, two held leaders, two batches of 3"
+        );
+        // A durable batch does not rely on how the connection was left: it sets FULL itself.
+        conn.batch_execute("PRAGMA synchronous = OFF").unwrap();
+        assert_eq!(WRITERS.write(&mut conn, true, synchronous), Ok(2));
     }
 
     #[test]

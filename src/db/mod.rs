@@ -11,7 +11,9 @@ pub mod retry;
 use diesel::pg::PgConnection;
 use diesel::sqlite::SqliteConnection;
 
-pub use backend::{commit_without_waiting_for_disk, lock_users_in_order, write_transaction};
+pub use backend::{
+    lock_users_in_order, write_transaction, write_transaction_without_waiting_for_disk,
+};
 pub use errors::{classify, DbErrorClass};
 pub use pool::{build_pool, run_blocking, run_migrations, DbPool};
 pub use prepared::FixedShapeDsl;

@@ -12,7 +12,7 @@ use chrono::{Duration, NaiveDateTime};
 use serde::{Deserialize, Serialize};
 
 use crate::db::{
-    classify, commit_without_waiting_for_disk, write_transaction, DbConn, DbErrorClass,
+    classify, write_transaction, write_transaction_without_waiting_for_disk, DbConn, DbErrorClass,
 };
 use crate::error::AppError;
 use crate::models::idempotency::{self as record, IdempotencyRecord};
@@ -74,10 +74,9 @@ pub fn claim(
 ) -> Result<Claim, AppError> {
     let now = crate::time::now();
     let expires = now + Duration::hours(RETENTION_HOURS);
-    let inserted = write_transaction(conn, |conn| {
-        // The claim only has to be seen: the transaction that completes it is durable and
-        // carries it to the disk; a claim a crash loses was never answered (see the function).
-        commit_without_waiting_for_disk(conn)?;
+    // The claim only has to be seen: the transaction that completes it is durable and carries
+    // it to the disk; a claim a crash loses was never answered (see the function).
+    let inserted = write_transaction_without_waiting_for_disk(conn, |conn| {
         record::insert_claim(conn, user_id, key, fingerprint, now, expires)
     });
     match inserted {
