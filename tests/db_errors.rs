@@ -87,6 +87,90 @@ async fn postgres_lock_timeout_answers_lock_timeout() {
     assert_eq!(again.status, StatusCode::CREATED);
 }
 
+/// A keyed booking as `patient`: (status, code, whether it was a replay).
+async fn keyed_booking(
+    app: &TestApp,
+    patient: &common::Actor,
+    body: &serde_json::Value,
+) -> (StatusCode, String, bool) {
+    let answer = app
+        .send(
+            app.client
+                .post(format!("{}/api/v1/appointments", app.base))
+                .bearer_auth(&patient.token)
+                .header("Idempotency-Key", "held-up")
+                .json(body),
+        )
+        .await;
+    let replayed = answer.header("idempotent-replayed") == "true";
+    (answer.status, answer.code().to_owned(), replayed)
+}
+
+/// A transient failure (here a lock timeout) is not stored under the request's key: the key
+/// is released in the same hand-off, and the retry runs the request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_key_whose_request_failed_for_a_transient_reason_runs_again() {
+    let Some(app) = postgres_app(|c| c.pg_lock_timeout = SHORT_LOCK_TIMEOUT).await else {
+        return;
+    };
+    let doctor = app.doctor().await;
+    let patient = app.patient().await;
+    let body = serde_json::json!({"doctor_id": doctor.id, "scheduled_at": slot(3, 12, 0), "type": "in_person"});
+    let mut holder = hold_user_row(&app.db_url, doctor.id);
+    let first = keyed_booking(&app, &patient, &body).await;
+    assert_eq!(
+        first,
+        (StatusCode::CONFLICT, "LOCK_TIMEOUT".to_owned(), false)
+    );
+    assert_eq!(app.count("SELECT COUNT(*) FROM idempotency_keys"), 0);
+    holder.batch_execute("ROLLBACK").unwrap();
+    let retry = keyed_booking(&app, &patient, &body).await;
+    assert_eq!(retry, (StatusCode::CREATED, String::new(), false));
+    let repeat = keyed_booking(&app, &patient, &body).await;
+    assert_eq!(repeat, (StatusCode::CREATED, String::new(), true));
+}
+
+/// A keyed request whose connection dies under it (its backend terminated while it waited
+/// for a lock) answers 503, and its claim is released through another connection, so that
+/// the retry runs instead of meeting `IDEMPOTENCY_KEY_IN_USE` until the lease runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_key_whose_connection_died_is_released_through_another() {
+    let Some(app) = postgres_app(|_| {}).await else {
+        return;
+    };
+    let app = std::sync::Arc::new(app);
+    let doctor = app.doctor().await;
+    let patient = app.patient().await;
+    let body = serde_json::json!({"doctor_id": doctor.id, "scheduled_at": slot(3, 13, 0), "type": "in_person"});
+    let mut holder = hold_user_row(&app.db_url, doctor.id);
+    let first = tokio::spawn({
+        let (app, patient, body) = (std::sync::Arc::clone(&app), patient.clone(), body.clone());
+        async move { keyed_booking(&app, &patient, &body).await }
+    });
+    let url = app.db_url.clone();
+    tokio::task::spawn_blocking(move || {
+        common::wait_for_lock_waiter(&url);
+        PgConnection::establish(&url)
+            .unwrap()
+            .batch_execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .unwrap();
+    })
+    .await
+    .unwrap();
+    let (status, code, _) = first.await.unwrap();
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE")
+    );
+    assert_eq!(app.count("SELECT COUNT(*) FROM idempotency_keys"), 0);
+    holder.batch_execute("ROLLBACK").unwrap();
+    let retry = keyed_booking(&app, &patient, &body).await;
+    assert_eq!(retry, (StatusCode::CREATED, String::new(), false));
+}
+
 /// A booking whose token does not belong to an active patient is answered before it locks
 /// (or waits for) anybody's row. (Checking the token inside the booking's row locks was tried
 /// and reverted; this keeps any such change from letting bad tokens lock doctors' rows.)

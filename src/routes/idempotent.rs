@@ -5,9 +5,11 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
 
 use crate::auth::{Bearer, Caller};
-use crate::db::{run_blocking, DbConn};
+use crate::db::{run_blocking, DbConn, DbErrorClass};
 use crate::error::{AppError, ConflictCode};
 use crate::extract::BodyDigest;
 use crate::server::AppState;
@@ -79,7 +81,7 @@ fn is_final(err: &AppError) -> bool {
         )
 }
 
-async fn stored_error(err: &AppError) -> StoredResponse {
+fn stored_error(err: &AppError) -> StoredResponse {
     use actix_web::body::MessageBody;
     use actix_web::ResponseError;
     let response = err.error_response();
@@ -101,6 +103,11 @@ async fn stored_error(err: &AppError) -> StoredResponse {
 /// Runs `work` (one service call that builds its response) as the caller; with an
 /// `Idempotency-Key` header, claims the key first and records the response in the work's
 /// transaction.
+///
+/// All of it is one hand-off to a database thread: the token check, the claim (a transaction
+/// of its own, so that a repeat sees it at once), the work with its record (another), and
+/// after a failure the record of a final error or the claim's release. Only when the work
+/// failed because its connection is gone is the claim released through another one.
 pub async fn post<F>(
     state: &web::Data<AppState>,
     req: &HttpRequest,
@@ -121,43 +128,49 @@ where
     };
     idempotency::check_key(&key)?;
     let fingerprint = fingerprint(req);
-    let claim_key = key.clone();
-    let (caller, claim) = state
-        .as_caller(bearer, move |conn, caller| {
-            Ok((
-                caller.clone(),
-                idempotency::claim(conn, caller.id, &claim_key, &fingerprint)?,
-            ))
-        })
-        .await?;
-    if let Claim::Replay(stored) = claim {
-        return Ok(respond(stored, true));
-    }
-    let user = caller.id;
-    let work_key = key.clone();
-    let result = run_blocking(&state.pool, move |conn| {
-        idempotency::run_and_record(conn, user, &work_key, |conn| work(conn, &caller))
-    })
-    .await;
-    match result {
-        Ok(stored) => Ok(respond(stored, false)),
-        Err(err) if is_final(&err) => {
-            let stored = stored_error(&err).await;
-            run_blocking(&state.pool, move |conn| {
-                idempotency::record_error(conn, user, &key, &stored)
-            })
-            .await?;
-            Err(err)
-        }
-        Err(err) => {
-            if let Err(release) = run_blocking(&state.pool, move |conn| {
-                idempotency::release(conn, user, &key)
-            })
-            .await
-            {
-                log::error!("could not release an idempotency key after a failure: {release}");
+    // The user whose claim is still held after the work failed on a broken connection (0:
+    // none; ids start at 1).
+    let stranded = Arc::new(AtomicI32::new(0));
+    let result = state
+        .as_caller(bearer, {
+            let (key, stranded) = (key.clone(), Arc::clone(&stranded));
+            move |conn, caller| {
+                let user = caller.id;
+                if let Claim::Replay(stored) = idempotency::claim(conn, user, &key, &fingerprint)? {
+                    return Ok((stored, true));
+                }
+                match idempotency::run_and_record(conn, user, &key, |conn| work(conn, caller)) {
+                    Ok(stored) => Ok((stored, false)),
+                    Err(err) if is_final(&err) => {
+                        idempotency::record_error(conn, user, &key, &stored_error(&err))?;
+                        Err(err)
+                    }
+                    Err(err) if err.db_class() == Some(DbErrorClass::Unavailable) => {
+                        // This connection is gone (the pool drops it): release through another.
+                        stranded.store(user, Ordering::Relaxed);
+                        Err(err)
+                    }
+                    Err(err) => {
+                        if let Err(release) = idempotency::release(conn, user, &key) {
+                            log::error!(
+                                "could not release an idempotency key after a failure: {release}"
+                            );
+                        }
+                        Err(err)
+                    }
+                }
             }
-            Err(err)
+        })
+        .await;
+    let user = stranded.load(Ordering::Relaxed);
+    if result.is_err() && user != 0 {
+        if let Err(release) = run_blocking(&state.pool, move |conn| {
+            idempotency::release(conn, user, &key)
+        })
+        .await
+        {
+            log::error!("could not release an idempotency key after a failure: {release}");
         }
     }
+    result.map(|(stored, replayed)| respond(stored, replayed))
 }
