@@ -101,6 +101,11 @@ pgbench_run() { # name clients script extra-vars...
   cat "$out/$name".* > "$out/$name.log" 2>/dev/null || true
 }
 
+# Before each cell: PostgreSQL writes out what the cells before it left in its buffers, so
+# that a checkpoint (every 5 minutes or 1 GB of WAL by default) does not land in the middle of
+# one cell's rounds; it also restarts the checkpoint timer.
+checkpoint() { psql "$pg_admin" -qc CHECKPOINT; }
+
 # A fresh database and medbook on it, users for pgbench, then spread/status beside pgbench.
 pg_scenarios() { # placement
   local p=$1 db="${db_prefix}_$1" c
@@ -114,11 +119,13 @@ pg_scenarios() { # placement
   tomorrow=$(date -u -d 'tomorrow 00:00' +%s)
   for c in $clients; do
     echo "-- $p, $c clients"
+    checkpoint
     for r in $(seq "$rounds"); do
       $app $bench --url "$base" --scenario spread --clients "$c" --duration "$duration" --warmup "$warmup" --no-verify --quiet --json "$out/$p-pg-spread-$c-r$r.json" > "$out/$p-pg-spread-$c-r$r.out"; head -n1 "$out/$p-pg-spread-$c-r$r.out"
       $app $bench --url "$base" --target-url "$floor" --scenario spread --clients "$c" --duration "$duration" --warmup "$warmup" --no-verify --quiet --json "$out/$p-floor-spread-$c-r$r.json" > "$out/$p-floor-spread-$c-r$r.out"; head -n1 "$out/$p-floor-spread-$c-r$r.out"
       pgbench_run "$p-pgb-booking-$c-r$r" "$c" booking.sql -D doctor_lo="$doctor_lo" -D doctor_hi="$doctor_hi" -D patient_lo="$patient_lo" -D base="$tomorrow"
     done
+    checkpoint
     for r in $(seq "$rounds"); do
       $app $bench --url "$base" --scenario status --clients "$c" --duration "$duration" --warmup "$warmup" --quiet --json "$out/$p-pg-status-$c-r$r.json" > "$out/$p-pg-status-$c-r$r.out"; head -n1 "$out/$p-pg-status-$c-r$r.out"
       $app $bench --url "$base" --target-url "$floor" --scenario status --clients "$c" --duration "$duration" --warmup "$warmup" --quiet --json "$out/$p-floor-status-$c-r$r.json" > "$out/$p-floor-status-$c-r$r.out"; head -n1 "$out/$p-floor-status-$c-r$r.out"
