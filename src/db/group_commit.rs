@@ -257,10 +257,10 @@ fn run_batch(conn: &mut DbConn, batch: &[Entry]) -> Vec<Outcome> {
     } else {
         "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE"
     };
-    if let Err(err) = AnsiTransactionManager::begin_transaction_sql(inner, begin) {
-        return batch.iter().map(|_| failed(&err)).collect();
-    }
-    let outcomes = run_writes(conn, batch);
+    let outcomes = match AnsiTransactionManager::begin_transaction_sql(inner, begin) {
+        Ok(()) => run_writes(conn, batch),
+        Err(err) => batch.iter().map(|_| failed(&err)).collect(),
+    };
     if !durable {
         // Back to the connection's setting (FULL), for anything that commits outside a batch.
         // Durability does not depend on it: the next durable batch sets FULL itself.
@@ -513,6 +513,22 @@ mod tests {
         // A durable batch does not rely on how the connection was left: it sets FULL itself.
         conn.batch_execute("PRAGMA synchronous = OFF").unwrap();
         assert_eq!(WRITERS.write(&mut conn, true, synchronous), Ok(2));
+    }
+
+    #[test]
+    fn a_relaxed_batch_that_cannot_begin_leaves_its_connection_at_full() {
+        static WRITERS: GroupCommit = GroupCommit::new();
+        let db = Db {
+            busy_ms: 0,
+            ..Db::new()
+        };
+        let mut other = db.conn();
+        other.batch_execute("BEGIN IMMEDIATE").unwrap();
+        let mut conn = db.conn();
+        let refused = WRITERS.write(&mut conn, false, |conn| insert(conn, 1));
+        assert!(refused.is_err(), "{refused:?}");
+        assert_eq!(synchronous(&mut conn), Ok(2));
+        other.batch_execute("ROLLBACK").unwrap();
     }
 
     #[test]
