@@ -104,17 +104,11 @@ where
     }
 }
 
+/// Whether `conn` is inside a transaction (diesel's own bookkeeping).
 fn in_transaction(conn: &mut DbConn) -> bool {
-    transaction_depth(conn) > 0
-}
-
-/// How many transactions deep `conn` is (0: none; more than 1: in savepoints).
-fn transaction_depth(conn: &mut DbConn) -> u32 {
     <DbConn as Connection>::TransactionManager::transaction_manager_status_mut(conn)
         .transaction_depth()
-        .ok()
-        .flatten()
-        .map_or(0, |depth| depth.get())
+        .is_ok_and(|depth| depth.is_some())
 }
 
 /// Locks the given users' rows for the rest of the transaction, in ascending id order (so two
