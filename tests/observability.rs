@@ -149,6 +149,54 @@ async fn lock_stats_and_metrics_count_bookings_and_conflicts(app: TestApp) {
         Some(8.0)
     );
     assert!(text.trim_end().ends_with("# EOF"));
+    let histograms = cumulative_histograms(&text);
+    // The lock statistics' two histograms, and one per HTTP series seen above.
+    assert!(histograms >= 2 + 5, "{histograms} histograms\n{text}");
+}
+
+/// Checks every histogram in a Prometheus exposition: its `le` buckets never decrease, the
+/// last is `+Inf` and equals the series' `_count` (each observation counted once). Returns how
+/// many histogram series it checked.
+fn cumulative_histograms(text: &str) -> usize {
+    use std::collections::BTreeMap;
+    // (metric name, labels other than le) -> the buckets' (le, value) in order.
+    let mut series: BTreeMap<(String, String), Vec<(String, f64)>> = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((name, rest)) = line.split_once("_bucket{") else {
+            continue;
+        };
+        let (labels, value) = rest.rsplit_once("} ").unwrap();
+        // `le="…"` and the series' own labels, in the order the exposition gives them (no
+        // label value here holds `",`).
+        let (le, others): (Vec<&str>, Vec<&str>) = labels
+            .split_inclusive("\",")
+            .map(|pair| pair.trim_end_matches(','))
+            .partition(|pair| pair.starts_with("le="));
+        let le = le[0].trim_start_matches("le=").trim_matches('"');
+        series
+            .entry((name.to_owned(), others.join(",")))
+            .or_default()
+            .push((le.to_owned(), value.parse().unwrap()));
+    }
+    for ((name, labels), buckets) in &series {
+        assert!(
+            buckets.windows(2).all(|w| w[0].1 <= w[1].1),
+            "{name}{{{labels}}} buckets decrease: {buckets:?}"
+        );
+        let (le, last) = buckets.last().unwrap();
+        assert_eq!(le, "+Inf", "{name}{{{labels}}}: {buckets:?}");
+        let count = if labels.is_empty() {
+            format!("{name}_count")
+        } else {
+            format!("{name}_count{{{labels}}}")
+        };
+        assert_eq!(
+            metric_line(text, &count),
+            Some(*last),
+            "{name}{{{labels}}}: {buckets:?}"
+        );
+    }
+    series.len()
 }
 
 async fn dashboard_page_is_self_contained(app: TestApp) {

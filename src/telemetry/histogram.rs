@@ -102,18 +102,21 @@ impl Snapshot {
         self.max_ms()
     }
 
-    /// Cumulative buckets for Prometheus: `(upper bound in seconds, count ≤ bound)`, every
-    /// fourth bucket (bounds ~2.4× apart), ending with `+Inf`.
+    /// Buckets for prometheus-client's encoder: `(upper bound in seconds, count in this
+    /// bucket)` for every fourth bucket (bounds ~2.4× apart), the last one unbounded
+    /// (`f64::MAX`, which the encoder writes as `+Inf`). The counts are per bucket, not
+    /// cumulative: the encoder sums them into the cumulative `le` series itself.
     pub fn prometheus_buckets(&self) -> Vec<(f64, u64)> {
         let mut out = Vec::new();
-        let mut cumulative = 0;
+        let mut in_bucket = 0;
         for (i, n) in self.buckets.iter().enumerate() {
-            cumulative += n;
+            in_bucket += n;
             if i % 4 == 3 && i < BUCKETS - 1 {
-                out.push((bound_us(i) / 1e6, cumulative));
+                out.push((bound_us(i) / 1e6, in_bucket));
+                in_bucket = 0;
             }
         }
-        out.push((f64::INFINITY, cumulative));
+        out.push((f64::MAX, in_bucket));
         out
     }
 
@@ -145,7 +148,10 @@ mod tests {
         let s = h.snapshot();
         assert_eq!(s.count, 80_000);
         assert_eq!(s.buckets.iter().sum::<u64>(), 80_000);
-        assert_eq!(s.prometheus_buckets().last().unwrap().1, 80_000);
+        assert_eq!(
+            s.prometheus_buckets().iter().map(|(_, n)| n).sum::<u64>(),
+            80_000
+        );
         assert!(s.max_us <= 5_000);
     }
 
@@ -163,5 +169,23 @@ mod tests {
             assert!(got >= exact && got <= exact * 1.25, "q{q}: {got}");
         }
         assert_eq!(AtomicHistogram::default().snapshot().quantile_ms(0.5), 0.0);
+    }
+
+    #[test]
+    fn prometheus_buckets_count_each_duration_once() {
+        let h = AtomicHistogram::default();
+        // 5 µs, 1 ms and 20 s: the first bucket, a middle one and the unbounded last one.
+        for d in [5, 1_000, 20_000_000] {
+            h.record(Duration::from_micros(d));
+        }
+        let buckets = h.snapshot().prometheus_buckets();
+        let counts: Vec<u64> = buckets.iter().map(|(_, n)| *n).collect();
+        assert_eq!(counts.iter().sum::<u64>(), 3, "{buckets:?}");
+        assert_eq!(counts.iter().filter(|n| **n == 1).count(), 3, "{buckets:?}");
+        assert_eq!(buckets[0].1, 1);
+        let holding_1ms = buckets.iter().position(|(le, _)| *le >= 0.001).unwrap();
+        assert_eq!(buckets[holding_1ms].1, 1, "{buckets:?}");
+        assert_eq!(*buckets.last().unwrap(), (f64::MAX, 1));
+        assert!(buckets.windows(2).all(|w| w[0].0 < w[1].0));
     }
 }
