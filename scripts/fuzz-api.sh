@@ -2,7 +2,8 @@
 # Fuzzes the API from its own OpenAPI document with schemathesis (pinned in
 # requirements-ci.txt): no 5xx, and every documented response matches its schema. Each backend
 # gets a fresh database with real users, appointments, a prescription and a rating to aim at
-# (scripts/fuzz-seed.py), and is fuzzed as a doctor, as a patient and as the admin.
+# (scripts/fuzz-seed.py), and is fuzzed as a doctor, as a patient and as the admin; then its
+# /metrics is read with a strict OpenMetrics parser (scripts/check-metrics.py).
 #   usage: scripts/fuzz-api.sh [sqlite|postgres]...   (default: both)
 #   MEDBOOK_FUZZ_EXAMPLES: examples per operation (default 20)
 set -euo pipefail
@@ -45,6 +46,8 @@ for backend in "${backends[@]}"; do
       --generation-database none --exclude-path /api/v1/auth/logout \
       --report junit --report-dir "target/fuzz/report-$backend-$role" || status=$?
   done
+  # After the fuzzing, /metrics holds a series for every route, method and status it saw.
+  .venv/bin/python scripts/check-metrics.py "$base" || { echo "/metrics is not well-formed on $backend" >&2; status=1; }
   kill -TERM "$(cat target/fuzz/server.pid)"
   wait "$(cat target/fuzz/server.pid)" 2>/dev/null || true
   if grep -E '"[A-Z]+ [^"]*" 5[0-9][0-9] ' "target/fuzz/server-$backend.log"; then
