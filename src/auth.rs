@@ -23,7 +23,8 @@ use crate::db::{run_blocking, DbConn};
 use crate::domain::Role;
 use crate::error::AppError;
 use crate::models::appointment::Appointment;
-use crate::models::token::{self, TokenOwner};
+use crate::models::token;
+use crate::models::user::UserStanding;
 use crate::server::AppState;
 
 /// Hashes a password with argon2id and a random salt. Slow on purpose: never call it while
@@ -186,7 +187,7 @@ pub fn authenticate_with_appointment(
 }
 
 /// The caller a token lookup found, or 401; either way the token counts as checked.
-fn caller_of(user: Option<TokenOwner>, bearer: &Bearer) -> Result<Caller, AppError> {
+fn caller_of(user: Option<UserStanding>, bearer: &Bearer) -> Result<Caller, AppError> {
     bearer.checked.store(true, Relaxed);
     match user {
         Some(user) if user.is_active => Ok(Caller {

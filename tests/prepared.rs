@@ -3,7 +3,8 @@
 //! PostgreSQL connection, prepared once (diesel prepares uncacheable statements as the unnamed
 //! statement, which `pg_prepared_statements` does not list, and parses and plans them anew
 //! on every call); the `Idempotency-Key` statements are checked on both databases, by what
-//! diesel reports putting into its statement cache.
+//! diesel reports putting into its statement cache. A booking and a token check read no
+//! password hash.
 
 mod common;
 
@@ -189,3 +190,57 @@ async fn idempotency_statements_are_prepared_once(backend: Backend) {
 }
 
 both_backends_configured!(idempotency_statements_are_prepared_once);
+
+/// A booking reads of the two users it locks only what it checks (id, role, active): not the
+/// password hash, which has no business on the booking path (nor in its row locks' round
+/// trips). The token check, which runs on every request, reads no more either.
+async fn a_booking_reads_no_password_hash(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(db) = ScratchDb::new(backend, dir.path()) else {
+        return;
+    };
+    let mut conn = db.migrated_pool().get().expect("connection");
+    let doctor = common::service_caller(&mut conn, Role::Doctor, "no-hash").id;
+    let patient = common::service_caller(&mut conn, Role::Patient, "no-hash");
+    let log = StatementLog::attach(&mut conn);
+    medbook::models::token::user_for(
+        &mut conn,
+        "no-such-token",
+        medbook::auth::issued_after(None),
+    )
+    .expect("token");
+    booking::book(
+        &mut conn,
+        &patient,
+        &BookingInput {
+            doctor_id: doctor,
+            scheduled_at: InputTime(medbook::time::now() + Duration::days(1)),
+            type_: "video_consultation".to_owned(),
+            reason: None,
+            duration_minutes: None,
+            patient_id: None,
+        },
+        &Contention::default(),
+    )
+    .expect("booked");
+    let statements = log.take_run();
+    let reads_users = statements
+        .iter()
+        .filter(|s| s.contains(r#"FROM "users""#))
+        .count();
+    // The two locked users; the token check reads its user through a join.
+    assert_eq!(reads_users, 2, "{statements:#?}");
+    assert!(
+        statements
+            .iter()
+            .any(|s| s.contains(r#"INSERT INTO "appointments""#)),
+        "{statements:#?}"
+    );
+    let with_hash: Vec<_> = statements
+        .iter()
+        .filter(|s| s.contains("password_hash"))
+        .collect();
+    assert!(with_hash.is_empty(), "{with_hash:#?}");
+}
+
+both_backends_configured!(a_booking_reads_no_password_hash);

@@ -8,7 +8,7 @@ use diesel::prelude::*;
 
 use super::group_commit::SQLITE_WRITERS;
 use super::DbConn;
-use crate::models::user::User;
+use crate::models::user::UserStanding;
 use crate::schema::users;
 
 /// Runs `f` in a write transaction.
@@ -112,24 +112,29 @@ fn in_transaction(conn: &mut DbConn) -> bool {
 }
 
 /// Locks the given users' rows for the rest of the transaction, in ascending id order (so two
-/// bookings can never wait on each other in a cycle), and returns the rows that exist.
+/// bookings can never wait on each other in a cycle), and returns, of the rows that exist,
+/// what the booking checks (id, role, active).
 ///
 /// PostgreSQL: `SELECT … FOR UPDATE`, one row at a time in id order. SQLite: the surrounding
 /// [`write_transaction`] already holds the database's only write lock, so a plain read is
 /// enough. Must be called inside [`write_transaction`].
-pub fn lock_users_in_order(conn: &mut DbConn, ids: &[i32]) -> QueryResult<Vec<User>> {
+pub fn lock_users_in_order(conn: &mut DbConn, ids: &[i32]) -> QueryResult<Vec<UserStanding>> {
     let mut ids = ids.to_vec();
     ids.sort_unstable();
     ids.dedup();
     let mut rows = Vec::with_capacity(ids.len());
     for id in ids {
+        let user = users::table.find(id);
         let row = match conn {
-            DbConn::Pg(pg) => users::table
-                .find(id)
+            DbConn::Pg(pg) => user
+                .select(UserStanding::as_select())
                 .for_update()
-                .first::<User>(pg)
+                .first(pg)
                 .optional()?,
-            DbConn::Sqlite(sqlite) => users::table.find(id).first::<User>(sqlite).optional()?,
+            DbConn::Sqlite(sqlite) => user
+                .select(UserStanding::as_select())
+                .first(sqlite)
+                .optional()?,
         };
         rows.extend(row);
     }

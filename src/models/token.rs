@@ -9,28 +9,10 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::appointment::Appointment;
+use super::user::UserStanding;
 use crate::db::DbConn;
-use crate::domain::Role;
 use crate::on_backend;
 use crate::schema::{api_tokens, appointments, users};
-
-/// What a token check needs of the token's user, and no more: the lookup runs on every
-/// request, and the whole user row (its password hash included) would be read, sent and
-/// decoded each time for nothing.
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = users)]
-pub struct TokenOwner {
-    pub id: i32,
-    role: String,
-    pub is_active: bool,
-}
-
-impl TokenOwner {
-    /// The role (see [`Role::of_stored`]).
-    pub fn role(&self) -> Role {
-        Role::of_stored(&self.role)
-    }
-}
 
 /// Stores the hash of a new token for `user_id`, of the user's `session_epoch` as the
 /// caller read it with the user.
@@ -97,13 +79,13 @@ pub fn user_for(
     conn: &mut DbConn,
     token_hash: &str,
     issued_after: Option<NaiveDateTime>,
-) -> QueryResult<Option<TokenOwner>> {
+) -> QueryResult<Option<UserStanding>> {
     on_backend!(conn, |c| {
         let lookup = api_tokens::table
             .inner_join(users::table)
             .filter(api_tokens::token_hash.eq(token_hash))
             .filter(api_tokens::session_epoch.eq(users::session_epoch))
-            .select(TokenOwner::as_select());
+            .select(UserStanding::as_select());
         first_unexpired!(lookup, issued_after, c)
     })
 }
@@ -115,7 +97,7 @@ pub fn user_and_appointment(
     token_hash: &str,
     issued_after: Option<NaiveDateTime>,
     appointment_id: i32,
-) -> QueryResult<Option<(TokenOwner, Option<Appointment>)>> {
+) -> QueryResult<Option<(UserStanding, Option<Appointment>)>> {
     on_backend!(conn, |c| {
         let lookup = api_tokens::table
             .inner_join(users::table)
@@ -123,7 +105,7 @@ pub fn user_and_appointment(
             .filter(api_tokens::token_hash.eq(token_hash))
             .filter(api_tokens::session_epoch.eq(users::session_epoch))
             .select((
-                TokenOwner::as_select(),
+                UserStanding::as_select(),
                 appointments::all_columns.nullable(),
             ));
         first_unexpired!(lookup, issued_after, c)

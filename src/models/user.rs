@@ -30,6 +30,24 @@ pub struct User {
     pub session_epoch: i32,
 }
 
+/// What a check needs of a user, and no more: the token check on every request and the
+/// booking's row locks read only this, where the whole row (its password hash included)
+/// would be read, sent and decoded each time for nothing.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = users)]
+pub struct UserStanding {
+    pub id: i32,
+    role: String,
+    pub is_active: bool,
+}
+
+impl UserStanding {
+    /// The role (see [`Role::of_stored`]).
+    pub fn role(&self) -> Role {
+        Role::of_stored(&self.role)
+    }
+}
+
 /// A new `users` row.
 #[derive(Debug, Insertable)]
 #[diesel(table_name = users, treat_none_as_default_value = false)]
