@@ -18,6 +18,7 @@ both_backends!(
     idempotent_post_replays_and_rejects_a_different_request,
     concurrent_requests_with_one_key_create_one_appointment,
     expired_and_abandoned_keys_are_claimed_again,
+    a_final_error_that_cannot_be_stored_is_answered_and_frees_its_key,
     sigterm_lets_an_in_flight_booking_commit,
     sigkill_mid_load_loses_no_acknowledged_booking,
     sigkill_with_idempotency_keys_neither_loses_nor_repeats_work,
@@ -243,6 +244,50 @@ async fn concurrent_requests_with_one_key_create_one_appointment(app: TestApp) {
         (status, text.as_str()),
         (StatusCode::CREATED, created[0].as_str())
     );
+    assert_eq!(headers["idempotent-replayed"], "true");
+}
+
+/// A final error is stored under its key for replay; if storing it fails (here a trigger
+/// refuses the record), the request still gets its own error, not the storing's, and the key
+/// is freed: nothing was committed, so the retry runs the request again instead of meeting
+/// `IDEMPOTENCY_KEY_IN_USE` until the claim's lease runs out.
+async fn a_final_error_that_cannot_be_stored_is_answered_and_frees_its_key(app: TestApp) {
+    let doctor = app.doctor().await;
+    let (holder, patient) = (app.patient().await, app.patient().await);
+    let at = slot(3, 14, 0);
+    let held = app.booked(&holder, &doctor, &at).await;
+    app.sql(match app.backend {
+        Backend::Postgres => {
+            "CREATE FUNCTION refuse_record() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$; \
+             CREATE TRIGGER refuse_record BEFORE UPDATE ON idempotency_keys FOR EACH ROW \
+             WHEN (NEW.response_status = 409) EXECUTE FUNCTION refuse_record();"
+        }
+        Backend::Sqlite => {
+            "CREATE TRIGGER refuse_record BEFORE UPDATE ON idempotency_keys \
+             WHEN NEW.response_status = 409 BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;"
+        }
+    });
+    let body = json!({"doctor_id": doctor.id, "scheduled_at": at, "type": "in_person"});
+    let path = "/api/v1/appointments";
+    let (status, headers, text) = with_key(&app, path, &patient.token, "k", body.clone()).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{text}");
+    assert!(text.contains("\"SLOT_TAKEN\""), "{text}");
+    assert!(headers.get("idempotent-replayed").is_none());
+    assert_eq!(app.count("SELECT COUNT(*) FROM idempotency_keys"), 0);
+    // The slot frees up; the retry with the same key runs and books it.
+    let cancelled = app
+        .put(
+            &format!("/api/v1/appointments/{held}"),
+            &holder,
+            json!({"status": "cancelled"}),
+        )
+        .await;
+    assert_eq!(cancelled.status, StatusCode::OK, "{:?}", cancelled.body);
+    let (retry, _, text) = with_key(&app, path, &patient.token, "k", body.clone()).await;
+    assert_eq!(retry, StatusCode::CREATED, "{text}");
+    let (repeat, headers, replay) = with_key(&app, path, &patient.token, "k", body).await;
+    assert_eq!((repeat, replay), (StatusCode::CREATED, text));
     assert_eq!(headers["idempotent-replayed"], "true");
 }
 

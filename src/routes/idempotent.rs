@@ -100,14 +100,19 @@ fn stored_error(err: &AppError) -> StoredResponse {
     }
 }
 
+fn release_failed(err: &AppError) {
+    log::error!("could not release an idempotency key after a failure: {err}");
+}
+
 /// Runs `work` (one service call that builds its response) as the caller; with an
 /// `Idempotency-Key` header, claims the key first and records the response in the work's
 /// transaction.
 ///
 /// All of it is one hand-off to a database thread: the token check, the claim (a transaction
 /// of its own, so that a repeat sees it at once), the work with its record (another), and
-/// after a failure the record of a final error or the claim's release. Only when the work
-/// failed because its connection is gone is the claim released through another one.
+/// after a failure the record of a final error or the claim's release (also when the final
+/// error could not be recorded). Only when the connection is gone is the claim released
+/// through another one.
 pub async fn post<F>(
     state: &web::Data<AppState>,
     req: &HttpRequest,
@@ -139,26 +144,36 @@ where
                 if let Claim::Replay(stored) = idempotency::claim(conn, user, &key, &fingerprint)? {
                     return Ok((stored, true));
                 }
-                match idempotency::run_and_record(conn, user, &key, |conn| work(conn, caller)) {
-                    Ok(stored) => Ok((stored, false)),
-                    Err(err) if is_final(&err) => {
-                        idempotency::record_error(conn, user, &key, &stored_error(&err))?;
-                        Err(err)
-                    }
-                    Err(err) if err.db_class() == Some(DbErrorClass::Unavailable) => {
-                        // This connection is gone (the pool drops it): release through another.
-                        stranded.store(user, Ordering::Relaxed);
-                        Err(err)
-                    }
-                    Err(err) => {
-                        if let Err(release) = idempotency::release(conn, user, &key) {
+                let err = match idempotency::run_and_record(conn, user, &key, |conn| {
+                    work(conn, caller)
+                }) {
+                    Ok(stored) => return Ok((stored, false)),
+                    Err(err) => err,
+                };
+                // A final error is stored, so that a repeat gets it again. A transient one, or
+                // a final one that could not be stored, frees the key instead: nothing was
+                // committed, and a retry runs the request again (rather than meeting
+                // IDEMPOTENCY_KEY_IN_USE until the claim's lease runs out).
+                let broken = if is_final(&err) {
+                    match idempotency::record_error(conn, user, &key, &stored_error(&err)) {
+                        Ok(()) => return Err(err),
+                        Err(record) => {
                             log::error!(
-                                "could not release an idempotency key after a failure: {release}"
+                                "could not store a final error under an idempotency key, releasing it: {record}"
                             );
+                            record.db_class() == Some(DbErrorClass::Unavailable)
                         }
-                        Err(err)
                     }
+                } else {
+                    err.db_class() == Some(DbErrorClass::Unavailable)
+                };
+                if broken {
+                    // This connection is gone (the pool drops it): release through another.
+                    stranded.store(user, Ordering::Relaxed);
+                } else if let Err(release) = idempotency::release(conn, user, &key) {
+                    release_failed(&release);
                 }
+                Err(err)
             }
         })
         .await;
@@ -169,7 +184,7 @@ where
         })
         .await
         {
-            log::error!("could not release an idempotency key after a failure: {release}");
+            release_failed(&release);
         }
     }
     result.map(|(stored, replayed)| respond(stored, replayed))
