@@ -114,7 +114,15 @@ async fn lock_stats_and_metrics_count_bookings_and_conflicts(app: TestApp) {
         (no_route.status, no_route.code()),
         (StatusCode::NOT_FOUND, "NOT_FOUND")
     );
+    // Methods no standard names are one label, whatever a client makes up: they cannot
+    // create series without bound.
+    for made_up in ["MADEUP1", "MADEUP2"] {
+        let method = Method::from_bytes(made_up.as_bytes()).unwrap();
+        let answer = app.call(method, "/healthz", None, None).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    }
     let (_, text) = metrics_text(&app, None).await;
+    assert!(!text.contains("MADEUP"), "{text}");
     for (series, count) in [
         (
             "route=\"/api/v1/appointments/{id}\",method=\"GET\",status=\"200\"",
@@ -125,6 +133,7 @@ async fn lock_stats_and_metrics_count_bookings_and_conflicts(app: TestApp) {
             1.0,
         ),
         ("route=\"unmatched\",method=\"GET\",status=\"404\"", 1.0),
+        ("route=\"/healthz\",method=\"other\",status=\"404\"", 2.0),
         (
             "route=\"/api/v1/admin/lock-stats\",method=\"GET\",status=\"200\"",
             1.0,

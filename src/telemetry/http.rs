@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::web;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -120,6 +121,24 @@ impl HttpStats {
     }
 }
 
+/// A request's method as a label: the standard methods by name, any other as `other`. Clients
+/// choose the method (actix accepts any token), and a series per made-up method would let
+/// them grow the process's memory and `/metrics` without bound.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
+}
+
 /// Middleware: times every request, records it by route template, and counts 409s by code.
 pub async fn track(
     req: ServiceRequest,
@@ -136,7 +155,7 @@ pub async fn track(
         let status = response.status().as_u16();
         state.telemetry.http.record(
             route.as_deref().unwrap_or("unmatched"),
-            request.method().as_str(),
+            method_label(request.method()),
             status,
             started.elapsed(),
         );
