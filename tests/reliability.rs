@@ -19,6 +19,7 @@ both_backends!(
     concurrent_requests_with_one_key_create_one_appointment,
     expired_and_abandoned_keys_are_claimed_again,
     a_final_error_that_cannot_be_stored_is_answered_and_frees_its_key,
+    expired_keys_are_purged_in_short_transactions,
     sigterm_lets_an_in_flight_booking_commit,
     sigkill_mid_load_loses_no_acknowledged_booking,
     sigkill_with_idempotency_keys_neither_loses_nor_repeats_work,
@@ -338,6 +339,62 @@ async fn expired_and_abandoned_keys_are_claimed_again(app: TestApp) {
     };
     assert_eq!(purged, 1);
     assert_eq!(app.count("SELECT COUNT(*) FROM idempotency_keys"), 0);
+}
+
+/// Expired records are purged a batch per transaction (a busy server's ten minutes of keys in
+/// one `DELETE` would hold SQLite's write lock for seconds); records that have not expired
+/// stay.
+async fn expired_keys_are_purged_in_short_transactions(app: TestApp) {
+    let patient = app.patient().await;
+    let expired = 2 * medbook::services::idempotency::PURGE_BATCH + 500;
+    let (rows, day_ago, two_days_ago, tomorrow) = match app.backend {
+        Backend::Postgres => (
+            format!("SELECT g FROM generate_series(1, {expired}) g"),
+            "now() - interval '1 day'",
+            "now() - interval '2 days'",
+            "now() + interval '1 day'",
+        ),
+        Backend::Sqlite => (
+            format!("WITH RECURSIVE s(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM s WHERE g < {expired}) SELECT g FROM s"),
+            "datetime('now', '-1 day')",
+            "datetime('now', '-2 days')",
+            "datetime('now', '+1 day')",
+        ),
+    };
+    app.sql(&format!(
+        "INSERT INTO idempotency_keys (user_id, idempotency_key, fingerprint, state, claimed_at, expires_at) \
+         SELECT {id}, 'old-' || g, 'f', 'in_flight', {two_days_ago}, {day_ago} FROM ({rows}) AS r; \
+         INSERT INTO idempotency_keys (user_id, idempotency_key, fingerprint, state, claimed_at, expires_at) \
+         VALUES ({id}, 'new-1', 'f', 'in_flight', {day_ago}, {tomorrow}), \
+                ({id}, 'new-2', 'f', 'in_flight', {day_ago}, {tomorrow});",
+        id = patient.id
+    ));
+    let pool = app.service_pool();
+    let mut conn = pool.get().unwrap();
+    let log = common::StatementLog::attach(&mut conn);
+    let purged =
+        medbook::services::idempotency::purge_expired(&mut conn, medbook::time::now()).unwrap();
+    assert_eq!(purged as i64, expired);
+    assert_eq!(app.count("SELECT COUNT(*) FROM idempotency_keys"), 2);
+    // Three batches (1000, 1000, 500), each its own transaction: a COMMIT after each DELETE.
+    let statements = log.take_run();
+    let shape: Vec<&str> = statements
+        .iter()
+        .filter_map(|s| {
+            if s.starts_with(r#"DELETE FROM "idempotency_keys""#) {
+                Some("DELETE")
+            } else if s.starts_with("COMMIT") {
+                Some("COMMIT")
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        ["DELETE", "COMMIT", "DELETE", "COMMIT", "DELETE", "COMMIT", "COMMIT"],
+        "{statements:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -120,7 +120,23 @@ pub fn release(conn: &mut DbConn, user_id: i32, key: &str) -> QueryResult<usize>
     .execute(conn)
 }
 
-/// Deletes every record that expired before `now`.
-pub fn purge_expired(conn: &mut DbConn, now: NaiveDateTime) -> QueryResult<usize> {
-    diesel::delete(keys::table.filter(keys::expires_at.lt(now))).execute(conn)
+/// Deletes up to `limit` of the records that expired before `now` (the oldest first); returns
+/// how many.
+pub fn purge_expired(conn: &mut DbConn, now: NaiveDateTime, limit: i64) -> QueryResult<usize> {
+    let expired: Vec<i32> = keys::table
+        .filter(keys::expires_at.lt(now))
+        .order(keys::expires_at)
+        .select(keys::id)
+        .limit(limit)
+        .load(conn)?;
+    if expired.is_empty() {
+        return Ok(0);
+    }
+    // The condition again: a key taken over meanwhile (its expiry moved on) is not purged.
+    diesel::delete(
+        keys::table
+            .filter(keys::id.eq_any(expired))
+            .filter(keys::expires_at.lt(now)),
+    )
+    .execute(conn)
 }
