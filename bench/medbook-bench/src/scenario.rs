@@ -360,6 +360,13 @@ async fn verify(api: &Api, admin: &User) -> (bool, usize) {
     (overlaps.is_empty(), all.len())
 }
 
+/// An appointment's (start, end, id).
+type Interval = (
+    chrono::DateTime<chrono::Utc>,
+    chrono::DateTime<chrono::Utc>,
+    i64,
+);
+
 /// The overlaps among the active appointments (as the API shows them), one line each.
 fn overlapping(appointments: &[Value]) -> Vec<String> {
     let active: Vec<&Value> = appointments
@@ -372,13 +379,19 @@ fn overlapping(appointments: &[Value]) -> Vec<String> {
         .collect();
     let mut found = Vec::new();
     for key in ["doctor_id", "patient_id"] {
-        let mut by_owner: HashMap<i64, Vec<(&str, &str, i64)>> = HashMap::new();
+        let mut by_owner: HashMap<i64, Vec<Interval>> = HashMap::new();
         for a in &active {
             // An answer the check cannot read is a finding, not something to skip.
+            let time = |field: &str| {
+                a[field]
+                    .as_str()
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.with_timezone(&chrono::Utc))
+            };
             let (Some(owner), Some(from), Some(to), Some(id)) = (
                 a[key].as_i64(),
-                a["scheduled_at"].as_str(),
-                a["ends_at"].as_str(),
+                time("scheduled_at"),
+                time("ends_at"),
                 a["id"].as_i64(),
             ) else {
                 found.push(format!("unreadable appointment: {a}"));
@@ -389,13 +402,21 @@ fn overlapping(appointments: &[Value]) -> Vec<String> {
         for (owner, intervals) in &mut by_owner {
             // Sorted by start, any overlap shows between neighbours: if a later interval
             // starts before an earlier one ends, so does the one right after the earlier.
+            // (Compared as times: as text, "10:30:00.5Z" sorts before "10:30:00Z".)
             intervals.sort_unstable();
             for pair in intervals.windows(2) {
-                // RFC 3339 UTC strings of one format compare as times.
                 if pair[1].0 < pair[0].1 {
+                    let show = |t: &chrono::DateTime<chrono::Utc>| {
+                        t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+                    };
                     found.push(format!(
                         "overlap for {key} {owner}: appointment {} ({}–{}) and {} ({}–{})",
-                        pair[0].2, pair[0].0, pair[0].1, pair[1].2, pair[1].0, pair[1].1
+                        pair[0].2,
+                        show(&pair[0].0),
+                        show(&pair[0].1),
+                        pair[1].2,
+                        show(&pair[1].0),
+                        show(&pair[1].1)
                     ));
                 }
             }
@@ -649,6 +670,38 @@ mod tests {
                 assert!(finding.contains(part), "{what}: {finding}");
             }
         }
+    }
+
+    #[test]
+    fn times_are_compared_as_times_not_as_text() {
+        // As text, "10:30:00.5Z" sorts before "10:30:00Z", and "10:30:00Z" after "10:30:00.5Z".
+        let appointment = |id: i64, patient: i64, from: &str, to: &str| {
+            json!({
+                "id": id, "doctor_id": 10, "patient_id": patient, "status": "pending",
+                "scheduled_at": format!("2030-01-01T{from}"), "ends_at": format!("2030-01-01T{to}"),
+            })
+        };
+        let back_to_back = [
+            appointment(1, 20, "10:00:00Z", "10:30:00Z"),
+            appointment(2, 21, "10:30:00.5Z", "11:00:00Z"),
+        ];
+        assert_eq!(overlapping(&back_to_back), Vec::<String>::new());
+        let overlapping_by_half_a_second = [
+            appointment(1, 20, "10:00:00.5Z", "10:30:00.5Z"),
+            appointment(2, 21, "10:30:00Z", "11:00:00Z"),
+        ];
+        let found = overlapping(&overlapping_by_half_a_second);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].contains("doctor_id 10: appointment 1"),
+            "{found:?}"
+        );
+        // An offset is a time like any other.
+        let offset = [
+            appointment(1, 20, "10:00:00Z", "10:30:00Z"),
+            appointment(2, 21, "11:15:00+01:00", "11:45:00+01:00"),
+        ];
+        assert_eq!(overlapping(&offset).len(), 1);
     }
 
     #[test]
