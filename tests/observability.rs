@@ -114,7 +114,7 @@ async fn lock_stats_and_metrics_count_bookings_and_conflicts(app: TestApp) {
         (no_route.status, no_route.code()),
         (StatusCode::NOT_FOUND, "NOT_FOUND")
     );
-    // Methods no standard names are one label, whatever a client makes up: they cannot
+    // Methods that are not standard share one label, whatever a client makes up: they cannot
     // create series without bound.
     for made_up in ["MADEUP1", "MADEUP2"] {
         let method = Method::from_bytes(made_up.as_bytes()).unwrap();
