@@ -135,8 +135,7 @@ pub fn spawn_purger(state: web::Data<AppState>) {
                 continue;
             };
             let purged = crate::db::run_blocking(&state.pool, move |conn| {
-                let cutoff = crate::time::now() - ttl;
-                Ok(crate::models::token::delete_issued_before(conn, cutoff)?)
+                services::auth::purge_expired_tokens(conn, crate::time::now() - ttl)
             })
             .await;
             match purged {

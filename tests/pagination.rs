@@ -9,57 +9,18 @@
 
 mod common;
 
-use std::marker::PhantomData;
-
 use chrono::Duration;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{Integer, Text};
 use medbook::auth::Caller;
-use medbook::db::{DbBackend, DbConn};
+use medbook::db::DbConn;
 use medbook::domain::Role;
 use medbook::models::appointment::{self, NewAppointment};
 use medbook::services::appointments::{list, list_query, ListFilter};
 use medbook::services::pagination::Cursor;
 
-use common::{service_caller, Backend, ScratchDb};
-
-/// `prefix` + a query: `EXPLAIN …` of exactly the statement the service runs, binds included.
-struct Explain<Q, ST> {
-    prefix: &'static str,
-    query: Q,
-    rows: PhantomData<ST>,
-}
-
-impl<Q, ST> Explain<Q, ST> {
-    fn new(prefix: &'static str, query: Q) -> Self {
-        Explain {
-            prefix,
-            query,
-            rows: PhantomData,
-        }
-    }
-}
-
-impl<Q: QueryFragment<DbBackend>, ST> QueryFragment<DbBackend> for Explain<Q, ST> {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DbBackend>) -> QueryResult<()> {
-        out.unsafe_to_cache_prepared();
-        out.push_sql(self.prefix);
-        self.query.walk_ast(out.reborrow())
-    }
-}
-
-impl<Q, ST: 'static> QueryId for Explain<Q, ST> {
-    type QueryId = ();
-    const HAS_STATIC_QUERY_ID: bool = false;
-}
-
-impl<Q, ST: diesel::sql_types::SqlType> Query for Explain<Q, ST> {
-    type SqlType = ST;
-}
-
-impl<Q, ST> RunQueryDsl<DbConn> for Explain<Q, ST> {}
+use common::{service_caller, Backend, Explain, ScratchDb};
 
 const APPOINTMENTS: i32 = 1200;
 const PAGE: i64 = 10;

@@ -49,9 +49,33 @@ pub fn delete_before_epoch(
     .execute(conn)
 }
 
-/// Deletes the tokens issued at or before `cutoff` (expired ones).
-pub fn delete_issued_before(conn: &mut DbConn, cutoff: NaiveDateTime) -> QueryResult<usize> {
-    diesel::delete(api_tokens::table.filter(api_tokens::created_at.le(cutoff))).execute(conn)
+/// The ids of up to `limit` of the tokens issued at or before `cutoff` (expired ones), the
+/// oldest first: an index range on `created_at`.
+pub fn issued_before_query(
+    cutoff: NaiveDateTime,
+    limit: i64,
+) -> api_tokens::BoxedQuery<'static, crate::db::DbBackend, diesel::sql_types::Integer> {
+    api_tokens::table
+        .filter(api_tokens::created_at.le(cutoff))
+        .order(api_tokens::created_at)
+        .select(api_tokens::id)
+        .limit(limit)
+        .into_boxed()
+}
+
+/// Deletes up to `limit` of the tokens issued at or before `cutoff`, the oldest first;
+/// returns how many.
+pub fn delete_issued_before(
+    conn: &mut DbConn,
+    cutoff: NaiveDateTime,
+    limit: i64,
+) -> QueryResult<usize> {
+    let expired: Vec<i32> = issued_before_query(cutoff, limit).load(conn)?;
+    if expired.is_empty() {
+        return Ok(0);
+    }
+    // An issue time never changes, so the ids alone are the condition.
+    diesel::delete(api_tokens::table.filter(api_tokens::id.eq_any(expired))).execute(conn)
 }
 
 /// The first row of a token `lookup`, with the expiry condition added when there is one: two

@@ -1,6 +1,7 @@
 //! Registration, login and logout. Password hashing happens before these functions are
 //! called (see `routes::auth`), never inside a transaction.
 
+use chrono::NaiveDateTime;
 use serde::Deserialize;
 
 use super::validate::Problems;
@@ -124,5 +125,14 @@ pub fn logout(conn: &mut DbConn, token_hash: &str) -> Result<(), AppError> {
     write_transaction(conn, |conn| {
         token::delete(conn, token_hash)?;
         Ok(())
+    })
+}
+
+/// Deletes the tokens issued at or before `cutoff` (expired under the configured lifetime),
+/// [`super::PURGE_BATCH`] per transaction; returns how many. Expired tokens are refused
+/// whether or not they were deleted yet: this only keeps the table small.
+pub fn purge_expired_tokens(conn: &mut DbConn, cutoff: NaiveDateTime) -> Result<usize, AppError> {
+    super::purge_in_batches(conn, |conn, limit| {
+        token::delete_issued_before(conn, cutoff, limit)
     })
 }

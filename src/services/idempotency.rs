@@ -171,24 +171,9 @@ pub fn release(conn: &mut DbConn, user_id: i32, key: &str) -> Result<(), AppErro
         .map_err(AppError::from)
 }
 
-/// Records deleted per transaction by [`purge_expired`].
-pub const PURGE_BATCH: i64 = 1000;
-
-/// Deletes expired records, [`PURGE_BATCH`] per transaction; returns how many.
-///
-/// Ten minutes of a busy server's keys are hundreds of thousands of rows, and one `DELETE` of
-/// them all would hold SQLite's only write lock for seconds (600 000 rows: 1.4 s on this
-/// machine), with every booking waiting behind it. In batches, the writes that queue
-/// meanwhile take their turns between them.
+/// Deletes expired records, [`super::PURGE_BATCH`] per transaction; returns how many.
 pub fn purge_expired(conn: &mut DbConn, now: NaiveDateTime) -> Result<usize, AppError> {
-    let mut purged = 0;
-    loop {
-        let batch = write_transaction(conn, |conn| record::purge_expired(conn, now, PURGE_BATCH))?;
-        if batch == 0 {
-            return Ok(purged);
-        }
-        purged += batch;
-    }
+    super::purge_in_batches(conn, |conn, limit| record::purge_expired(conn, now, limit))
 }
 
 #[cfg(test)]

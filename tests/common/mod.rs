@@ -6,6 +6,7 @@
 //! message — unless `CI=true`, where they fail.
 #![allow(dead_code)]
 
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -13,7 +14,9 @@ use std::time::{Duration, Instant};
 use chrono::{Duration as ChronoDuration, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use medbook::config::Config;
+use medbook::db::{DbBackend, DbConn};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -701,7 +704,7 @@ struct StatementEvents {
 
 impl StatementLog {
     /// Starts recording `conn`'s statements (replacing any instrumentation it had).
-    pub fn attach(conn: &mut medbook::db::DbConn) -> StatementLog {
+    pub fn attach(conn: &mut DbConn) -> StatementLog {
         use diesel::connection::InstrumentationEvent;
         let log = StatementLog::default();
         let events = std::sync::Arc::clone(&log.0);
@@ -828,7 +831,7 @@ impl Client {
 /// A user made directly through the service (no HTTP, no password), as the caller of
 /// service-level tests; `label` keeps the e-mail addresses of one database apart.
 pub fn service_caller(
-    conn: &mut medbook::db::DbConn,
+    conn: &mut DbConn,
     role: medbook::domain::Role,
     label: &str,
 ) -> medbook::auth::Caller {
@@ -848,3 +851,39 @@ pub fn service_caller(
         token_hash: String::new(),
     }
 }
+
+/// `prefix` + a query: `EXPLAIN …` of exactly the statement the service runs, binds included.
+pub struct Explain<Q, ST> {
+    prefix: &'static str,
+    query: Q,
+    rows: PhantomData<ST>,
+}
+
+impl<Q, ST> Explain<Q, ST> {
+    pub fn new(prefix: &'static str, query: Q) -> Self {
+        Explain {
+            prefix,
+            query,
+            rows: PhantomData,
+        }
+    }
+}
+
+impl<Q: QueryFragment<DbBackend>, ST> QueryFragment<DbBackend> for Explain<Q, ST> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DbBackend>) -> QueryResult<()> {
+        out.unsafe_to_cache_prepared();
+        out.push_sql(self.prefix);
+        self.query.walk_ast(out.reborrow())
+    }
+}
+
+impl<Q, ST: 'static> QueryId for Explain<Q, ST> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Q, ST: diesel::sql_types::SqlType> Query for Explain<Q, ST> {
+    type SqlType = ST;
+}
+
+impl<Q, ST> RunQueryDsl<DbConn> for Explain<Q, ST> {}

@@ -1,0 +1,1 @@
+DROP INDEX api_tokens_created_at_idx;
