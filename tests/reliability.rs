@@ -784,6 +784,56 @@ async fn sigkill_mid_load_loses_no_acknowledged_booking(app: TestApp) {
     assert!(appointments >= acknowledged.len() as i64);
 }
 
+/// Two processes purging at once on PostgreSQL can read the same batch, and the `DELETE` that
+/// comes second removes none of it. That must not end its purge while expired rows remain (it
+/// did: the loop stopped at the first batch that deleted nothing, leaving the rest until its
+/// next run). Played for real: another session deletes the oldest batch and holds its commit
+/// until this purge's `DELETE` of the same rows waits for it. (SQLite has one writer at a
+/// time and a batch reads and deletes under it, so two purges there cannot meet.)
+#[test]
+fn postgres_a_purge_goes_on_past_a_batch_another_process_deleted_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(db) = ScratchDb::new(Backend::Postgres, dir.path()) else {
+        return;
+    };
+    let pool = db.migrated_pool();
+    let batch = medbook::services::PURGE_BATCH;
+    let mut other = PgConnection::establish(&db.url).unwrap();
+    other
+        .batch_execute(&format!(
+            "INSERT INTO users (name, email, email_key, password_hash, role, created_at, updated_at) \
+             VALUES ('p', 'p@example.com', 'p@example.com', '-', 'patient', now(), now()); \
+             INSERT INTO api_tokens (user_id, token_hash, created_at, session_epoch) \
+             SELECT (SELECT id FROM users WHERE email_key = 'p@example.com'), 'old-' || g, \
+                    timestamp '2020-01-01' + g * interval '1 second', 0 \
+             FROM generate_series(1, {}) g",
+            batch + 500
+        ))
+        .unwrap();
+    other
+        .batch_execute(&format!(
+            "BEGIN; DELETE FROM api_tokens WHERE id IN \
+             (SELECT id FROM api_tokens ORDER BY created_at LIMIT {batch})"
+        ))
+        .unwrap();
+    let purge = std::thread::spawn(move || {
+        let mut conn = pool.get().unwrap();
+        let cutoff = medbook::time::now() - chrono::Duration::days(1);
+        medbook::services::auth::purge_expired_tokens(&mut conn, cutoff).unwrap()
+    });
+    common::wait_for_lock_waiter(&db.url);
+    other.batch_execute("COMMIT").unwrap();
+    assert_eq!(purge.join().unwrap(), 500);
+    assert_eq!(
+        count_in(
+            Backend::Postgres,
+            &db.url,
+            "SELECT COUNT(*) FROM api_tokens"
+        ),
+        0
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_processes_on_one_postgres_database_book_one_slot_once() {
     let dir = tempfile::tempdir().unwrap();

@@ -3,6 +3,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
+use super::PurgeBatch;
 use crate::db::{DbConn, FixedShapeDsl};
 use crate::schema::idempotency_keys as keys;
 
@@ -120,23 +121,21 @@ pub fn release(conn: &mut DbConn, user_id: i32, key: &str) -> QueryResult<usize>
     .execute(conn)
 }
 
-/// Deletes up to `limit` of the records that expired before `now` (the oldest first); returns
-/// how many.
-pub fn purge_expired(conn: &mut DbConn, now: NaiveDateTime, limit: i64) -> QueryResult<usize> {
+/// Deletes up to `limit` of the records that expired before `now`, the oldest first.
+pub fn purge_expired(conn: &mut DbConn, now: NaiveDateTime, limit: i64) -> QueryResult<PurgeBatch> {
     let expired: Vec<i32> = keys::table
         .filter(keys::expires_at.lt(now))
         .order(keys::expires_at)
         .select(keys::id)
         .limit(limit)
         .load(conn)?;
-    if expired.is_empty() {
-        return Ok(0);
-    }
     // The condition again: a key taken over meanwhile (its expiry moved on) is not purged.
-    diesel::delete(
-        keys::table
-            .filter(keys::id.eq_any(expired))
-            .filter(keys::expires_at.lt(now)),
-    )
-    .execute(conn)
+    PurgeBatch::of(expired, |ids| {
+        diesel::delete(
+            keys::table
+                .filter(keys::id.eq_any(ids))
+                .filter(keys::expires_at.lt(now)),
+        )
+        .execute(conn)
+    })
 }

@@ -10,6 +10,7 @@ use diesel::prelude::*;
 
 use super::appointment::Appointment;
 use super::user::UserStanding;
+use super::PurgeBatch;
 use crate::db::DbConn;
 use crate::on_backend;
 use crate::schema::{api_tokens, appointments, users};
@@ -63,19 +64,17 @@ pub fn issued_before_query(
         .into_boxed()
 }
 
-/// Deletes up to `limit` of the tokens issued at or before `cutoff`, the oldest first;
-/// returns how many.
+/// Deletes up to `limit` of the tokens issued at or before `cutoff`, the oldest first.
 pub fn delete_issued_before(
     conn: &mut DbConn,
     cutoff: NaiveDateTime,
     limit: i64,
-) -> QueryResult<usize> {
+) -> QueryResult<PurgeBatch> {
     let expired: Vec<i32> = issued_before_query(cutoff, limit).load(conn)?;
-    if expired.is_empty() {
-        return Ok(0);
-    }
     // An issue time never changes, so the ids alone are the condition.
-    diesel::delete(api_tokens::table.filter(api_tokens::id.eq_any(expired))).execute(conn)
+    PurgeBatch::of(expired, |ids| {
+        diesel::delete(api_tokens::table.filter(api_tokens::id.eq_any(ids))).execute(conn)
+    })
 }
 
 /// The first row of a token `lookup`, with the expiry condition added when there is one: two

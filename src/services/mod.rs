@@ -21,6 +21,7 @@ use crate::db::{write_transaction, DbConn};
 use crate::domain::{Party, Role};
 use crate::error::AppError;
 use crate::models::appointment::{self, Appointment};
+use crate::models::PurgeBatch;
 
 /// Loads an appointment the caller may see and says how the caller relates to it.
 /// Invisible and missing look the same: 404.
@@ -59,23 +60,30 @@ pub fn party_of(caller: &Caller, patient_id: i32, doctor_id: i32) -> Option<Part
 /// Rows a purge deletes per transaction ([`purge_in_batches`]).
 pub const PURGE_BATCH: i64 = 1000;
 
-/// Runs `batch` (which deletes up to the number of rows it is given and says how many) in
-/// one write transaction after another until one deletes nothing; returns how many in all.
+/// Runs `batch` (which deletes up to the number of rows it is given) in one write
+/// transaction after another until one finds nothing to delete; returns how many rows were
+/// deleted in all.
 ///
 /// Ten minutes of a busy server's idempotency keys are hundreds of thousands of rows, and one
 /// `DELETE` of them all would hold SQLite's only write lock for seconds (600 000 rows: 1.4 s
 /// on this machine), with every booking waiting behind it. In batches, the writes that queue
 /// meanwhile take their turns between them.
+///
+/// The end is a batch that *found* nothing, not one that deleted nothing: on PostgreSQL two
+/// processes purging at once may read the same batch, and the one whose `DELETE` comes second
+/// removes none of it while the rest is still there. Every row a batch found is gone from the
+/// next batch's read (deleted, by whichever process, or, for a key, taken over and no longer
+/// expired), so the loop ends.
 pub fn purge_in_batches(
     conn: &mut DbConn,
-    mut batch: impl FnMut(&mut DbConn, i64) -> QueryResult<usize> + Send,
+    mut batch: impl FnMut(&mut DbConn, i64) -> QueryResult<PurgeBatch> + Send,
 ) -> Result<usize, AppError> {
     let mut purged = 0;
     loop {
-        let deleted = write_transaction(conn, |conn| batch(conn, PURGE_BATCH))?;
-        if deleted == 0 {
+        let done = write_transaction(conn, |conn| batch(conn, PURGE_BATCH))?;
+        purged += done.deleted;
+        if done.found == 0 {
             return Ok(purged);
         }
-        purged += deleted;
     }
 }
