@@ -277,6 +277,22 @@ async fn a_final_error_that_cannot_be_stored_is_answered_and_frees_its_key(app: 
     assert!(text.contains("\"SLOT_TAKEN\""), "{text}");
     assert!(headers.get("idempotent-replayed").is_none());
     assert_eq!(app.count("SELECT COUNT(*) FROM idempotency_keys"), 0);
+    // Logged at error level, and counted for the operators' alerts.
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "medbook_idempotency_failures_total 1"),
+        "{metrics}"
+    );
     // The slot frees up; the retry with the same key runs and books it.
     let cancelled = app
         .put(

@@ -14,6 +14,7 @@ use crate::error::{AppError, ConflictCode};
 use crate::extract::BodyDigest;
 use crate::server::AppState;
 use crate::services::idempotency::{self, Claim, StoredResponse};
+use crate::telemetry::Telemetry;
 
 /// The response of a successful POST, built inside the work so that it can be stored.
 pub fn json<T: Serialize>(
@@ -100,7 +101,11 @@ fn stored_error(err: &AppError) -> StoredResponse {
     }
 }
 
-fn release_failed(err: &AppError) {
+/// Logs and counts a key that stays claimed after a failure (until its lease runs out).
+fn release_failed(telemetry: &Telemetry, err: &AppError) {
+    telemetry
+        .idempotency_failures
+        .fetch_add(1, Ordering::Relaxed);
     log::error!("could not release an idempotency key after a failure: {err}");
 }
 
@@ -136,9 +141,11 @@ where
     // The user whose claim is still held after the work failed on a broken connection (0:
     // none; ids start at 1).
     let stranded = Arc::new(AtomicI32::new(0));
+    let telemetry = Arc::clone(&state.telemetry);
     let result = state
         .as_caller(bearer, {
             let (key, stranded) = (key.clone(), Arc::clone(&stranded));
+            let telemetry = Arc::clone(&telemetry);
             move |conn, caller| {
                 let user = caller.id;
                 if let Claim::Replay(stored) = idempotency::claim(conn, user, &key, &fingerprint)? {
@@ -158,6 +165,7 @@ where
                     match idempotency::record_error(conn, user, &key, &stored_error(&err)) {
                         Ok(()) => return Err(err),
                         Err(record) => {
+                            telemetry.idempotency_failures.fetch_add(1, Ordering::Relaxed);
                             log::error!(
                                 "could not store a final error under an idempotency key, releasing it: {record}"
                             );
@@ -171,7 +179,7 @@ where
                     // This connection is gone (the pool drops it): release through another.
                     stranded.store(user, Ordering::Relaxed);
                 } else if let Err(release) = idempotency::release(conn, user, &key) {
-                    release_failed(&release);
+                    release_failed(&telemetry, &release);
                 }
                 Err(err)
             }
@@ -184,7 +192,7 @@ where
         })
         .await
         {
-            release_failed(&release);
+            release_failed(&telemetry, &release);
         }
     }
     result.map(|(stored, replayed)| respond(stored, replayed))

@@ -27,6 +27,9 @@ pub struct Telemetry {
     pub pool_wait: AtomicHistogram,
     /// Requests that gave up waiting for a pooled connection (503).
     pub pool_timeouts: std::sync::atomic::AtomicU64,
+    /// Keyed POSTs whose final error could not be stored, or whose key could not be released
+    /// after a failure (each also logged at error level).
+    pub idempotency_failures: std::sync::atomic::AtomicU64,
 }
 
 /// Renders the Prometheus text exposition of `telemetry` and the pool's state.
@@ -172,6 +175,14 @@ impl prometheus_client::collector::Collector for Collector {
             "Requests that got no database thread and connection in time (503)",
             self.telemetry
                 .pool_timeouts
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "idempotency_failures",
+            "Keyed requests whose final error could not be stored or whose key could not be released",
+            self.telemetry
+                .idempotency_failures
                 .load(std::sync::atomic::Ordering::Relaxed),
         )
     }
