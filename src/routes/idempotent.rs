@@ -141,11 +141,10 @@ where
     // The user whose claim is still held after the work failed on a broken connection (0:
     // none; ids start at 1).
     let stranded = Arc::new(AtomicI32::new(0));
-    let telemetry = Arc::clone(&state.telemetry);
     let result = state
         .as_caller(bearer, {
             let (key, stranded) = (key.clone(), Arc::clone(&stranded));
-            let telemetry = Arc::clone(&telemetry);
+            let telemetry = Arc::clone(&state.telemetry);
             move |conn, caller| {
                 let user = caller.id;
                 if let Claim::Replay(stored) = idempotency::claim(conn, user, &key, &fingerprint)? {
@@ -192,7 +191,7 @@ where
         })
         .await
         {
-            release_failed(&telemetry, &release);
+            release_failed(&state.telemetry, &release);
         }
     }
     result.map(|(stored, replayed)| respond(stored, replayed))
