@@ -18,3 +18,22 @@ if ! pg_isready -h 127.0.0.1 -p 5432 -q; then
   for _ in $(seq 1 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 1; done
 fi
 pg_isready -h 127.0.0.1 -p 5432
+
+# tests/db_errors.rs runs medbook against a database whose sessions report errors in German
+# (as on a server whose initdb took a German system locale). The server can use a locale only
+# if it existed when the server started: make it, and restart the server once if it came too
+# late.
+if ! locale -a 2>/dev/null | grep -qix 'de_DE.utf8'; then
+  if [ ! -f /usr/share/i18n/locales/de_DE ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq locales
+  fi
+  echo "making the locale de_DE.UTF-8"
+  localedef -i de_DE -f UTF-8 de_DE.UTF-8
+fi
+if ! psql -h 127.0.0.1 -U postgres -d postgres -Atqc "SET lc_messages = 'de_DE.UTF-8'" >/dev/null 2>&1; then
+  echo "restarting PostgreSQL so that it can use the locale de_DE.UTF-8"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main restart
+  for _ in $(seq 1 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 1; done
+  pg_isready -h 127.0.0.1 -p 5432
+fi

@@ -242,6 +242,188 @@ async fn postgres_errors_without_a_diesel_kind_are_classified() {
     assert_eq!(classify(&err), DbErrorClass::Other, "{err}");
 }
 
+/// The language the foreign-language tests give PostgreSQL (initdb takes `lc_messages`
+/// from the system's locale, so a server set up in Germany may well speak German).
+const GERMAN: &str = "de_DE.UTF-8";
+
+/// Whether the server can report errors in German: the locale must exist where it runs, and
+/// have existed when it started (`scripts/ensure-postgres.sh` makes sure of both), and its
+/// German messages must be installed. Outside CI a server that cannot is a skip.
+fn server_speaks_german() -> bool {
+    let Ok(mut admin) = PgConnection::establish(&common::pg_admin_url()) else {
+        return false; // reported by the app's own start as a skip, or a failure in CI
+    };
+    let answer = admin
+        .batch_execute(&format!("SET lc_messages = '{GERMAN}'; SELECT 1/0"))
+        .unwrap_err()
+        .to_string();
+    if answer == "Division durch Null" {
+        return true;
+    }
+    assert!(
+        !common::postgres_required(),
+        "CI=true but PostgreSQL cannot report errors in {GERMAN} ({answer}): run scripts/ensure-postgres.sh"
+    );
+    eprintln!("SKIPPED PostgreSQL test: the server cannot report errors in {GERMAN} ({answer}); scripts/ensure-postgres.sh sets that up");
+    false
+}
+
+/// Makes every new session of the database at `url` report errors in German.
+fn in_german(url: &str) {
+    let (_, name) = url.rsplit_once('/').expect("URL has a database");
+    PgConnection::establish(&common::pg_admin_url())
+        .unwrap()
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} SET lc_messages = '{GERMAN}'"
+        ))
+        .unwrap();
+}
+
+/// The app on a database whose sessions report errors in German unless they say otherwise
+/// (`None`: skipped).
+async fn app_in_german(tweak: impl FnOnce(&mut medbook::config::Config)) -> Option<TestApp> {
+    if !server_speaks_german() {
+        return None;
+    }
+    let app = postgres_app(|c| {
+        in_german(&c.database_url);
+        tweak(c);
+    })
+    .await?;
+    let err = PgConnection::establish(&app.db_url)
+        .unwrap()
+        .batch_execute("SELECT 1/0")
+        .unwrap_err();
+    assert_eq!(err.to_string(), "Division durch Null");
+    Some(app)
+}
+
+/// On a server that reports errors in another language, medbook's sessions still recognise
+/// a lock timeout (by its English message): each connection switches itself to English.
+/// Without that, the lock timeout was a 500, as it reads to any other session here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_server_in_another_language_still_answers_lock_timeout() {
+    let Some(app) = app_in_german(|c| c.pg_lock_timeout = SHORT_LOCK_TIMEOUT).await else {
+        return;
+    };
+    let doctor = app.doctor().await;
+    let patient = app.patient().await;
+    let mut holder = hold_user_row(&app.db_url, doctor.id);
+    let mut plain = PgConnection::establish(&app.db_url).unwrap();
+    let err = plain
+        .batch_execute(&format!(
+            "SET lock_timeout = 100; SELECT id FROM users WHERE id = {} FOR UPDATE",
+            doctor.id
+        ))
+        .unwrap_err();
+    assert_eq!(classify(&err), DbErrorClass::Other, "{err}");
+
+    let answer = app.book(&patient, &doctor, &slot(3, 12, 0), 30).await;
+    assert_eq!(answer.status, StatusCode::CONFLICT, "{:?}", answer.body);
+    assert_eq!(answer.code(), "LOCK_TIMEOUT");
+    holder.batch_execute("ROLLBACK").unwrap();
+    let again = app.book(&patient, &doctor, &slot(3, 12, 0), 30).await;
+    assert_eq!(again.status, StatusCode::CREATED, "{:?}", again.body);
+}
+
+/// The same for a deadlock: recognised, and the retry books (without the switch to English,
+/// a 500).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_server_in_another_language_still_retries_a_deadlock() {
+    let Some(app) = app_in_german(|_| {}).await else {
+        return;
+    };
+    let doctor = app.doctor().await;
+    let patient = app.patient().await;
+    let (url, d, p) = (app.db_url.clone(), doctor.id, patient.id);
+    let blocker = tokio::task::spawn_blocking(move || deadlock_booking(&url, d, p, 1))
+        .await
+        .unwrap();
+    let answer = app.book(&patient, &doctor, &slot(3, 10, 0), 30).await;
+    blocker.join().unwrap();
+    assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
+    assert_eq!(app.count("SELECT COUNT(*) FROM appointments"), 1);
+}
+
+/// A role that may not change `lc_messages`, on a database that reports errors in another
+/// language, is refused at start with what to change, instead of serving 500s for every
+/// deadlock; the same role starts once the database speaks English, or once it is granted
+/// the setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_role_that_cannot_switch_to_english_is_refused_at_start() {
+    if !server_speaks_german() {
+        return;
+    }
+    let name = format!("medbook_plain_{}", std::process::id());
+    let mut admin = PgConnection::establish(&common::pg_admin_url()).unwrap();
+    // One statement each: DROP and CREATE DATABASE cannot run in a batch's transaction.
+    let drop_all = [
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        format!(
+            "DO $$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = '{name}') THEN \
+             REVOKE SET ON PARAMETER lc_messages FROM {name}; DROP ROLE {name}; END IF; END $$"
+        ),
+    ];
+    let set_up = [
+        format!("CREATE ROLE {name} LOGIN"),
+        format!("CREATE DATABASE {name} OWNER {name}"),
+        format!("ALTER DATABASE {name} SET lc_messages = '{GERMAN}'"),
+    ];
+    for statement in drop_all.iter().chain(&set_up) {
+        admin.batch_execute(statement).unwrap();
+    }
+    let mut url = reqwest::Url::parse(&common::pg_admin_url()).unwrap();
+    url.set_username(&name).unwrap();
+    url.set_path(&name);
+    let mut config = medbook::config::Config::for_database(url.as_str());
+    config.pool_timeout = Duration::from_secs(1);
+    let start = move || medbook::server::prepare(&config).map(|state| state.pool.clone());
+
+    let refused = tokio::task::spawn_blocking(start.clone())
+        .await
+        .unwrap()
+        .map(|_| ())
+        .expect_err("a role that cannot switch to English is refused");
+    assert!(
+        refused.contains("lc_messages = 'de_DE.UTF-8'")
+            && refused.contains(&format!("ALTER ROLE \"{name}\" SET lc_messages = 'C'")),
+        "{refused}"
+    );
+
+    admin
+        .batch_execute(&format!("ALTER DATABASE {name} RESET lc_messages"))
+        .unwrap();
+    let pool = tokio::task::spawn_blocking(start.clone()).await.unwrap();
+    assert!(pool.is_ok(), "{:?}", pool.err());
+
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} SET lc_messages = '{GERMAN}'; \
+             GRANT SET ON PARAMETER lc_messages TO {name}"
+        ))
+        .unwrap();
+    let pool = tokio::task::spawn_blocking(start).await.unwrap().unwrap();
+    let setting = medbook::db::run_blocking(&pool, |conn| {
+        #[derive(QueryableByName)]
+        struct Setting {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            lc_messages: String,
+        }
+        Ok(
+            diesel::sql_query("SELECT current_setting('lc_messages') AS lc_messages")
+                .get_result::<Setting>(conn)?
+                .lc_messages,
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(setting, "C");
+    drop(pool);
+    for statement in &drop_all {
+        admin.batch_execute(statement).unwrap();
+    }
+}
+
 /// Holds SQLite's write lock from another connection for `hold`.
 fn hold_sqlite_write_lock(path: &str, hold: Duration) -> std::thread::JoinHandle<()> {
     let mut conn = SqliteConnection::establish(path).unwrap();

@@ -81,8 +81,10 @@ const SQLITE_ENDS_AT_GUARD: &str = "appointments_ends_at_check";
 /// diesel 2.3 reports PostgreSQL's deadlock (SQLSTATE 40P01), lock timeout (55P03) and query
 /// cancellation (57014), and SQLite's `SQLITE_BUSY`, only as `DatabaseErrorKind::Unknown`
 /// without the SQLSTATE or result code, so the primary message is all there is. These are the
-/// servers' fixed primary messages (PostgreSQL with `lc_messages` in English or C, as set up by
-/// default). `tests/db_errors.rs` proves on real databases that each one is recognised.
+/// servers' fixed primary messages; PostgreSQL translates its messages into the session's
+/// `lc_messages`, so every PostgreSQL connection is made to report them in English first
+/// ([`english_messages`]). `tests/db_errors.rs` proves on real databases that each one is
+/// recognised, on a database whose sessions default to German as well.
 ///
 /// SQLite has no exclusion constraints and cannot add a CHECK to an existing table; the
 /// triggers of migration `2026-12-02-000005_overlap_guards` stand for PostgreSQL's, and
@@ -114,6 +116,56 @@ fn classify_unknown(message: &str) -> DbErrorClass {
     }
 }
 
+/// Makes this PostgreSQL session report errors in English, which [`classify_unknown`] needs.
+///
+/// A server set up in another language (initdb takes `lc_messages` from the system's locale)
+/// would otherwise answer a deadlock as "Verklemmung (Deadlock) entdeckt": medbook would not
+/// recognise it, and every deadlock, lock timeout and statement timeout would be a `500`
+/// instead of a retry, a `409` or a `503`. A session already in English (`C`, `POSIX`,
+/// `en_…`) is left as it is; any other is set to `C`, which a superuser may do, and a role
+/// that was granted it (`GRANT SET ON PARAMETER lc_messages`, PostgreSQL 15). A role that may
+/// not is refused with what to change: medbook does not run where it cannot tell a deadlock.
+pub fn english_messages(conn: &mut diesel::PgConnection) -> Result<(), String> {
+    use diesel::connection::SimpleConnection;
+    use diesel::prelude::*;
+
+    #[derive(QueryableByName)]
+    struct Session {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        lc_messages: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        role: String,
+    }
+    let Session {
+        lc_messages: current,
+        role,
+    } = diesel::sql_query(
+        "SELECT current_setting('lc_messages') AS lc_messages, current_user::text AS role",
+    )
+    .get_result(conn)
+    .map_err(|e| format!("reading lc_messages: {e}"))?;
+    if reads_english(&current) {
+        return Ok(());
+    }
+    // Any refusal will do: whatever the reason, the session is not in English.
+    conn.batch_execute("SET lc_messages = 'C'").map_err(|e| {
+        format!(
+            "PostgreSQL reports errors to role {role} in lc_messages = '{current}', and the role \
+             may not change it ({e}). medbook recognises deadlocks, lock timeouts and statement \
+             timeouts by PostgreSQL's English messages and would answer them with 500. As a \
+             superuser, run ALTER ROLE \"{role}\" SET lc_messages = 'C' (or GRANT SET ON \
+             PARAMETER lc_messages TO \"{role}\")"
+        )
+    })
+}
+
+/// Whether an `lc_messages` setting means English messages.
+fn reads_english(setting: &str) -> bool {
+    let setting = setting.to_ascii_lowercase();
+    let language = setting.split(['.', '@']).next().unwrap_or_default();
+    language == "c" || language == "posix" || language == "en" || language.starts_with("en_")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,6 +190,33 @@ mod tests {
             Box::new(String::new()),
         );
         assert!(classify(&serialization).is_retryable());
+    }
+
+    #[test]
+    fn only_english_message_settings_are_kept() {
+        for english in [
+            "C",
+            "C.UTF-8",
+            "C.utf8",
+            "POSIX",
+            "en_US.UTF-8",
+            "en_GB",
+            "en",
+        ] {
+            assert!(reads_english(english), "{english}");
+        }
+        // "" takes the server's own environment, which may be any language.
+        for other in [
+            "",
+            "de_DE.UTF-8",
+            "fr_FR",
+            "ca_ES@valencia",
+            "eo",
+            "cy_GB",
+            "enx",
+        ] {
+            assert!(!reads_english(other), "{other}");
+        }
     }
 
     #[test]

@@ -141,7 +141,12 @@ impl ConnectionManager {
     /// Opens a connection of the URL's backend and applies the session settings.
     fn open(&self) -> Result<DbConn, diesel::ConnectionError> {
         let mut conn = match self.backend {
-            Backend::Postgres => DbConn::Pg(diesel::PgConnection::establish(&self.url)?),
+            Backend::Postgres => {
+                let mut conn = diesel::PgConnection::establish(&self.url)?;
+                super::errors::english_messages(&mut conn)
+                    .map_err(diesel::ConnectionError::BadConnection)?;
+                DbConn::Pg(conn)
+            }
             Backend::Sqlite => {
                 keep_sqlite_plans();
                 let conn = diesel::SqliteConnection::establish(&self.url)?;

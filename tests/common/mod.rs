@@ -114,7 +114,7 @@ pub struct TestApp {
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// Whether PostgreSQL tests must run (CI) rather than be skipped when it is unreachable.
-fn postgres_required() -> bool {
+pub fn postgres_required() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
