@@ -270,13 +270,7 @@ fn server_speaks_german() -> bool {
 
 /// Makes every new session of the database at `url` report errors in German.
 fn in_german(url: &str) {
-    let (_, name) = url.rsplit_once('/').expect("URL has a database");
-    PgConnection::establish(&common::pg_admin_url())
-        .unwrap()
-        .batch_execute(&format!(
-            "ALTER DATABASE {name} SET lc_messages = '{GERMAN}'"
-        ))
-        .unwrap();
+    common::set_database_default(url, "lc_messages", &format!("'{GERMAN}'"));
 }
 
 /// The app on a database whose sessions report errors in German unless they say otherwise

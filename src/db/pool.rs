@@ -113,8 +113,15 @@ impl ConnectionManager {
     pub fn new(config: &Config) -> Self {
         let backend = config.backend();
         let session_sql = match backend {
+            // The transactions are written for READ COMMITTED (each statement sees what
+            // committed before it; the booking's row locks, the constraints and the version
+            // predicates do the rest). A stricter default set for the server, the database or
+            // the role would turn a lost optimistic race into a serialization failure: 409
+            // `DEADLOCK_DETECTED` once the retries ran out, instead of `VERSION_CONFLICT` with
+            // `current`.
             Backend::Postgres => format!(
-                "SET lock_timeout = {}; SET statement_timeout = {}; SET TIME ZONE 'UTC';",
+                "SET lock_timeout = {}; SET statement_timeout = {}; SET TIME ZONE 'UTC'; \
+                 SET default_transaction_isolation = 'read committed';",
                 config.pg_lock_timeout.as_millis(),
                 config.pg_statement_timeout.as_millis()
             ),

@@ -118,6 +118,16 @@ pub fn postgres_required() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
+/// Sets a default for every new session of the PostgreSQL database at `url` (as a DBA might
+/// with `ALTER DATABASE … SET`); `value` is SQL.
+pub fn set_database_default(url: &str, parameter: &str, value: &str) {
+    let (_, name) = url.rsplit_once('/').expect("URL has a database");
+    PgConnection::establish(&pg_admin_url())
+        .unwrap()
+        .batch_execute(&format!("ALTER DATABASE {name} SET {parameter} = {value}"))
+        .unwrap();
+}
+
 pub fn pg_admin_url() -> String {
     std::env::var("MEDBOOK_TEST_PG_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
