@@ -631,6 +631,83 @@ async fn postgres_outage_answers_503_and_recovers_without_restart() {
     assert_eq!(booked.status, StatusCode::CREATED, "{:?}", booked.body);
 }
 
+/// A database that takes no writes (as a standby does after a fail-over, or a database set
+/// read-only for maintenance) answers every write 503 with `Retry-After`, writes nothing and
+/// keeps no key busy, while reads go on; once it takes writes again the next connections
+/// book. (A read-only transaction was a 500.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_database_that_takes_no_writes_answers_them_503_and_recovers() {
+    let Some(app) = TestApp::start_with(Backend::Postgres, |c| {
+        c.pool_timeout = Duration::from_secs(2);
+        c.pool_size = 1;
+    })
+    .await
+    else {
+        return;
+    };
+    let doctor = app.doctor().await;
+    let patient = app.patient().await;
+    let name = app.db_url.rsplit('/').next().unwrap().to_owned();
+    let mut admin = PgConnection::establish(&pg_admin_url()).unwrap();
+    common::set_database_default(&app.db_url, "default_transaction_read_only", "on");
+    // The pool's connection opened before that: end it, so that the next one is read-only.
+    admin
+        .batch_execute(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        ))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while app.get("/api/v1/me", &patient).await.status != StatusCode::OK {
+        assert!(Instant::now() < deadline, "reads did not come back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let booking =
+        json!({"doctor_id": doctor.id, "scheduled_at": slot(3, 10, 0), "type": "in_person"});
+    let keyed = || {
+        app.send(
+            app.client
+                .post(format!("{}/api/v1/appointments", app.base))
+                .bearer_auth(&patient.token)
+                .header("Idempotency-Key", "read-only")
+                .json(&booking),
+        )
+    };
+    assert_unavailable(
+        &app.book(&patient, &doctor, &slot(3, 10, 0), 30).await,
+        "booking",
+    );
+    assert_unavailable(&keyed().await, "keyed booking");
+    let login = app
+        .send(
+            app.client
+                .post(format!("{}/api/v1/auth/login", app.base))
+                .json(&json!({"email": common::ADMIN_EMAIL, "password": common::ADMIN_PASSWORD})),
+        )
+        .await;
+    assert_unavailable(&login, "login");
+    assert_eq!(app.get("/api/v1/me", &patient).await.status, StatusCode::OK);
+    assert_eq!(app.count("SELECT COUNT(*) FROM appointments"), 0);
+    assert_eq!(app.count("SELECT COUNT(*) FROM idempotency_keys"), 0);
+
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} RESET default_transaction_read_only"
+        ))
+        .unwrap();
+    // The connection that met the read-only transaction was dropped; one opened before the
+    // reset may still meet it once more.
+    let mut answer = keyed().await;
+    for _ in 0..3 {
+        if answer.status != StatusCode::SERVICE_UNAVAILABLE {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        answer = keyed().await;
+    }
+    assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
+    assert_eq!(answer.header("idempotent-replayed"), "");
+}
+
 /// Holds the database's write path so that a booking stays in flight: the doctor's row on
 /// PostgreSQL, the write lock on SQLite. Released after `hold`.
 fn hold_booking_path(

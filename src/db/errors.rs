@@ -24,7 +24,10 @@ pub enum DbErrorClass {
     Busy,
     /// PostgreSQL's `lock_timeout` ran out: the caller gets 409 `LOCK_TIMEOUT`.
     LockTimeout,
-    /// The statement ran past `statement_timeout`, or the connection is gone: 503.
+    /// The statement ran past `statement_timeout`, the connection is gone, or the database
+    /// takes no writes now (PostgreSQL's read-only transaction: a standby after a fail-over,
+    /// or a database set `default_transaction_read_only`): 503, and the pool drops the
+    /// connection, so the next one may reach the new primary.
     Unavailable,
     Other,
 }
@@ -59,9 +62,9 @@ pub fn classify(err: &Error) -> DbErrorClass {
         DatabaseErrorKind::ForeignKeyViolation => DbErrorClass::ForeignKeyViolation,
         DatabaseErrorKind::CheckViolation => DbErrorClass::CheckViolation,
         DatabaseErrorKind::SerializationFailure => DbErrorClass::SerializationFailure,
-        DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand => {
-            DbErrorClass::Unavailable
-        }
+        DatabaseErrorKind::ClosedConnection
+        | DatabaseErrorKind::UnableToSendCommand
+        | DatabaseErrorKind::ReadOnlyTransaction => DbErrorClass::Unavailable,
         DatabaseErrorKind::Unknown => classify_unknown(info.message()),
         _ => DbErrorClass::Other,
     }
@@ -190,6 +193,11 @@ mod tests {
             Box::new(String::new()),
         );
         assert!(classify(&serialization).is_retryable());
+        let read_only = Error::DatabaseError(
+            DatabaseErrorKind::ReadOnlyTransaction,
+            Box::new(String::new()),
+        );
+        assert_eq!(classify(&read_only), DbErrorClass::Unavailable);
     }
 
     #[test]
