@@ -9,7 +9,7 @@ use actix_web::http::header;
 use actix_web::{middleware, web, App, HttpServer};
 
 use crate::config::Config;
-use crate::db::{build_pool, run_migrations, Contention, DbPool, RetryPolicy};
+use crate::db::{build_pool, check_database, run_migrations, Contention, DbPool, RetryPolicy};
 use crate::telemetry::Telemetry;
 use crate::{auth, routes, services};
 
@@ -27,13 +27,15 @@ pub struct AppState {
     pub token_ttl: Option<chrono::Duration>,
 }
 
-/// Builds the pool, applies migrations and creates the bootstrap admin if configured.
+/// Builds the pool, checks the database ([`check_database`]), applies migrations and creates
+/// the bootstrap admin if configured.
 pub fn prepare(config: &Config) -> Result<web::Data<AppState>, String> {
     let telemetry = Arc::new(Telemetry::default());
     let pool = build_pool(config, Arc::clone(&telemetry));
     let mut conn = pool
         .get()
         .map_err(|e| format!("cannot connect to the database: {e}"))?;
+    check_database(&mut conn)?;
     run_migrations(&mut conn)?;
     if let (Some(email), Some(password)) = (&config.admin_email, &config.admin_password) {
         let exists = crate::models::user::find_by_email(&mut conn, email)

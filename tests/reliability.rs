@@ -708,6 +708,52 @@ async fn postgres_a_database_that_takes_no_writes_answers_them_503_and_recovers(
     assert_eq!(answer.header("idempotent-replayed"), "");
 }
 
+/// A PostgreSQL database whose encoding cannot hold every script is refused at start, with
+/// what to change (on a LATIN1 database a registration with a Chinese name was a 500); a
+/// UTF-8 one of the same server starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_database_that_cannot_hold_every_script_is_refused_at_start() {
+    let Some(app) = TestApp::start(Backend::Postgres).await else {
+        return;
+    };
+    let name = format!("medbook_latin1_{}", std::process::id());
+    let mut admin = PgConnection::establish(&pg_admin_url()).unwrap();
+    for statement in [
+        format!("DROP DATABASE IF EXISTS {name}"),
+        format!(
+            "CREATE DATABASE {name} ENCODING 'LATIN1' TEMPLATE template0 \
+             LC_COLLATE 'C' LC_CTYPE 'C'"
+        ),
+    ] {
+        admin.batch_execute(&statement).unwrap();
+    }
+    let (base, _) = app.db_url.rsplit_once('/').unwrap();
+    let config = medbook::config::Config::for_database(&format!("{base}/{name}"));
+    let refused =
+        tokio::task::spawn_blocking(move || medbook::server::prepare(&config).map(|_| ()))
+            .await
+            .unwrap()
+            .expect_err("a LATIN1 database is refused");
+    assert!(
+        refused.contains("encoding is LATIN1") && refused.contains("ENCODING 'UTF8'"),
+        "{refused}"
+    );
+    assert_eq!(
+        count_in(
+            Backend::Postgres,
+            &format!("{base}/{name}"),
+            "SELECT COUNT(*) FROM pg_tables WHERE schemaname = 'public'"
+        ),
+        0,
+        "refused before migrating"
+    );
+    admin
+        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .unwrap();
+    // The test database itself (UTF8) started: it answers.
+    assert_eq!(app.get("/readyz", &app.admin).await.status, StatusCode::OK);
+}
+
 /// Holds the database's write path so that a booking stays in flight: the doctor's row on
 /// PostgreSQL, the write lock on SQLite. Released after `hold`.
 fn hold_booking_path(

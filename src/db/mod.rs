@@ -15,7 +15,7 @@ pub use backend::{
     lock_users_in_order, write_transaction, write_transaction_without_waiting_for_disk,
 };
 pub use errors::{classify, DbErrorClass};
-pub use pool::{build_pool, run_blocking, run_migrations, DbPool};
+pub use pool::{build_pool, check_database, run_blocking, run_migrations, DbPool};
 pub use prepared::FixedShapeDsl;
 pub use retry::{with_retry, Contention, RetryPolicy};
 

@@ -298,6 +298,36 @@ pub fn build_pool(config: &Config, telemetry: Arc<Telemetry>) -> DbPool {
     }
 }
 
+/// Refuses a database that cannot store what medbook is sent.
+///
+/// PostgreSQL converts text into the database's encoding, and one that is not UTF-8 has no
+/// room for most of the world's scripts: on a `LATIN1` database a registration, or a login,
+/// with a Chinese name or email was a `500` ("has no equivalent in encoding"). Checked once
+/// at start-up, before the migrations. (SQLite stores text as UTF-8 or UTF-16, either of
+/// which holds every character.)
+pub fn check_database(conn: &mut DbConn) -> Result<(), String> {
+    #[derive(QueryableByName)]
+    struct Encoding {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        encoding: String,
+    }
+    let DbConn::Pg(pg) = conn else {
+        return Ok(());
+    };
+    let Encoding { encoding } =
+        diesel::sql_query("SELECT current_setting('server_encoding') AS encoding")
+            .get_result(pg)
+            .map_err(|e| format!("reading the database's encoding: {e}"))?;
+    if encoding == "UTF8" {
+        return Ok(());
+    }
+    Err(format!(
+        "the database's encoding is {encoding}, which cannot hold every name, email or reason \
+         medbook is sent; create it with ENCODING 'UTF8' (CREATE DATABASE … ENCODING 'UTF8' \
+         TEMPLATE template0)"
+    ))
+}
+
 /// Applies the embedded migrations of the connection's backend.
 ///
 /// Several medbook processes may start at once against one PostgreSQL database: a session
