@@ -754,6 +754,40 @@ async fn postgres_a_database_that_cannot_hold_every_script_is_refused_at_start()
     assert_eq!(app.get("/readyz", &app.admin).await.status, StatusCode::OK);
 }
 
+/// A server that ends idle sessions (`idle_session_timeout`) does not end the pool's: they
+/// stay idle between requests by design, and a request that met one the server had ended
+/// was a 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_server_idle_session_timeout_leaves_the_pool_alone() {
+    let Some(app) = TestApp::start_with(Backend::Postgres, |c| {
+        common::set_database_default(&c.database_url, "idle_session_timeout", "'300ms'");
+        c.pool_size = 2;
+    })
+    .await
+    else {
+        return;
+    };
+    let patient = app.patient().await;
+    for round in 0..3 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let answers =
+            futures_util::future::join_all((0..4).map(|_| app.get("/api/v1/me", &patient))).await;
+        for answer in answers {
+            assert_eq!(
+                answer.status,
+                StatusCode::OK,
+                "round {round}: {:?}",
+                answer.body
+            );
+        }
+    }
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM pg_settings WHERE name = 'idle_session_timeout' AND setting = '300'"),
+        1,
+        "a session of its own meets the database's default"
+    );
+}
+
 /// Holds the database's write path so that a booking stays in flight: the doctor's row on
 /// PostgreSQL, the write lock on SQLite. Released after `hold`.
 fn hold_booking_path(

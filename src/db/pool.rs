@@ -119,9 +119,16 @@ impl ConnectionManager {
             // the role would turn a lost optimistic race into a serialization failure: 409
             // `DEADLOCK_DETECTED` once the retries ran out, instead of `VERSION_CONFLICT` with
             // `current`.
+            //
+            // The pool keeps connections idle by design and closes them itself (r2d2's idle
+            // time-out): a server `idle_session_timeout` (PostgreSQL 14) would end them under
+            // it, and the next request on such a connection was a 503. `set_config` runs only
+            // where the setting exists.
             Backend::Postgres => format!(
                 "SET lock_timeout = {}; SET statement_timeout = {}; SET TIME ZONE 'UTC'; \
-                 SET default_transaction_isolation = 'read committed';",
+                 SET default_transaction_isolation = 'read committed'; \
+                 SELECT set_config('idle_session_timeout', '0', false) \
+                 WHERE current_setting('idle_session_timeout', true) IS NOT NULL;",
                 config.pg_lock_timeout.as_millis(),
                 config.pg_statement_timeout.as_millis()
             ),
