@@ -645,10 +645,9 @@ async fn postgres_a_database_that_takes_no_writes_answers_them_503_and_recovers(
     else {
         return;
     };
-    let doctor = app.doctor().await;
-    let patient = app.patient().await;
     let name = app.db_url.rsplit('/').next().unwrap().to_owned();
     let mut admin = PgConnection::establish(&pg_admin_url()).unwrap();
+    let (doctor, patient) = (app.doctor().await, app.patient().await);
     common::set_database_default(&app.db_url, "default_transaction_read_only", "on");
     // The pool's connection opened before that: end it, so that the next one is read-only.
     admin
