@@ -19,20 +19,24 @@ if ! pg_isready -h 127.0.0.1 -p 5432 -q; then
 fi
 pg_isready -h 127.0.0.1 -p 5432
 
-# tests/db_errors.rs runs medbook against a database whose sessions report errors in German
-# (as on a server whose initdb took a German system locale). The server can use a locale only
-# if it existed when the server started: make it, and restart the server once if it came too
-# late.
-if ! locale -a 2>/dev/null | grep -qix 'de_DE.utf8'; then
-  if [ ! -f /usr/share/i18n/locales/de_DE ]; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq locales
+# tests/db_errors.rs runs medbook against databases whose sessions report errors in German (as
+# on a server whose initdb took a German system locale) and in Dutch, for which PostgreSQL has
+# no translation (its messages stay English under a name that does not say so). The server can
+# use a locale only if it existed when the server started: make them, and restart the server
+# once if they came too late.
+for locale in de_DE nl_NL; do
+  if ! locale -a 2>/dev/null | grep -qix "$locale.utf8"; then
+    if [ ! -f "/usr/share/i18n/locales/$locale" ]; then
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq locales
+    fi
+    echo "making the locale $locale.UTF-8"
+    localedef -i "$locale" -f UTF-8 "$locale.UTF-8"
   fi
-  echo "making the locale de_DE.UTF-8"
-  localedef -i de_DE -f UTF-8 de_DE.UTF-8
-fi
-if ! psql -h 127.0.0.1 -U postgres -d postgres -Atqc "SET lc_messages = 'de_DE.UTF-8'" >/dev/null 2>&1; then
-  echo "restarting PostgreSQL so that it can use the locale de_DE.UTF-8"
+done
+if ! psql -h 127.0.0.1 -U postgres -d postgres -Atq \
+    -c "SET lc_messages = 'de_DE.UTF-8'" -c "SET lc_messages = 'nl_NL.UTF-8'" >/dev/null 2>&1; then
+  echo "restarting PostgreSQL so that it can use the locales de_DE.UTF-8 and nl_NL.UTF-8"
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main restart
   for _ in $(seq 1 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 1; done
   pg_isready -h 127.0.0.1 -p 5432

@@ -261,15 +261,22 @@ async fn postgres_errors_without_a_diesel_kind_are_classified() {
 /// from the system's locale, so a server set up in Germany may well speak German).
 const GERMAN: &str = "de_DE.UTF-8";
 
-/// Whether the server can report errors in German: the locale must exist where it runs, and
-/// have existed when it started (`scripts/ensure-postgres.sh` makes sure of both), and its
-/// German messages must be installed. Outside CI a server that cannot is a skip.
+/// A language PostgreSQL has no translation for: its messages stay English, under a setting
+/// whose name does not say so.
+const DUTCH: &str = "nl_NL.UTF-8";
+
+/// Whether the server can report errors in German, and take Dutch: the locales must exist
+/// where it runs, and have existed when it started (`scripts/ensure-postgres.sh` makes sure of
+/// both), and its German messages must be installed. Outside CI a server that cannot is a
+/// skip.
 fn server_speaks_german() -> bool {
     let Ok(mut admin) = PgConnection::establish(&common::pg_admin_url()) else {
         return false; // reported by the app's own start as a skip, or a failure in CI
     };
     let answer = admin
-        .batch_execute(&format!("SET lc_messages = '{GERMAN}'; SELECT 1/0"))
+        .batch_execute(&format!(
+            "SET lc_messages = '{DUTCH}'; SET lc_messages = '{GERMAN}'; SELECT 1/0"
+        ))
         .unwrap_err()
         .to_string();
     if answer == "Division durch Null" {
@@ -277,9 +284,9 @@ fn server_speaks_german() -> bool {
     }
     assert!(
         !common::postgres_required(),
-        "CI=true but PostgreSQL cannot report errors in {GERMAN} ({answer}): run scripts/ensure-postgres.sh"
+        "CI=true but PostgreSQL cannot report errors in {GERMAN} or take {DUTCH} ({answer}): run scripts/ensure-postgres.sh"
     );
-    eprintln!("SKIPPED PostgreSQL test: the server cannot report errors in {GERMAN} ({answer}); scripts/ensure-postgres.sh sets that up");
+    eprintln!("SKIPPED PostgreSQL test: the server cannot report errors in {GERMAN} or take {DUTCH} ({answer}); scripts/ensure-postgres.sh sets that up");
     false
 }
 
@@ -340,8 +347,8 @@ async fn postgres_a_server_in_another_language_still_retries_a_deadlock() {
 
 /// A role that may not change `lc_messages`, on a database that reports errors in another
 /// language, is refused at start with what to change, instead of serving 500s for every
-/// deadlock; the same role starts once the database speaks English, or once it is granted
-/// the setting.
+/// deadlock; the same role starts once the database speaks English (by a setting that names
+/// it, or one whose language has no translation), or once it is granted the setting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_a_role_that_cannot_switch_to_english_is_refused_at_start() {
     if !server_speaks_german() {
@@ -378,16 +385,23 @@ async fn postgres_a_role_that_cannot_switch_to_english_is_refused_at_start() {
         .map(|_| ())
         .expect_err("a role that cannot switch to English is refused");
     assert!(
-        refused.contains("lc_messages = 'de_DE.UTF-8'")
+        refused.contains("lc_messages = 'de_DE.UTF-8' (a statement timeout reads \"storniere")
             && refused.contains(&format!("ALTER ROLE \"{name}\" SET lc_messages = 'C'")),
         "{refused}"
     );
 
-    admin
-        .batch_execute(&format!("ALTER DATABASE {name} RESET lc_messages"))
-        .unwrap();
-    let pool = tokio::task::spawn_blocking(start.clone()).await.unwrap();
-    assert!(pool.is_ok(), "{:?}", pool.err());
+    // A setting whose name is not English but whose messages are (no translation): the
+    // session's own answer lets the role start without changing anything; so does English.
+    for setting in [
+        format!("SET lc_messages = '{DUTCH}'"),
+        "RESET lc_messages".to_owned(),
+    ] {
+        admin
+            .batch_execute(&format!("ALTER DATABASE {name} {setting}"))
+            .unwrap();
+        let pool = tokio::task::spawn_blocking(start.clone()).await.unwrap();
+        assert!(pool.is_ok(), "{setting}: {:?}", pool.err());
+    }
 
     admin
         .batch_execute(&format!(

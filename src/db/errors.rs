@@ -124,10 +124,13 @@ fn classify_unknown(message: &str) -> DbErrorClass {
 /// A server set up in another language (initdb takes `lc_messages` from the system's locale)
 /// would otherwise answer a deadlock as "Verklemmung (Deadlock) entdeckt": medbook would not
 /// recognise it, and every deadlock, lock timeout and statement timeout would be a `500`
-/// instead of a retry, a `409` or a `503`. A session already in English (`C`, `POSIX`,
-/// `en_…`) is left as it is; any other is set to `C`, which a superuser may do, and a role
-/// that was granted it (`GRANT SET ON PARAMETER lc_messages`, PostgreSQL 15). A role that may
-/// not is refused with what to change: medbook does not run where it cannot tell a deadlock.
+/// instead of a retry, a `409` or a `503`. A session whose setting names English (`C`,
+/// `POSIX`, `en_…`) is left as it is; any other is set to `C`, which a superuser may do, and a
+/// role that was granted it (`GRANT SET ON PARAMETER lc_messages`, PostgreSQL 15). Where the
+/// role may not, the session's own answer decides: a statement time-out, provoked, must be
+/// recognised. (An empty setting takes the server's environment, which may well be English.)
+/// A session that fails that is refused with what to change: medbook does not run where it
+/// cannot tell a deadlock. Runs before the session settings, which set the time-out again.
 pub fn english_messages(conn: &mut diesel::PgConnection) -> Result<(), String> {
     use diesel::connection::SimpleConnection;
     use diesel::prelude::*;
@@ -150,23 +153,36 @@ pub fn english_messages(conn: &mut diesel::PgConnection) -> Result<(), String> {
     if reads_english(&current) {
         return Ok(());
     }
-    // Any refusal will do: whatever the reason, the session is not in English.
-    conn.batch_execute("SET lc_messages = 'C'").map_err(|e| {
-        format!(
-            "PostgreSQL reports errors to role {role} in lc_messages = '{current}', and the role \
-             may not change it ({e}). medbook recognises deadlocks, lock timeouts and statement \
-             timeouts by PostgreSQL's English messages and would answer them with 500. As a \
-             superuser, run ALTER ROLE \"{role}\" SET lc_messages = 'C' (or GRANT SET ON \
-             PARAMETER lc_messages TO \"{role}\")"
-        )
-    })
+    // Any refusal will do: whatever the reason, the setting stays as it is.
+    let refused = match conn.batch_execute("SET lc_messages = 'C'") {
+        Ok(()) => return Ok(()),
+        Err(e) => e,
+    };
+    let probe = conn
+        .batch_execute("SET statement_timeout = 1; SELECT pg_sleep(1)")
+        .err();
+    if probe.as_ref().map(classify) == Some(DbErrorClass::Unavailable) {
+        return Ok(());
+    }
+    let answer = probe.map_or_else(|| "none".to_owned(), |e| e.to_string());
+    Err(format!(
+        "PostgreSQL reports errors to role {role} in lc_messages = '{current}' (a statement \
+         timeout reads \"{answer}\"), and the role may not change it ({refused}). medbook \
+         recognises deadlocks, lock timeouts and statement timeouts by PostgreSQL's English \
+         messages and would answer them with 500. As a superuser, run ALTER ROLE \"{role}\" \
+         SET lc_messages = 'C' (or GRANT SET ON PARAMETER lc_messages TO \"{role}\")"
+    ))
 }
 
-/// Whether an `lc_messages` setting means English messages.
+/// Whether an `lc_messages` setting names English messages.
 fn reads_english(setting: &str) -> bool {
     let setting = setting.to_ascii_lowercase();
     let language = setting.split(['.', '@']).next().unwrap_or_default();
-    language == "c" || language == "posix" || language == "en" || language.starts_with("en_")
+    language == "c"
+        || language == "posix"
+        || language == "en"
+        || language.starts_with("en_")
+        || language.starts_with("english") // Windows: "English_United States.1252"
 }
 
 #[cfg(test)]
@@ -210,10 +226,12 @@ mod tests {
             "en_US.UTF-8",
             "en_GB",
             "en",
+            "English_United States.1252",
         ] {
             assert!(reads_english(english), "{english}");
         }
-        // "" takes the server's own environment, which may be any language.
+        // "" takes the server's own environment, which may be any language: the session's own
+        // answer decides (tests/db_errors.rs).
         for other in [
             "",
             "de_DE.UTF-8",
