@@ -9,7 +9,9 @@ use actix_web::http::header;
 use actix_web::web::BytesMut;
 use actix_web::{FromRequest, HttpMessage, HttpRequest};
 use futures_util::StreamExt;
-use serde::de::DeserializeOwned;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{DeserializeOwned, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use sha2::{Digest, Sha256};
 
 use crate::error::AppError;
@@ -92,8 +94,52 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
 #[derive(Debug, Clone, Copy)]
 pub struct BodyDigest(pub [u8; 32]);
 
+/// A value taken from a JSON object only.
+///
+/// serde's derived structs also take a JSON array, field by field in the order they are
+/// declared: `["Pat", "p@x.io", "password1"]` registered a patient, and a medication could be
+/// `["Ibuprofen", "200 mg", "3x daily"]`. A request names its fields; an array (or any other
+/// value) where an object belongs is `422`, "expected a JSON object". The request bodies are
+/// read through it ([`parse_json`]), and so are the objects nested in them ([`objects`]).
+#[derive(Debug)]
+pub struct Object<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Fields<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer
+            .deserialize_map(Fields(std::marker::PhantomData))
+            .map(Object)
+    }
+}
+
+/// `#[serde(deserialize_with)]` for a list of objects ([`Object`]).
+pub fn objects<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Vec<T>, D::Error> {
+    Vec::<Object<T>>::deserialize(deserializer).map(|list| list.into_iter().map(|o| o.0).collect())
+}
+
+/// [`objects`] for an optional list (`null` is `None`; a missing one needs `#[serde(default)]`).
+pub fn optional_objects<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<Vec<T>>, D::Error> {
+    Option::<Vec<Object<T>>>::deserialize(deserializer)
+        .map(|list| list.map(|list| list.into_iter().map(|o| o.0).collect()))
+}
+
 /// Parses JSON, telling a body that is not JSON (400) from JSON of the wrong shape (422 naming
-/// the field). Text after the JSON value is not JSON either (`{…} garbage` was taken as `{…}`).
+/// the field), an object ([`Object`]). Text after the JSON value is not JSON either (`{…}
+/// garbage` was taken as `{…}`).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
@@ -112,6 +158,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
         AppError::invalid(&field, strip_position(&inner.to_string()))
     })?;
     de.end().map_err(not_json)?;
+    let Object(value) = value;
     Ok(value)
 }
 
@@ -243,7 +290,7 @@ pub fn etag(version: i32) -> (header::HeaderName, String) {
 mod tests {
     use super::*;
     use actix_web::test::TestRequest;
-    use serde::Deserialize;
+    use std::collections::BTreeMap;
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -259,6 +306,53 @@ mod tests {
         assert_eq!(echo(&exact), exact);
         let long = "é".repeat(101);
         assert_eq!(echo(&long), format!("{}…", "é".repeat(100)));
+    }
+
+    #[test]
+    fn bodies_and_the_objects_in_them_are_objects_not_arrays() {
+        fn invalid(body: &[u8]) -> BTreeMap<String, String> {
+            match parse_json::<crate::services::prescriptions::CreateInput>(body) {
+                Err(AppError::Validation { details, .. }) => details,
+                other => panic!("{}: {other:?}", String::from_utf8_lossy(body)),
+            }
+        }
+        for body in [
+            &br#"[1, [["A", "1 mg", "daily"]]]"#[..],
+            b"[]",
+            b"\"x\"",
+            b"1",
+            b"null",
+        ] {
+            let details = invalid(body);
+            assert!(
+                details["body"].ends_with("expected a JSON object"),
+                "{details:?}"
+            );
+        }
+        let details = invalid(br#"{"appointment_id": 1, "medications": [["A", "1 mg", "daily"]]}"#);
+        assert!(
+            details["medications[0]"].ends_with("expected a JSON object"),
+            "{details:?}"
+        );
+        // Objects are read as before, field by field and by name.
+        let input = parse_json::<crate::services::prescriptions::CreateInput>(
+            br#"{"medications": [{"frequency": "daily", "name": "A", "dosage": "1 mg"}], "appointment_id": 1}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (input.appointment_id, input.medications[0].name.as_str()),
+            (1, "A")
+        );
+        let details = invalid(br#"{"appointment_id": 1, "medications": [{"name": "A", "x": 1}]}"#);
+        assert!(details.contains_key("medications[0].x"), "{details:?}");
+        assert!(matches!(
+            parse_json::<crate::services::prescriptions::UpdateInput>(br#"{"medications": [[]]}"#),
+            Err(AppError::Validation { .. })
+        ));
+        let update =
+            parse_json::<crate::services::prescriptions::UpdateInput>(br#"{"medications": null}"#)
+                .unwrap();
+        assert!(update.medications.is_none());
     }
 
     #[test]

@@ -348,6 +348,29 @@ async fn bad_input_gets_clear_json_errors(app: TestApp) {
         );
     }
     assert_eq!(app.count("SELECT COUNT(*) FROM appointments"), 0);
+    // A body is an object: serde's structs also took an array, field by field by position.
+    let doctor = app.doctor().await;
+    let positional = format!(r#"[{}, "2040-01-01T10:00:00Z", "in_person"]"#, doctor.id);
+    let answer = app
+        .send(
+            app.client
+                .post(&url)
+                .bearer_auth(&patient.token)
+                .header(CONTENT_TYPE, "application/json")
+                .body(positional),
+        )
+        .await;
+    assert_eq!(
+        answer.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{:?}",
+        answer.body
+    );
+    assert_eq!(
+        answer.body["details"]["body"],
+        "invalid type: sequence, expected a JSON object"
+    );
+    assert_eq!(app.count("SELECT COUNT(*) FROM appointments"), 0);
     // A compressed body is refused as such (it was "not valid JSON"); `identity` is no coding.
     let encoded = |encoding: &'static str, body: &'static [u8]| {
         app.send(

@@ -23,6 +23,7 @@ use crate::schema::prescriptions;
 pub struct CreateInput {
     pub appointment_id: i32,
     #[schema(min_items = 1, max_items = 50)]
+    #[serde(deserialize_with = "crate::extract::objects")]
     pub medications: Vec<Medication>,
     #[serde(default)]
     pub notes: Option<String>,
@@ -33,7 +34,7 @@ pub struct CreateInput {
 #[serde(deny_unknown_fields)]
 #[schema(as = PrescriptionUpdate)]
 pub struct UpdateInput {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::extract::optional_objects")]
     pub medications: Option<Vec<Medication>>,
     /// Left out, they stay; `null` clears them.
     #[serde(default)]
