@@ -82,9 +82,13 @@ impl Caller {
     }
 }
 
-/// The token of an `Authorization: Bearer …` header.
-fn bearer(req: &HttpRequest) -> Option<String> {
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+/// The token of an `Authorization: Bearer …` header; none if the header is sent twice (two
+/// tokens are no credentials, whichever comes first).
+pub fn bearer(req: &HttpRequest) -> Option<String> {
+    let value = crate::extract::sole_header(req, &header::AUTHORIZATION)
+        .ok()??
+        .to_str()
+        .ok()?;
     let (scheme, token) = value.trim().split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && token.len() <= 512)

@@ -19,6 +19,25 @@ use crate::error::AppError;
 /// Largest accepted request body.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
+/// The value of a header that a request may carry once, or `Err` if it carries it more than
+/// once. actix keeps every line of a repeated header, and `get` returns the first: a second
+/// `Idempotency-Key`, `If-Match` or `Content-Type` was ignored, so the request was judged by
+/// half of what it said. (RFC 9110 §5.3: only a list may be split over several lines, and
+/// medbook takes none of these as a list.)
+pub fn sole_header<'a>(
+    req: &'a HttpRequest,
+    name: &header::HeaderName,
+) -> Result<Option<&'a header::HeaderValue>, AppError> {
+    let mut values = req.headers().get_all(name);
+    let first = values.next();
+    match values.next() {
+        None => Ok(first),
+        Some(_) => Err(AppError::BadRequest(format!(
+            "{name} is sent more than once: send it once"
+        ))),
+    }
+}
+
 /// A JSON request body. Invalid JSON or a non-JSON content type → 400; JSON of the wrong shape
 /// (missing, unknown or mistyped fields) → 422 with the failing field in `details`; more than
 /// [`BODY_LIMIT`] bytes → 413. An empty body reads as `{}`.
@@ -30,23 +49,23 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, AppError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let content_type_ok = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| {
-                let mime = v
-                    .split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase();
-                mime == "application/json" || mime.ends_with("+json")
-            });
+        let content_type = sole_header(req, &header::CONTENT_TYPE);
+        let encoding = sole_header(req, &header::CONTENT_ENCODING);
+        let (content_type, encoding) = match (content_type, encoding) {
+            (Ok(content_type), Ok(encoding)) => (content_type, encoding),
+            (Err(e), _) | (_, Err(e)) => return Box::pin(async move { Err(e) }),
+        };
+        let content_type_ok = content_type.and_then(|v| v.to_str().ok()).map(|v| {
+            let mime = v
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            mime == "application/json" || mime.ends_with("+json")
+        });
         // Request bodies are read as sent: a compressed one would only fail as "not JSON".
-        let encoding = req
-            .headers()
-            .get(header::CONTENT_ENCODING)
+        let encoding = encoding
             .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase())
             .filter(|v| !v.is_empty() && v != "identity");
         let declared_len = req
@@ -252,7 +271,7 @@ impl Expected {
                     .to_owned(),
             ));
         }
-        let if_match = match req.headers().get(header::IF_MATCH) {
+        let if_match = match sole_header(req, &header::IF_MATCH)? {
             None => None,
             Some(value) => Some(parse_if_match(value.to_str().unwrap_or(""))?),
         };

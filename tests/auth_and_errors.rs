@@ -20,6 +20,7 @@ both_backends!(
     no_cache_keeps_an_answer,
     query_parameters_a_route_does_not_take_are_400,
     a_read_whose_etag_the_client_has_is_304,
+    headers_a_request_may_carry_once_are_refused_twice,
 );
 
 both_backends_configured!(
@@ -466,6 +467,84 @@ async fn bad_input_gets_clear_json_errors(app: TestApp) {
     }
     assert_eq!(app.get("/healthz", &patient).await.status, StatusCode::OK);
     assert_eq!(app.get("/readyz", &patient).await.status, StatusCode::OK);
+}
+
+/// A header that may be sent once, sent twice, is refused: the request was judged by the first
+/// line alone (two tokens authenticated as the first; a second key, condition or content type
+/// was ignored).
+async fn headers_a_request_may_carry_once_are_refused_twice(app: TestApp) {
+    let patient = app.patient().await;
+    let doctor = app.doctor().await;
+    let me = app
+        .send(
+            app.client
+                .get(format!("{}/api/v1/me", app.base))
+                .header("Authorization", format!("Bearer {}", patient.token))
+                .header("Authorization", "Bearer someone-else"),
+        )
+        .await;
+    assert_eq!(
+        (me.status, me.code()),
+        (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED")
+    );
+    assert_eq!(me.header("www-authenticate"), "Bearer");
+
+    let booking =
+        json!({"doctor_id": doctor.id, "scheduled_at": slot(3, 9, 0), "type": "in_person"});
+    let url = format!("{}/api/v1/appointments", app.base);
+    let keys = app
+        .send(
+            app.client
+                .post(&url)
+                .bearer_auth(&patient.token)
+                .header("Idempotency-Key", "one")
+                .header("Idempotency-Key", "two")
+                .json(&booking),
+        )
+        .await;
+    assert_eq!(
+        (keys.status, keys.code()),
+        (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
+        "{:?}",
+        keys.body
+    );
+    let types = app
+        .send(
+            app.client
+                .post(&url)
+                .bearer_auth(&patient.token)
+                .header(CONTENT_TYPE, "application/json")
+                .header(CONTENT_TYPE, "text/plain")
+                .body(booking.to_string()),
+        )
+        .await;
+    assert_eq!(types.status, StatusCode::BAD_REQUEST, "{:?}", types.body);
+    assert_eq!(app.count("SELECT COUNT(*) FROM appointments"), 0);
+
+    let id = app.booked(&patient, &doctor, &slot(3, 10, 0)).await;
+    let conditions = app
+        .send(
+            app.client
+                .put(format!("{url}/{id}"))
+                .bearer_auth(&patient.token)
+                .header("If-Match", "\"1\"")
+                .header("If-Match", "\"7\"")
+                .json(&json!({"reason": "twice"})),
+        )
+        .await;
+    assert_eq!(
+        (conditions.status, conditions.code()),
+        (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
+        "{:?}",
+        conditions.body
+    );
+    let now = app
+        .get(&format!("/api/v1/appointments/{id}"), &patient)
+        .await;
+    assert_eq!(
+        (now.body["version"].as_i64(), now.body["reason"].as_str()),
+        (Some(1), None)
+    );
 }
 
 async fn tokens_that_do_not_authenticate_get_401(app: TestApp) {

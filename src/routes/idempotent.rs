@@ -16,6 +16,9 @@ use crate::server::AppState;
 use crate::services::idempotency::{self, Claim, StoredResponse};
 use crate::telemetry::Telemetry;
 
+/// The request header that makes a POST idempotent.
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
 /// The response of a successful POST, built inside the work so that it can be stored.
 pub fn json<T: Serialize>(
     status: StatusCode,
@@ -127,7 +130,7 @@ pub async fn post<F>(
 where
     F: FnOnce(&mut DbConn, &Caller) -> Result<StoredResponse, AppError> + Send + 'static,
 {
-    let key = match req.headers().get("Idempotency-Key") {
+    let key = match crate::extract::sole_header(req, &IDEMPOTENCY_KEY)? {
         None => {
             return state
                 .as_caller(bearer, work)
