@@ -82,17 +82,23 @@ impl Caller {
     }
 }
 
-/// The token of an `Authorization: Bearer …` header; none if the header is sent twice (two
-/// tokens are no credentials, whichever comes first).
-pub fn bearer(req: &HttpRequest) -> Option<String> {
+/// The token of the request's `Authorization: Bearer …` header; none if the header is sent
+/// twice (two tokens are no credentials, whichever comes first).
+pub fn bearer_token(req: &HttpRequest) -> Option<&str> {
     let value = crate::extract::sole_header(req, &header::AUTHORIZATION)
         .ok()??
         .to_str()
         .ok()?;
     let (scheme, token) = value.trim().split_once(' ')?;
     let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && token.len() <= 512)
-        .then(|| token.to_owned())
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// A [`bearer_token`] of a length medbook issues (longer ones are not looked up).
+fn bearer(req: &HttpRequest) -> Option<String> {
+    bearer_token(req)
+        .filter(|token| token.len() <= 512)
+        .map(str::to_owned)
 }
 
 /// The bearer token of a request, not yet checked: checking it needs the database, and is

@@ -271,6 +271,22 @@ async fn metrics_require_the_token_when_one_is_configured() {
         metrics_text(&app, Some("scrape-secret")).await.0,
         StatusCode::OK
     );
+    // The token, and another one beside it, is no token; a long configured token is read in
+    // full (the API's own tokens are capped at 512 characters, this one is not).
+    let twice = app
+        .send(
+            app.client
+                .get(format!("{}/metrics", app.base))
+                .header("Authorization", "Bearer scrape-secret")
+                .header("Authorization", "Bearer wrong"),
+        )
+        .await;
+    assert_eq!(twice.status, StatusCode::UNAUTHORIZED);
+    let long = "s".repeat(600);
+    let app = TestApp::start_with(Backend::Sqlite, |c| c.metrics_token = Some(long.clone()))
+        .await
+        .unwrap();
+    assert_eq!(metrics_text(&app, Some(&long)).await.0, StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

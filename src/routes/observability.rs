@@ -36,7 +36,7 @@ pub(crate) async fn metrics(
     req: HttpRequest,
 ) -> Result<HttpResponse, AppError> {
     if let Some(expected) = &state.metrics_token {
-        let given = crate::auth::bearer(&req).unwrap_or_default();
+        let given = crate::auth::bearer_token(&req).unwrap_or_default();
         // Compare digests, so the comparison time does not depend on the token.
         if Sha256::digest(given.as_bytes()) != Sha256::digest(expected.as_bytes()) {
             return Err(AppError::Unauthenticated);
