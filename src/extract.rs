@@ -145,15 +145,18 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
 pub fn objects<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     deserializer: D,
 ) -> Result<Vec<T>, D::Error> {
-    Vec::<Object<T>>::deserialize(deserializer).map(|list| list.into_iter().map(|o| o.0).collect())
+    Vec::<Object<T>>::deserialize(deserializer).map(unwrap_objects)
 }
 
 /// [`objects`] for an optional list (`null` is `None`; a missing one needs `#[serde(default)]`).
 pub fn optional_objects<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     deserializer: D,
 ) -> Result<Option<Vec<T>>, D::Error> {
-    Option::<Vec<Object<T>>>::deserialize(deserializer)
-        .map(|list| list.map(|list| list.into_iter().map(|o| o.0).collect()))
+    Option::<Vec<Object<T>>>::deserialize(deserializer).map(|list| list.map(unwrap_objects))
+}
+
+fn unwrap_objects<T>(list: Vec<Object<T>>) -> Vec<T> {
+    list.into_iter().map(|Object(value)| value).collect()
 }
 
 /// Parses JSON, telling a body that is not JSON (400) from JSON of the wrong shape (422 naming

@@ -54,7 +54,7 @@ pub(crate) async fn create_user(
         .as_caller(bearer.clone(), |_, caller| caller.require_admin())
         .await?;
     let role = input.check()?;
-    if req.headers().get("Idempotency-Key").is_none() {
+    if !req.headers().contains_key(idempotent::IDEMPOTENCY_KEY) {
         // A taken email costs no hash. (With a key, a repeat must reach its replay instead.)
         let email = input.email.trim().to_owned();
         run_blocking(&state.pool, move |conn| ensure_email_free(conn, &email)).await?;
