@@ -59,6 +59,90 @@ async fn postgres_a_stricter_default_isolation_leaves_the_races_answered_as_docu
     }
 }
 
+/// A status change is not held up by the user-row locks of a booking or reschedule, and so
+/// cannot deadlock with one. The reschedule locks the doctor's row, then waits for the
+/// patient's (held here); meanwhile the doctor confirms the appointment. The confirmation's
+/// history row references the doctor, and that foreign-key check takes a `KEY SHARE` lock on
+/// the doctor's row. Under the booking path's former `FOR UPDATE` it waited for the
+/// reschedule, which then needed the appointment row the confirmation held: a deadlock, and
+/// the confirmation, which is not retried, answered `409 DEADLOCK_DETECTED` (found by
+/// `tests/mixed_load.rs`). `FOR NO KEY UPDATE` still excludes other bookings and a
+/// deactivation, but not foreign-key checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_status_change_does_not_wait_for_a_reschedules_row_locks() {
+    use diesel::connection::SimpleConnection;
+    use diesel::{Connection, PgConnection};
+
+    let Some(app) = TestApp::start(common::Backend::Postgres).await else {
+        return;
+    };
+    let doctor = app.doctor().await;
+    let patient = app.patient().await;
+    assert!(
+        doctor.id < patient.id,
+        "the reschedule locks the doctor first"
+    );
+    let id = app.booked(&patient, &doctor, &slot(3, 9, 0)).await;
+
+    let mut holder = PgConnection::establish(&app.db_url).unwrap();
+    holder
+        .batch_execute(&format!(
+            "BEGIN; SELECT id FROM users WHERE id = {} FOR UPDATE",
+            patient.id
+        ))
+        .unwrap();
+    let reschedule = {
+        let (client, url, token) = (
+            app.client.clone(),
+            format!("{}{}", app.base, appointment(id)),
+            patient.token.clone(),
+        );
+        tokio::spawn(async move {
+            let answer = client
+                .put(url)
+                .bearer_auth(token)
+                .json(&json!({"scheduled_at": slot(4, 9, 0)}))
+                .send()
+                .await
+                .unwrap();
+            (answer.status(), answer.json::<Value>().await.unwrap())
+        })
+    };
+    let url = app.db_url.clone();
+    tokio::task::spawn_blocking(move || common::wait_for_lock_waiter(&url))
+        .await
+        .unwrap();
+
+    // The reschedule holds the doctor's row and waits: the confirmation goes through.
+    let confirmed = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        set_status(&app, id, &doctor, "confirmed", None),
+    )
+    .await
+    .expect("the confirmation waited for the reschedule's row lock");
+    assert_eq!(confirmed.status, StatusCode::OK, "{:?}", confirmed.body);
+    assert_eq!(confirmed.body["version"], 2);
+
+    holder.batch_execute("COMMIT").unwrap();
+    let (status, moved) = reschedule.await.unwrap();
+    // It lost the race to version 2 and applied itself to it (it sent no version).
+    assert_eq!(status, StatusCode::OK, "{moved:?}");
+    assert_eq!(
+        (moved["status"].as_str(), moved["version"].as_i64()),
+        (Some("pending"), Some(3))
+    );
+    let history = app
+        .get(&format!("{}/history", appointment(id)), &patient)
+        .await;
+    let actions: Vec<&str> = history.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["created", "confirmed", "rescheduled"]);
+}
+
 fn appointment(id: i64) -> String {
     format!("/api/v1/appointments/{id}")
 }

@@ -11,8 +11,8 @@
 \set earliest :start - 14400
 \set finish :start + 1800
 BEGIN;
-SELECT id, role, is_active FROM users WHERE id = least(:doctor::integer, :patient::integer) LIMIT 1 FOR UPDATE;
-SELECT id, role, is_active FROM users WHERE id = greatest(:doctor::integer, :patient::integer) LIMIT 1 FOR UPDATE;
+SELECT id, role, is_active FROM users WHERE id = least(:doctor::integer, :patient::integer) LIMIT 1 FOR NO KEY UPDATE;
+SELECT id, role, is_active FROM users WHERE id = greatest(:doctor::integer, :patient::integer) LIMIT 1 FOR NO KEY UPDATE;
 SELECT count(*) AS doctor_busy FROM (SELECT id FROM appointments WHERE doctor_id = :doctor AND status IN ('pending', 'confirmed', 'in_progress') AND scheduled_at > to_timestamp(:earliest::double precision) AT TIME ZONE 'UTC' AND scheduled_at < to_timestamp(:finish::double precision) AT TIME ZONE 'UTC' AND ends_at > to_timestamp(:start::double precision) AT TIME ZONE 'UTC' LIMIT 1) s \gset
 SELECT count(*) AS patient_busy FROM (SELECT id FROM appointments WHERE patient_id = :patient AND status IN ('pending', 'confirmed', 'in_progress') AND scheduled_at > to_timestamp(:earliest::double precision) AT TIME ZONE 'UTC' AND scheduled_at < to_timestamp(:finish::double precision) AT TIME ZONE 'UTC' AND ends_at > to_timestamp(:start::double precision) AT TIME ZONE 'UTC' LIMIT 1) s \gset
 \if :doctor_busy + :patient_busy = 0

@@ -115,9 +115,15 @@ fn in_transaction(conn: &mut DbConn) -> bool {
 /// bookings can never wait on each other in a cycle), and returns, of the rows that exist,
 /// what the booking checks (id, role, active).
 ///
-/// PostgreSQL: `SELECT … FOR UPDATE`, one row at a time in id order. SQLite: the surrounding
-/// [`write_transaction`] already holds the database's only write lock, so a plain read is
-/// enough. Must be called inside [`write_transaction`].
+/// PostgreSQL: `SELECT … FOR NO KEY UPDATE`, one row at a time in id order. That excludes
+/// other bookings and reschedules of these users and a change of their rows (a deactivation),
+/// but not the `KEY SHARE` locks of foreign-key checks: an insert that references a user (a
+/// status change's history row, a token, a prescription) does not wait for a booking.
+/// `FOR UPDATE` made it wait, and a status change, which holds its appointment's row when its
+/// history row is checked, deadlocked with a reschedule of that appointment, which holds the
+/// user's row when it updates the appointment. SQLite: the surrounding [`write_transaction`]
+/// already holds the database's only write lock, so a plain read is enough. Must be called
+/// inside [`write_transaction`].
 pub fn lock_users_in_order(conn: &mut DbConn, ids: &[i32]) -> QueryResult<Vec<UserStanding>> {
     let mut ids = ids.to_vec();
     ids.sort_unstable();
@@ -128,7 +134,7 @@ pub fn lock_users_in_order(conn: &mut DbConn, ids: &[i32]) -> QueryResult<Vec<Us
         let row = match conn {
             DbConn::Pg(pg) => user
                 .select(UserStanding::as_select())
-                .for_update()
+                .for_no_key_update()
                 .first(pg)
                 .optional()?,
             DbConn::Sqlite(sqlite) => user
