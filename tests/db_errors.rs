@@ -61,6 +61,58 @@ async fn postgres_deadlocks_beyond_the_retries_answer_deadlock_detected() {
     assert_eq!(again.status, StatusCode::CREATED, "{:?}", again.body);
 }
 
+/// An optimistic update (here a confirmation) whose statement is chosen as a deadlock's
+/// victim is run again, like a booking, instead of answering `409 DEADLOCK_DETECTED` at once
+/// (which claimed retries that never ran). Another session holds the doctor's row, which the
+/// confirmation's history row references (its foreign-key check waits, the confirmation
+/// holding the appointment's row), then asks for the appointment's row: a genuine deadlock.
+/// This session waits 30 s before its deadlock check, the app's 1 s, so PostgreSQL aborts the
+/// confirmation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_deadlocked_optimistic_update_is_retried() {
+    let Some(app) = postgres_app(|_| {}).await else {
+        return;
+    };
+    let doctor = app.doctor().await;
+    let patient = app.patient().await;
+    let id = app.booked(&patient, &doctor, &slot(3, 9, 0)).await;
+    let mut other = PgConnection::establish(&app.db_url).unwrap();
+    other
+        .batch_execute(&format!(
+            "SET deadlock_timeout = '30s'; BEGIN; \
+             SELECT id FROM users WHERE id = {} FOR UPDATE",
+            doctor.id
+        ))
+        .unwrap();
+    let url = app.db_url.clone();
+    let other = tokio::task::spawn_blocking(move || {
+        common::wait_for_lock_waiter(&url);
+        other
+            .batch_execute(&format!(
+                "SELECT id FROM appointments WHERE id = {id} FOR UPDATE; COMMIT"
+            ))
+            .expect("the confirmation, not this session, is the deadlock's victim");
+    });
+    let confirmed = app
+        .put(
+            &format!("/api/v1/appointments/{id}"),
+            &doctor,
+            serde_json::json!({"status": "confirmed", "version": 1}),
+        )
+        .await;
+    other.await.unwrap();
+    assert_eq!(confirmed.status, StatusCode::OK, "{:?}", confirmed.body);
+    assert_eq!(confirmed.body["version"], 2);
+    let stats = app.get("/api/v1/admin/lock-stats", &app.admin).await;
+    assert_eq!(stats.body["retry_count"], 1, "{:?}", stats.body);
+    assert_eq!(
+        app.count(&format!(
+            "SELECT COUNT(*) FROM appointment_history WHERE appointment_id = {id}"
+        )),
+        2
+    );
+}
+
 /// How long the lock-timeout tests' app waits for a row lock.
 const SHORT_LOCK_TIMEOUT: Duration = Duration::from_millis(300);
 
@@ -455,6 +507,51 @@ async fn sqlite_busy_is_retried_until_the_lock_is_released() {
     let answer = app.book(&patient, &doctor, &slot(3, 13, 0), 30).await;
     holder.join().unwrap();
     assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
+}
+
+/// The optimistic updates retry SQLite BUSY as the booking does (before, the first BUSY was
+/// `409 DEADLOCK_DETECTED`): a confirmation and an admin's change of a user, each while
+/// another connection holds the write lock for longer than one `busy_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_busy_on_an_optimistic_update_is_retried() {
+    let app = TestApp::start_with(Backend::Sqlite, |c| {
+        c.sqlite_busy_timeout = Duration::from_millis(150)
+    })
+    .await
+    .unwrap();
+    let doctor = app.doctor().await;
+    let patient = app.patient().await;
+    let id = app.booked(&patient, &doctor, &slot(3, 9, 0)).await;
+    let holder = hold_sqlite_write_lock(&app.db_url, Duration::from_millis(400));
+    let confirmed = app
+        .put(
+            &format!("/api/v1/appointments/{id}"),
+            &doctor,
+            serde_json::json!({"status": "confirmed"}),
+        )
+        .await;
+    holder.join().unwrap();
+    assert_eq!(confirmed.status, StatusCode::OK, "{:?}", confirmed.body);
+    assert_eq!(confirmed.body["version"], 2);
+
+    let holder = hold_sqlite_write_lock(&app.db_url, Duration::from_millis(400));
+    let renamed = app
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/admin/users/{}", patient.id),
+            Some(&app.admin.token),
+            Some(serde_json::json!({"name": "Renamed"})),
+        )
+        .await;
+    holder.join().unwrap();
+    assert_eq!(renamed.status, StatusCode::OK, "{:?}", renamed.body);
+    assert_eq!(renamed.body["version"], 2);
+    let stats = app.get("/api/v1/admin/lock-stats", &app.admin).await;
+    assert!(
+        stats.body["retry_count"].as_i64().unwrap() >= 2,
+        "{:?}",
+        stats.body
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

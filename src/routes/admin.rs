@@ -100,9 +100,10 @@ pub(crate) async fn update_user(
 ) -> Result<HttpResponse, AppError> {
     let id = path_id(&req, "id")?;
     let expected = Expected::from_request(&req, input.version)?;
+    let contention = state.contention.clone();
     let user = state
         .as_caller(bearer, move |conn, caller| {
-            users::update(conn, caller, id, &input, expected)
+            users::update(conn, caller, id, &input, expected, &contention)
         })
         .await?;
     Ok(super::versioned(StatusCode::OK, user.version, &user.view()))

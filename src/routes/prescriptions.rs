@@ -120,9 +120,10 @@ pub(crate) async fn update(
 ) -> Result<HttpResponse, AppError> {
     let id = path_id(&req, "id")?;
     let expected = Expected::from_request(&req, input.version)?;
+    let contention = state.contention.clone();
     let updated = state
         .as_caller(bearer, move |conn, caller| {
-            prescriptions::update(conn, caller, id, &input, expected)
+            prescriptions::update(conn, caller, id, &input, expected, &contention)
         })
         .await?;
     Ok(super::versioned(
@@ -154,8 +155,9 @@ pub(crate) async fn acknowledge(
 ) -> Result<HttpResponse, AppError> {
     let id = path_id(&req, "id")?;
     let expected = Expected::from_request(&req, input.version)?;
+    let contention = state.contention.clone();
     idempotent::post(&state, &req, bearer, move |conn, caller| {
-        let updated = prescriptions::acknowledge(conn, caller, id, expected)?;
+        let updated = prescriptions::acknowledge(conn, caller, id, expected, &contention)?;
         idempotent::json(StatusCode::OK, None, updated.version, &updated.view())
     })
     .await

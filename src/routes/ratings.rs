@@ -97,9 +97,10 @@ pub(crate) async fn update(
 ) -> Result<HttpResponse, AppError> {
     let id = path_id(&req, "id")?;
     let expected = Expected::from_request(&req, input.version)?;
+    let contention = state.contention.clone();
     let updated = state
         .as_caller(bearer, move |conn, caller| {
-            ratings::update(conn, caller, id, &input, expected)
+            ratings::update(conn, caller, id, &input, expected, &contention)
         })
         .await?;
     Ok(super::versioned(StatusCode::OK, updated.version, &updated))

@@ -186,6 +186,8 @@ pub fn update(
     let mut found = Some(found);
     update_versioned(
         conn,
+        contention,
+        &format!("appointment={id}"),
         expected,
         |conn| {
             match found.take() {

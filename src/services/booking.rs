@@ -300,6 +300,8 @@ pub fn reschedule(
 ) -> Result<Appointment, AppError> {
     update_versioned(
         conn,
+        contention,
+        &format!("appointment={id}"),
         expected,
         |conn| visible_appointment(conn, caller, id).map(|(a, _)| a),
         |_| Ok(()),

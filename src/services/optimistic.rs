@@ -1,7 +1,7 @@
 //! The one optimistic-update loop: every update is a single
 //! `UPDATE … WHERE id = ? AND version = ?`; no row locks are held between read and write.
 
-use crate::db::DbConn;
+use crate::db::{with_retry, Contention, DbConn};
 use crate::error::AppError;
 use crate::extract::Expected;
 use crate::models::Versioned;
@@ -21,12 +21,33 @@ pub const LATEST_ATTEMPTS: u32 = 3;
 ///
 /// With `Expected::Body`/`IfMatch` a mismatch is 409 (with `current`) or 412. With
 /// `Expected::Latest` a lost race is retried against the new row, then 409.
+///
+/// An attempt that fails on a deadlock, a serialization failure or SQLite BUSY is run again
+/// whole (a fresh read, the rules, the write) by [`with_retry`], with the booking path's
+/// backoff; `what` names the row in its log lines. `apply`'s writes must be one transaction
+/// (a savepoint inside a keyed POST's) or one statement, so that a failed attempt left
+/// nothing behind.
 pub fn update_versioned<R: Versioned, T>(
     conn: &mut DbConn,
+    contention: &Contention,
+    what: &str,
     expected: Expected,
     mut load: impl FnMut(&mut DbConn) -> Result<R, AppError>,
     frozen: impl Fn(&R) -> Result<(), AppError>,
     mut apply: impl FnMut(&mut DbConn, &R) -> Result<Option<T>, AppError>,
+) -> Result<T, AppError> {
+    with_retry(contention, "update", what, |_| {
+        attempt(conn, expected, &mut load, &frozen, &mut apply)
+    })
+}
+
+/// One attempt of [`update_versioned`].
+fn attempt<R: Versioned, T>(
+    conn: &mut DbConn,
+    expected: Expected,
+    load: &mut impl FnMut(&mut DbConn) -> Result<R, AppError>,
+    frozen: &impl Fn(&R) -> Result<(), AppError>,
+    apply: &mut impl FnMut(&mut DbConn, &R) -> Result<Option<T>, AppError>,
 ) -> Result<T, AppError> {
     for _ in 0..LATEST_ATTEMPTS {
         let current = load(conn)?;

@@ -9,7 +9,7 @@ use super::patch::Patch;
 use super::validate::Problems;
 use super::{party_of, visible_appointment};
 use crate::auth::Caller;
-use crate::db::{classify, write_transaction, DbConn, DbErrorClass, FixedShapeDsl};
+use crate::db::{classify, write_transaction, Contention, DbConn, DbErrorClass, FixedShapeDsl};
 use crate::domain::{Party, Status};
 use crate::error::{AppError, ConflictCode};
 use crate::extract::Expected;
@@ -162,6 +162,7 @@ pub fn update(
     id: i32,
     input: &UpdateInput,
     expected: Expected,
+    contention: &Contention,
 ) -> Result<Prescription, AppError> {
     let mut problems = Problems::default();
     if let Some(medications) = &input.medications {
@@ -179,6 +180,8 @@ pub fn update(
         .transpose()?;
     update_versioned(
         conn,
+        contention,
+        &format!("prescription={id}"),
         expected,
         |conn| get(conn, caller, id),
         |current| match current.acknowledged_at {
@@ -225,9 +228,12 @@ pub fn acknowledge(
     caller: &Caller,
     id: i32,
     expected: Expected,
+    contention: &Contention,
 ) -> Result<Prescription, AppError> {
     update_versioned(
         conn,
+        contention,
+        &format!("prescription={id}"),
         expected,
         |conn| get(conn, caller, id),
         |current| match current.acknowledged_at {

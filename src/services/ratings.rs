@@ -9,7 +9,7 @@ use super::patch::Patch;
 use super::validate::Problems;
 use super::{party_of, visible_appointment};
 use crate::auth::Caller;
-use crate::db::{classify, write_transaction, DbConn, DbErrorClass};
+use crate::db::{classify, write_transaction, Contention, DbConn, DbErrorClass};
 use crate::domain::{Party, Status};
 use crate::error::{AppError, ConflictCode};
 use crate::extract::Expected;
@@ -108,6 +108,7 @@ pub fn update(
     id: i32,
     input: &UpdateInput,
     expected: Expected,
+    contention: &Contention,
 ) -> Result<Rating, AppError> {
     let mut problems = Problems::default();
     if let Some(score) = input.score {
@@ -120,6 +121,8 @@ pub fn update(
     problems.finish()?;
     update_versioned(
         conn,
+        contention,
+        &format!("rating={id}"),
         expected,
         |conn| get(conn, caller, id),
         |_| Ok(()),

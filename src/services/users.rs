@@ -10,7 +10,7 @@ use super::optimistic::update_versioned;
 use super::patch::Patch;
 use super::validate::Problems;
 use crate::auth::Caller;
-use crate::db::{classify, write_transaction, DbConn, DbErrorClass};
+use crate::db::{classify, write_transaction, Contention, DbConn, DbErrorClass};
 use crate::domain::Role;
 use crate::error::AppError;
 use crate::extract::Expected;
@@ -112,6 +112,7 @@ pub fn update(
     id: i32,
     input: &UpdateUserInput,
     expected: Expected,
+    contention: &Contention,
 ) -> Result<User, AppError> {
     caller.require_admin()?;
     let mut problems = Problems::default();
@@ -128,6 +129,8 @@ pub fn update(
     problems.finish()?;
     update_versioned(
         conn,
+        contention,
+        &format!("user={id}"),
         expected,
         |conn| user::find(conn, id)?.ok_or(AppError::NotFound),
         |_| Ok(()),
