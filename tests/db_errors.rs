@@ -509,11 +509,14 @@ async fn sqlite_busy_is_retried_until_the_lock_is_released() {
     assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
 }
 
-/// The optimistic updates retry SQLite BUSY as the booking does (before, the first BUSY was
-/// `409 DEADLOCK_DETECTED`): a confirmation and an admin's change of a user, each while
-/// another connection holds the write lock for longer than one `busy_timeout`.
+/// Every write retries SQLite BUSY as the booking does (before, the first BUSY of any other
+/// write was `409 DEADLOCK_DETECTED`): each request below meets another connection's write
+/// lock, held for longer than one `busy_timeout`, and succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sqlite_busy_on_an_optimistic_update_is_retried() {
+async fn sqlite_busy_on_every_write_is_retried() {
+    use reqwest::Method;
+    use serde_json::{json, Value};
+
     let app = TestApp::start_with(Backend::Sqlite, |c| {
         c.sqlite_busy_timeout = Duration::from_millis(150)
     })
@@ -522,36 +525,66 @@ async fn sqlite_busy_on_an_optimistic_update_is_retried() {
     let doctor = app.doctor().await;
     let patient = app.patient().await;
     let id = app.booked(&patient, &doctor, &slot(3, 9, 0)).await;
-    let holder = hold_sqlite_write_lock(&app.db_url, Duration::from_millis(400));
-    let confirmed = app
-        .put(
-            &format!("/api/v1/appointments/{id}"),
-            &doctor,
-            serde_json::json!({"status": "confirmed"}),
-        )
+    let done = app.booked(&patient, &doctor, &slot(3, 11, 0)).await;
+    app.walk(done, &doctor, &["confirmed", "in_progress", "completed"])
         .await;
-    holder.join().unwrap();
-    assert_eq!(confirmed.status, StatusCode::OK, "{:?}", confirmed.body);
-    assert_eq!(confirmed.body["version"], 2);
-
-    let holder = hold_sqlite_write_lock(&app.db_url, Duration::from_millis(400));
-    let renamed = app
-        .call(
-            reqwest::Method::PATCH,
-            &format!("/api/v1/admin/users/{}", patient.id),
-            Some(&app.admin.token),
-            Some(serde_json::json!({"name": "Renamed"})),
-        )
-        .await;
-    holder.join().unwrap();
-    assert_eq!(renamed.status, StatusCode::OK, "{:?}", renamed.body);
-    assert_eq!(renamed.body["version"], 2);
+    let medications = json!([{"name": "A", "dosage": "1", "frequency": "daily"}]);
+    let request = |method: Method, path: &str, token: Option<&str>, body: Value| {
+        let mut req = app.client.request(method, format!("{}{path}", app.base));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if body.is_null() {
+            req
+        } else {
+            req.json(&body)
+        }
+    };
+    let (doctor_token, patient_token, admin) = (
+        Some(doctor.token.as_str()),
+        Some(patient.token.as_str()),
+        Some(app.admin.token.as_str()),
+    );
+    let writes = vec![
+        ("confirm", request(Method::PUT, &format!("/api/v1/appointments/{id}"), doctor_token,
+            json!({"status": "confirmed"}))),
+        ("rename", request(Method::PATCH, &format!("/api/v1/admin/users/{}", patient.id), admin,
+            json!({"name": "Renamed"}))),
+        ("prescribe", request(Method::POST, "/api/v1/prescriptions", doctor_token,
+            json!({"appointment_id": done, "medications": medications}))),
+        ("rate", request(Method::POST, "/api/v1/ratings", patient_token,
+            json!({"appointment_id": done, "score": 5}))),
+        ("keyed booking", request(Method::POST, "/api/v1/appointments", patient_token,
+            json!({"doctor_id": doctor.id, "scheduled_at": slot(3, 13, 0), "type": "in_person"}))
+            .header("Idempotency-Key", "busy-1")),
+        ("register", request(Method::POST, "/api/v1/auth/register", None,
+            json!({"name": "New", "email": "new@medbook.test", "password": common::PASSWORD}))),
+        ("login", request(Method::POST, "/api/v1/auth/login", None,
+            json!({"email": "new@medbook.test", "password": common::PASSWORD}))),
+        ("create user", request(Method::POST, "/api/v1/admin/users", admin,
+            json!({"name": "Dr New", "email": "dr.new@medbook.test", "password": common::PASSWORD, "role": "doctor"}))),
+        ("logout", request(Method::POST, "/api/v1/auth/logout", patient_token, Value::Null)),
+    ];
+    let count = writes.len();
+    for (what, req) in writes {
+        let holder = hold_sqlite_write_lock(&app.db_url, Duration::from_millis(400));
+        let answer = app.send(req).await;
+        holder.join().unwrap();
+        assert!(
+            answer.status.is_success(),
+            "{what}: {} {:?}",
+            answer.status,
+            answer.body
+        );
+    }
     let stats = app.get("/api/v1/admin/lock-stats", &app.admin).await;
     assert!(
-        stats.body["retry_count"].as_i64().unwrap() >= 2,
+        stats.body["retry_count"].as_i64().unwrap() >= count as i64,
         "{:?}",
         stats.body
     );
+    assert_eq!(app.count("SELECT COUNT(*) FROM prescriptions"), 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM ratings"), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

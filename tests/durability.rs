@@ -73,7 +73,8 @@ fn postgres_only_the_idempotency_claim_commits_without_waiting_for_the_disk() {
         headers: Vec::new(),
         body: "{}".to_owned(),
     };
-    idempotency::run_and_record(&mut conn, user, "key", |_| Ok(response)).expect("recorded");
+    idempotency::run_and_record(&mut conn, user, "key", |_| Ok(response.clone()))
+        .expect("recorded");
     let work = log.take_run();
     assert!(
         work.iter()

@@ -61,8 +61,9 @@ pub(crate) async fn create_user(
     }
     // Hashed before the key is claimed and outside any transaction.
     let hash = hash_in_background(input.password.clone()).await?;
+    let contention = state.contention.clone();
     idempotent::post(&state, &req, bearer, move |conn, _| {
-        let user = users::create(conn, &input, role, &hash)?;
+        let user = users::create(conn, &input, role, &hash, &contention)?;
         let location = format!("/api/v1/admin/users/{}", user.id);
         idempotent::json(
             StatusCode::CREATED,

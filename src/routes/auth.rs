@@ -81,8 +81,9 @@ pub(crate) async fn register(
     .await?;
     let password_hash = hash_in_background(input.password.clone()).await?;
     let (token, token_hash) = new_token();
+    let contention = state.contention.clone();
     let user = run_blocking(&state.pool, move |conn| {
-        service::register_patient(conn, &input, &password_hash, &token_hash)
+        service::register_patient(conn, &input, &password_hash, &token_hash, &contention)
     })
     .await?;
     Ok(HttpResponse::Created()
@@ -126,8 +127,9 @@ pub(crate) async fn login(
     };
     // A deactivated account is refused there, on a read taken after the password check.
     let (token, token_hash) = new_token();
+    let contention = state.contention.clone();
     let user = run_blocking(&state.pool, move |conn| {
-        service::issue_token(conn, user_id, &token_hash)
+        service::issue_token(conn, user_id, &token_hash, &contention)
     })
     .await?;
     Ok(HttpResponse::Ok().json(json!({ "user": user.view(), "token": token })))
@@ -145,9 +147,10 @@ pub(crate) async fn logout(
     bearer: Bearer,
     _: NoQuery,
 ) -> Result<HttpResponse, AppError> {
+    let contention = state.contention.clone();
     state
         .as_caller(bearer, move |conn, caller| {
-            service::logout(conn, &caller.token_hash)
+            service::logout(conn, &caller.token_hash, &contention)
         })
         .await?;
     Ok(HttpResponse::NoContent().finish())

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 
 use crate::auth::{Bearer, Caller};
-use crate::db::{run_blocking, DbConn, DbErrorClass};
+use crate::db::{run_blocking, with_retry, DbConn, DbErrorClass};
 use crate::error::{AppError, ConflictCode};
 use crate::extract::BodyDigest;
 use crate::server::AppState;
@@ -128,7 +128,7 @@ pub async fn post<F>(
     work: F,
 ) -> Result<HttpResponse, AppError>
 where
-    F: FnOnce(&mut DbConn, &Caller) -> Result<StoredResponse, AppError> + Send + 'static,
+    F: FnMut(&mut DbConn, &Caller) -> Result<StoredResponse, AppError> + Send + 'static,
 {
     let key = match crate::extract::sole_header(req, &IDEMPOTENCY_KEY)? {
         None => {
@@ -148,13 +148,21 @@ where
         .as_caller(bearer, {
             let (key, stranded) = (key.clone(), Arc::clone(&stranded));
             let telemetry = Arc::clone(&state.telemetry);
+            let contention = state.contention.clone();
+            let mut work = work;
             move |conn, caller| {
                 let user = caller.id;
-                if let Claim::Replay(stored) = idempotency::claim(conn, user, &key, &fingerprint)? {
+                // The claim, and the work with its record, are each a transaction that a
+                // deadlock or SQLite BUSY rolls back whole: retried like every write.
+                let ids = format!("user={user}");
+                let claim = with_retry(&contention, "claim key", &ids, |_| {
+                    idempotency::claim(conn, user, &key, &fingerprint)
+                })?;
+                if let Claim::Replay(stored) = claim {
                     return Ok((stored, true));
                 }
-                let err = match idempotency::run_and_record(conn, user, &key, |conn| {
-                    work(conn, caller)
+                let err = match with_retry(&contention, "keyed work", &ids, |_| {
+                    idempotency::run_and_record(conn, user, &key, |conn| work(conn, caller))
                 }) {
                     Ok(stored) => return Ok((stored, false)),
                     Err(err) => err,

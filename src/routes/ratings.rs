@@ -39,8 +39,9 @@ pub(crate) async fn create(
     _: NoQuery,
     Json(input): Json<CreateInput>,
 ) -> Result<HttpResponse, AppError> {
+    let contention = state.contention.clone();
     idempotent::post(&state, &req, bearer, move |conn, caller| {
-        let created = ratings::create(conn, caller, &input)?;
+        let created = ratings::create(conn, caller, &input, &contention)?;
         let location = format!("/api/v1/ratings/{}", created.id);
         idempotent::json(
             StatusCode::CREATED,

@@ -5,7 +5,7 @@ use chrono::NaiveDateTime;
 use serde::Deserialize;
 
 use super::validate::Problems;
-use crate::db::{classify, write_transaction, DbConn, DbErrorClass};
+use crate::db::{classify, with_retry, write_transaction, Contention, DbConn, DbErrorClass};
 use crate::domain::Role;
 use crate::error::{AppError, ConflictCode};
 use crate::models::token;
@@ -68,6 +68,7 @@ pub fn register_patient(
     input: &RegisterInput,
     password_hash: &str,
     token_hash: &str,
+    contention: &Contention,
 ) -> Result<User, AppError> {
     let now = crate::time::now();
     let new = NewUser {
@@ -81,10 +82,12 @@ pub fn register_patient(
         created_at: now,
         updated_at: now,
     };
-    write_transaction(conn, |conn| {
-        let user = user::insert(conn, &new).map_err(map_email_conflict)?;
-        token::insert(conn, user.id, user.session_epoch, token_hash, now)?;
-        Ok(user)
+    with_retry(contention, "register", "", |_| {
+        write_transaction(conn, |conn| {
+            let user = user::insert(conn, &new).map_err(map_email_conflict)?;
+            token::insert(conn, user.id, user.session_epoch, token_hash, now)?;
+            Ok(user)
+        })
     })
 }
 
@@ -98,20 +101,28 @@ pub fn invalid_credentials() -> AppError {
 /// deactivation during that check (tens of milliseconds of argon2) refuses the login. One that
 /// commits after this read moves the user's session epoch past the token's, so the token never
 /// authenticates; no lock is needed for that.
-pub fn issue_token(conn: &mut DbConn, user_id: i32, token_hash: &str) -> Result<User, AppError> {
-    write_transaction(conn, |conn| {
-        let user = user::find(conn, user_id)?.ok_or_else(invalid_credentials)?;
-        if !user.is_active {
-            return Err(account_deactivated());
-        }
-        token::insert(
-            conn,
-            user.id,
-            user.session_epoch,
-            token_hash,
-            crate::time::now(),
-        )?;
-        Ok(user)
+pub fn issue_token(
+    conn: &mut DbConn,
+    user_id: i32,
+    token_hash: &str,
+    contention: &Contention,
+) -> Result<User, AppError> {
+    let ids = format!("user={user_id}");
+    with_retry(contention, "login", &ids, |_| {
+        write_transaction(conn, |conn| {
+            let user = user::find(conn, user_id)?.ok_or_else(invalid_credentials)?;
+            if !user.is_active {
+                return Err(account_deactivated());
+            }
+            token::insert(
+                conn,
+                user.id,
+                user.session_epoch,
+                token_hash,
+                crate::time::now(),
+            )?;
+            Ok(user)
+        })
     })
 }
 
@@ -121,10 +132,16 @@ fn account_deactivated() -> AppError {
 }
 
 /// Revokes one token.
-pub fn logout(conn: &mut DbConn, token_hash: &str) -> Result<(), AppError> {
-    write_transaction(conn, |conn| {
-        token::delete(conn, token_hash)?;
-        Ok(())
+pub fn logout(
+    conn: &mut DbConn,
+    token_hash: &str,
+    contention: &Contention,
+) -> Result<(), AppError> {
+    with_retry(contention, "logout", "", |_| {
+        write_transaction(conn, |conn| {
+            token::delete(conn, token_hash)?;
+            Ok(())
+        })
     })
 }
 

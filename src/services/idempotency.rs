@@ -118,11 +118,12 @@ fn in_use() -> AppError {
 }
 
 /// Runs `work` and records its response under the claimed key in the same transaction.
+/// `work` may run again if the caller retries the transaction.
 pub fn run_and_record(
     conn: &mut DbConn,
     user_id: i32,
     key: &str,
-    work: impl FnOnce(&mut DbConn) -> Result<StoredResponse, AppError> + Send,
+    mut work: impl FnMut(&mut DbConn) -> Result<StoredResponse, AppError> + Send,
 ) -> Result<StoredResponse, AppError> {
     write_transaction(conn, |conn| {
         let response = work(conn)?;

@@ -9,7 +9,9 @@ use super::patch::Patch;
 use super::validate::Problems;
 use super::{party_of, visible_appointment};
 use crate::auth::Caller;
-use crate::db::{classify, write_transaction, Contention, DbConn, DbErrorClass, FixedShapeDsl};
+use crate::db::{
+    classify, with_retry, write_transaction, Contention, DbConn, DbErrorClass, FixedShapeDsl,
+};
 use crate::domain::{Party, Status};
 use crate::error::{AppError, ConflictCode};
 use crate::extract::Expected;
@@ -88,6 +90,7 @@ pub fn create(
     conn: &mut DbConn,
     caller: &Caller,
     input: &CreateInput,
+    contention: &Contention,
 ) -> Result<Prescription, AppError> {
     let mut problems = Problems::default();
     check_medications(&mut problems, &input.medications);
@@ -108,33 +111,36 @@ pub fn create(
         });
     }
     let now = crate::time::now();
-    write_transaction(conn, |conn| {
-        let created = prescription::insert(
-            conn,
-            &NewPrescription {
-                appointment_id: appointment.id,
-                doctor_id: appointment.doctor_id,
-                patient_id: appointment.patient_id,
-                medications: &medications,
-                notes: input.notes.as_deref(),
-                version: 1,
-                created_at: now,
-                updated_at: now,
-            },
-        )
-        .map_err(|e| match classify(&e) {
-            DbErrorClass::UniqueViolation { .. } => AppError::conflict(
-                ConflictCode::PrescriptionExists,
-                "This appointment already has a prescription",
-            ),
-            _ => AppError::Database(e),
-        })?;
-        log::info!(
-            "ATOMIC prescription={} appointment={}",
-            created.id,
-            appointment.id
-        );
-        Ok(created)
+    let ids = format!("appointment={}", appointment.id);
+    with_retry(contention, "prescribe", &ids, |_| {
+        write_transaction(conn, |conn| {
+            let created = prescription::insert(
+                conn,
+                &NewPrescription {
+                    appointment_id: appointment.id,
+                    doctor_id: appointment.doctor_id,
+                    patient_id: appointment.patient_id,
+                    medications: &medications,
+                    notes: input.notes.as_deref(),
+                    version: 1,
+                    created_at: now,
+                    updated_at: now,
+                },
+            )
+            .map_err(|e| match classify(&e) {
+                DbErrorClass::UniqueViolation { .. } => AppError::conflict(
+                    ConflictCode::PrescriptionExists,
+                    "This appointment already has a prescription",
+                ),
+                _ => AppError::Database(e),
+            })?;
+            log::info!(
+                "ATOMIC prescription={} appointment={}",
+                created.id,
+                appointment.id
+            );
+            Ok(created)
+        })
     })
 }
 

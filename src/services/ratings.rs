@@ -9,7 +9,7 @@ use super::patch::Patch;
 use super::validate::Problems;
 use super::{party_of, visible_appointment};
 use crate::auth::Caller;
-use crate::db::{classify, write_transaction, Contention, DbConn, DbErrorClass};
+use crate::db::{classify, with_retry, write_transaction, Contention, DbConn, DbErrorClass};
 use crate::domain::{Party, Status};
 use crate::error::{AppError, ConflictCode};
 use crate::extract::Expected;
@@ -45,7 +45,12 @@ pub struct UpdateInput {
 }
 
 /// Rates a completed appointment (its patient only).
-pub fn create(conn: &mut DbConn, caller: &Caller, input: &CreateInput) -> Result<Rating, AppError> {
+pub fn create(
+    conn: &mut DbConn,
+    caller: &Caller,
+    input: &CreateInput,
+    contention: &Contention,
+) -> Result<Rating, AppError> {
     let mut problems = Problems::default();
     problems.range("score", input.score.into(), 1, 5);
     problems.optional_text("comment", input.comment.as_deref(), 2000);
@@ -64,33 +69,36 @@ pub fn create(conn: &mut DbConn, caller: &Caller, input: &CreateInput) -> Result
         });
     }
     let now = crate::time::now();
-    write_transaction(conn, |conn| {
-        let created = rating::insert(
-            conn,
-            &NewRating {
-                appointment_id: appointment.id,
-                doctor_id: appointment.doctor_id,
-                patient_id: appointment.patient_id,
-                score: input.score,
-                comment: input.comment.as_deref(),
-                version: 1,
-                created_at: now,
-                updated_at: now,
-            },
-        )
-        .map_err(|e| match classify(&e) {
-            DbErrorClass::UniqueViolation { .. } => AppError::conflict(
-                ConflictCode::RatingExists,
-                "This appointment was already rated",
-            ),
-            _ => AppError::Database(e),
-        })?;
-        log::info!(
-            "ATOMIC rating={} appointment={}",
-            created.id,
-            appointment.id
-        );
-        Ok(created)
+    let ids = format!("appointment={}", appointment.id);
+    with_retry(contention, "rate", &ids, |_| {
+        write_transaction(conn, |conn| {
+            let created = rating::insert(
+                conn,
+                &NewRating {
+                    appointment_id: appointment.id,
+                    doctor_id: appointment.doctor_id,
+                    patient_id: appointment.patient_id,
+                    score: input.score,
+                    comment: input.comment.as_deref(),
+                    version: 1,
+                    created_at: now,
+                    updated_at: now,
+                },
+            )
+            .map_err(|e| match classify(&e) {
+                DbErrorClass::UniqueViolation { .. } => AppError::conflict(
+                    ConflictCode::RatingExists,
+                    "This appointment was already rated",
+                ),
+                _ => AppError::Database(e),
+            })?;
+            log::info!(
+                "ATOMIC rating={} appointment={}",
+                created.id,
+                appointment.id
+            );
+            Ok(created)
+        })
     })
 }
 

@@ -852,9 +852,10 @@ pub fn service_caller(
         role: role.as_str().into(),
         specialty: None,
     };
-    let id = medbook::services::users::create(conn, &input, role, "not-a-login")
-        .expect("user")
-        .id;
+    let id =
+        medbook::services::users::create(conn, &input, role, "not-a-login", &Default::default())
+            .expect("user")
+            .id;
     medbook::auth::Caller {
         id,
         role,

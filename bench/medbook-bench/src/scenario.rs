@@ -452,7 +452,7 @@ impl InProcess {
                 role: role.as_str().into(),
                 specialty: None,
             };
-            users::create(&mut conn, &input, role, "not-a-login")
+            users::create(&mut conn, &input, role, "not-a-login", &Default::default())
                 .expect("user")
                 .id
         };
