@@ -17,15 +17,31 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use common::{slot, Answer, TestApp};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use reqwest::{Method, StatusCode};
+use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{json, Value};
 
 both_backends!(a_mixed_load_keeps_every_invariant_and_every_answer);
+
+/// The same load on PostgreSQL through two medbook servers sharing the database (the
+/// several-processes deployment): each request goes to one or the other in turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_two_processes_keep_every_invariant_and_every_answer() {
+    let Some(app) = TestApp::start(common::Backend::Postgres).await else {
+        return;
+    };
+    let other = common::Process::start(&app.db_url, &[]);
+    mixed_load(&app, vec![app.base.clone(), other.base.clone()]).await;
+}
+
+async fn a_mixed_load_keeps_every_invariant_and_every_answer(app: TestApp) {
+    mixed_load(&app, vec![app.base.clone()]).await;
+}
 
 const WORKERS: u64 = 12;
 const OPS: usize = 80;
@@ -82,6 +98,9 @@ struct Record {
 
 struct World<'a> {
     app: &'a TestApp,
+    /// The servers, taken in turn.
+    bases: Vec<String>,
+    next: AtomicUsize,
     admin: String,
     doctors: Vec<Person>,
     patients: Vec<Person>,
@@ -102,6 +121,16 @@ impl World<'_> {
             .map_or_else(|| self.admin.clone(), Person::token)
     }
 
+    /// `method path` as `who`, with `body`.
+    fn request(&self, who: Who, method: Method, path: &str, body: &Value) -> RequestBuilder {
+        let base = &self.bases[self.next.fetch_add(1, Ordering::Relaxed) % self.bases.len()];
+        self.app
+            .client
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(self.token(who))
+            .json(body)
+    }
+
     /// Sends `method path` as `who`, with `If-Match` if given.
     async fn call(
         &self,
@@ -111,12 +140,7 @@ impl World<'_> {
         if_match: Option<i64>,
         body: Value,
     ) -> Answer {
-        let mut req = self
-            .app
-            .client
-            .request(method, format!("{}{path}", self.app.base))
-            .bearer_auth(self.token(who))
-            .json(&body);
+        let mut req = self.request(who, method, path, &body);
         if let Some(version) = if_match {
             req = req.header("If-Match", format!("\"{version}\""));
         }
@@ -199,9 +223,10 @@ impl World<'_> {
     }
 
     /// One random request.
-    async fn step(&self, rng: &mut StdRng, n: usize) {
+    async fn step(&self, rng: &mut StdRng, worker: u64, n: usize) {
         match rng.gen_range(0..100) {
-            0..=24 => self.book(rng).await,
+            0..=17 => self.book(rng, None).await,
+            18..=24 => self.book(rng, Some(format!("w{worker}-{n}"))).await,
             25..=49 => self.move_status(rng).await,
             50..=59 => self.reschedule(rng).await,
             60..=64 => self.change_reason(rng, n).await,
@@ -226,7 +251,9 @@ impl World<'_> {
         (at, if rng.gen_bool(0.5) { 30 } else { 60 })
     }
 
-    async fn book(&self, rng: &mut StdRng) {
+    /// A booking; with a key, sent twice at once: one runs, the other waits its turn as
+    /// `409 IDEMPOTENCY_KEY_IN_USE` or gets its answer replayed, byte for byte.
+    async fn book(&self, rng: &mut StdRng, key: Option<String>) {
         let patient = rng.gen_range(0..PATIENTS);
         let doctor = rng.gen_range(0..DOCTORS);
         let (at, minutes) = Self::slot(rng);
@@ -239,10 +266,38 @@ impl World<'_> {
         } else {
             Who::Patient(patient)
         };
-        let answer = self
-            .call(who, Method::POST, "/api/v1/appointments", None, body)
-            .await;
-        if answer.status == StatusCode::CREATED {
+        let answers = match &key {
+            None => vec![
+                self.call(who, Method::POST, "/api/v1/appointments", None, body)
+                    .await,
+            ],
+            Some(key) => {
+                let send = || {
+                    let req = self.request(who, Method::POST, "/api/v1/appointments", &body);
+                    self.app.send(req.header("Idempotency-Key", key))
+                };
+                let (a, b) = tokio::join!(send(), send());
+                vec![a, b]
+            }
+        };
+        let ran: Vec<&Answer> = answers
+            .iter()
+            // A 401 (a deactivated patient's token) is refused before any key is claimed.
+            .filter(|a| !matches!(a.code(), "IDEMPOTENCY_KEY_IN_USE" | "UNAUTHENTICATED"))
+            .collect();
+        let originals = ran
+            .iter()
+            .filter(|a| a.header("idempotent-replayed") != "true")
+            .count();
+        if originals > 1 || ran.windows(2).any(|w| w[0].body != w[1].body) {
+            self.record.lock().unwrap().unexpected.push(format!(
+                "key {key:?}: not one request and its replay: {:?}",
+                ran.iter()
+                    .map(|a| (&a.status, &a.headers, &a.body))
+                    .collect::<Vec<_>>()
+            ));
+        }
+        if let Some(answer) = ran.iter().find(|a| a.status == StatusCode::CREATED) {
             let booked = &answer.body;
             let mut record = self.record.lock().unwrap();
             if booked["patient_id"] != self.patients[patient].id
@@ -254,19 +309,23 @@ impl World<'_> {
             }
             record.appointments.push((answer.id(), patient, doctor));
         }
-        self.judge(
-            "book",
-            who,
-            &answer,
-            &[
-                (201, ""),
-                (409, "SLOT_TAKEN"),
-                (409, "PATIENT_BUSY"),
-                (409, "DOCTOR_INACTIVE"),
-                (409, "PATIENT_INACTIVE"),
-            ],
-        )
-        .await;
+        let what = if key.is_some() { "keyed book" } else { "book" };
+        for answer in &answers {
+            self.judge(
+                what,
+                who,
+                answer,
+                &[
+                    (201, ""),
+                    (409, "SLOT_TAKEN"),
+                    (409, "PATIENT_BUSY"),
+                    (409, "DOCTOR_INACTIVE"),
+                    (409, "PATIENT_INACTIVE"),
+                    (409, "IDEMPOTENCY_KEY_IN_USE"),
+                ],
+            )
+            .await;
+        }
     }
 
     fn party(rng: &mut StdRng, patient: usize, doctor: usize) -> Who {
@@ -589,12 +648,16 @@ fn allowed_move(action: &str, from: &str, to: &str, actor: Who) -> bool {
     }
 }
 
-async fn a_mixed_load_keeps_every_invariant_and_every_answer(app: TestApp) {
+async fn mixed_load(app: &TestApp, bases: Vec<String>) {
     let seed = std::env::var("MEDBOOK_MIXED_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| rand::thread_rng().gen::<u64>());
-    println!("mixed load on {:?}: MEDBOOK_MIXED_SEED={seed}", app.backend);
+    println!(
+        "mixed load on {:?} through {} server(s): MEDBOOK_MIXED_SEED={seed}",
+        app.backend,
+        bases.len()
+    );
 
     let mut doctors = Vec::new();
     for _ in 0..DOCTORS {
@@ -622,7 +685,9 @@ async fn a_mixed_load_keeps_every_invariant_and_every_answer(app: TestApp) {
         });
     }
     let world = World {
-        app: &app,
+        app,
+        bases,
+        next: AtomicUsize::new(0),
         admin: app.admin.token.clone(),
         doctors,
         patients,
@@ -634,7 +699,7 @@ async fn a_mixed_load_keeps_every_invariant_and_every_answer(app: TestApp) {
         async move {
             let mut rng = StdRng::seed_from_u64(seed.wrapping_add(w));
             for n in 0..OPS {
-                world.step(&mut rng, n).await;
+                world.step(&mut rng, w, n).await;
             }
         }
     }))
