@@ -749,6 +749,8 @@ async fn mixed_load(app: &TestApp, bases: Vec<String>) {
         .collect();
     let mut histories = BTreeMap::new();
     let mut completed = 0;
+    // Each doctor's active intervals, as the appointments read now show them.
+    let mut active: BTreeMap<usize, BTreeSet<(String, String)>> = BTreeMap::new();
     for &(id, patient, doctor) in &record.appointments {
         let appointment = app
             .get(&format!("/api/v1/appointments/{id}"), &app.admin)
@@ -795,6 +797,12 @@ async fn mixed_load(app: &TestApp, bases: Vec<String>) {
             status = to.to_owned();
         }
         assert_eq!(appointment["status"], status.as_str(), "{id}: {history:?}");
+        if matches!(status.as_str(), "pending" | "confirmed" | "in_progress") {
+            active.entry(doctor).or_default().insert((
+                appointment["scheduled_at"].as_str().unwrap().to_owned(),
+                appointment["ends_at"].as_str().unwrap().to_owned(),
+            ));
+        }
         completed += usize::from(status == "completed");
         histories.insert(id, history);
     }
@@ -817,6 +825,33 @@ async fn mixed_load(app: &TestApp, bases: Vec<String>) {
             }
         }
     }
+
+    // A doctor's busy times are exactly their active appointments (the load's two days).
+    let mut intervals = 0;
+    for (i, doctor) in world.doctors.iter().enumerate() {
+        let path = format!(
+            "/api/v1/doctors/{}/busy?from={}&to={}",
+            doctor.id,
+            slot(2, 0, 0),
+            slot(4, 0, 0)
+        );
+        let busy = app.get(&path, &app.admin).await;
+        if busy.status == StatusCode::NOT_FOUND {
+            continue; // deactivated at the end: not listed
+        }
+        let shown: BTreeSet<(String, String)> = busy.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                let at = |k: &str| b[k].as_str().unwrap().to_owned();
+                (at("start"), at("end"))
+            })
+            .collect();
+        intervals += shown.len();
+        assert_eq!(shown, active.remove(&i).unwrap_or_default(), "doctor {i}");
+    }
+    assert!(intervals > 0, "no busy time to compare");
 
     // Averages are computed from the ratings as they are now.
     let mut scores: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
