@@ -119,7 +119,7 @@ fn classify_unknown(message: &str) -> DbErrorClass {
     }
 }
 
-/// Makes this PostgreSQL session report errors in English, which [`classify_unknown`] needs.
+/// Makes this PostgreSQL session report errors in English, which `classify_unknown` needs.
 ///
 /// A server set up in another language (initdb takes `lc_messages` from the system's locale)
 /// would otherwise answer a deadlock as "Verklemmung (Deadlock) entdeckt": medbook would not

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use super::DbErrorClass;
+use super::{write_transaction, DbConn, DbErrorClass};
 use crate::error::{AppError, ConflictCode};
 use crate::telemetry::LockStats;
 
@@ -87,6 +87,21 @@ pub fn with_retry<T>(
         );
         std::thread::sleep(delay);
     }
+}
+
+/// One write of a request: `f` in a [`write_transaction`], run again by [`with_retry`] when a
+/// deadlock, a serialization failure or SQLite BUSY rolled it back (`f` gets the attempt
+/// number, from 1).
+pub fn retried_write<T: Send>(
+    conn: &mut DbConn,
+    contention: &Contention,
+    label: &str,
+    ids: &str,
+    mut f: impl FnMut(&mut DbConn, u32) -> Result<T, AppError> + Send,
+) -> Result<T, AppError> {
+    with_retry(contention, label, ids, |attempt| {
+        write_transaction(conn, |conn| f(conn, attempt))
+    })
 }
 
 #[cfg(test)]

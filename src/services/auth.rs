@@ -5,7 +5,7 @@ use chrono::NaiveDateTime;
 use serde::Deserialize;
 
 use super::validate::Problems;
-use crate::db::{classify, with_retry, write_transaction, Contention, DbConn, DbErrorClass};
+use crate::db::{classify, retried_write, Contention, DbConn, DbErrorClass};
 use crate::domain::Role;
 use crate::error::{AppError, ConflictCode};
 use crate::models::token;
@@ -82,12 +82,10 @@ pub fn register_patient(
         created_at: now,
         updated_at: now,
     };
-    with_retry(contention, "register", "", |_| {
-        write_transaction(conn, |conn| {
-            let user = user::insert(conn, &new).map_err(map_email_conflict)?;
-            token::insert(conn, user.id, user.session_epoch, token_hash, now)?;
-            Ok(user)
-        })
+    retried_write(conn, contention, "register", "", |conn, _| {
+        let user = user::insert(conn, &new).map_err(map_email_conflict)?;
+        token::insert(conn, user.id, user.session_epoch, token_hash, now)?;
+        Ok(user)
     })
 }
 
@@ -108,21 +106,19 @@ pub fn issue_token(
     contention: &Contention,
 ) -> Result<User, AppError> {
     let ids = format!("user={user_id}");
-    with_retry(contention, "login", &ids, |_| {
-        write_transaction(conn, |conn| {
-            let user = user::find(conn, user_id)?.ok_or_else(invalid_credentials)?;
-            if !user.is_active {
-                return Err(account_deactivated());
-            }
-            token::insert(
-                conn,
-                user.id,
-                user.session_epoch,
-                token_hash,
-                crate::time::now(),
-            )?;
-            Ok(user)
-        })
+    retried_write(conn, contention, "login", &ids, |conn, _| {
+        let user = user::find(conn, user_id)?.ok_or_else(invalid_credentials)?;
+        if !user.is_active {
+            return Err(account_deactivated());
+        }
+        token::insert(
+            conn,
+            user.id,
+            user.session_epoch,
+            token_hash,
+            crate::time::now(),
+        )?;
+        Ok(user)
     })
 }
 
@@ -137,11 +133,9 @@ pub fn logout(
     token_hash: &str,
     contention: &Contention,
 ) -> Result<(), AppError> {
-    with_retry(contention, "logout", "", |_| {
-        write_transaction(conn, |conn| {
-            token::delete(conn, token_hash)?;
-            Ok(())
-        })
+    retried_write(conn, contention, "logout", "", |conn, _| {
+        token::delete(conn, token_hash)?;
+        Ok(())
     })
 }
 

@@ -15,8 +15,7 @@ use super::validate::Problems;
 use super::{party_of, visible_appointment};
 use crate::auth::Caller;
 use crate::db::{
-    classify, lock_users_in_order, with_retry, write_transaction, Contention, DbConn, DbErrorClass,
-    FixedShapeDsl,
+    classify, lock_users_in_order, retried_write, Contention, DbConn, DbErrorClass, FixedShapeDsl,
 };
 use crate::domain::{
     Party, Role, Status, APPOINTMENT_TYPES, DEFAULT_DURATION_MINUTES, MAX_DURATION_MINUTES,
@@ -128,41 +127,39 @@ pub fn book(
         except: None,
         patient_named_by_admin: caller.role == Role::Admin,
     };
-    let (booked, hold) = with_retry(contention, "book", &ids, |attempt| {
-        write_transaction(conn, |conn| {
-            let hold = hold_slot(conn, contention, &slot, attempt)?;
-            let now = crate::time::now();
-            let booked = appointment::insert(
-                conn,
-                &NewAppointment {
-                    patient_id,
-                    doctor_id: input.doctor_id,
-                    scheduled_at: start,
-                    duration_minutes: duration,
-                    ends_at: end,
-                    type_: &input.type_,
-                    reason: input.reason.as_deref(),
-                    status: Status::Pending.as_str(),
-                    version: 1,
-                    created_at: now,
-                    updated_at: now,
-                },
-            )
-            .map_err(map_slot_conflict)?;
-            history::append(
-                conn,
-                &NewHistoryEntry {
-                    appointment_id: booked.id,
-                    actor_id: caller.id,
-                    action: "created",
-                    from_status: None,
-                    to_status: Status::Pending.as_str(),
-                    version: 1,
-                    at: now,
-                },
-            )?;
-            Ok((booked, hold))
-        })
+    let (booked, hold) = retried_write(conn, contention, "book", &ids, |conn, attempt| {
+        let hold = hold_slot(conn, contention, &slot, attempt)?;
+        let now = crate::time::now();
+        let booked = appointment::insert(
+            conn,
+            &NewAppointment {
+                patient_id,
+                doctor_id: input.doctor_id,
+                scheduled_at: start,
+                duration_minutes: duration,
+                ends_at: end,
+                type_: &input.type_,
+                reason: input.reason.as_deref(),
+                status: Status::Pending.as_str(),
+                version: 1,
+                created_at: now,
+                updated_at: now,
+            },
+        )
+        .map_err(map_slot_conflict)?;
+        history::append(
+            conn,
+            &NewHistoryEntry {
+                appointment_id: booked.id,
+                actor_id: caller.id,
+                action: "created",
+                from_status: None,
+                to_status: Status::Pending.as_str(),
+                version: 1,
+                at: now,
+            },
+        )?;
+        Ok((booked, hold))
     })?;
     log::info!(
         "ATOMIC booked appointment={} {ids} lock_held_ms={} (committed)",
@@ -187,10 +184,10 @@ struct SlotRequest {
 
 /// Locks both calendars' owners and checks that `[start, end)` is free in both.
 ///
-/// Runs inside [`write_transaction`]; the row locks (PostgreSQL) or the write lock (SQLite)
-/// keep every other booking of this doctor or this patient out until commit, which is what
-/// makes the overlap checks below safe. The returned guard records the hold time in the
-/// lock statistics when dropped (after commit or rollback).
+/// Runs inside [`retried_write`]'s transaction; the row locks (PostgreSQL) or the write lock
+/// (SQLite) keep every other booking of this doctor or this patient out until commit, which
+/// is what makes the overlap checks below safe. The returned guard records the hold time in
+/// the lock statistics when dropped (after commit or rollback).
 fn hold_slot(
     conn: &mut DbConn,
     contention: &Contention,
@@ -341,30 +338,28 @@ pub fn reschedule(
                 except: Some(id),
                 patient_named_by_admin: false,
             };
-            let moved = with_retry(contention, "reschedule", &ids, |attempt| {
-                write_transaction(conn, |conn| {
-                    let hold = hold_slot(conn, contention, &slot, attempt)?;
-                    let now = crate::time::now();
-                    let reason = change.reason.apply(current.reason.as_deref());
-                    let moved = move_slot(conn, current, start, duration, end, reason, now)
-                        .map_err(map_slot_conflict)?;
-                    let Some(moved) = moved else {
-                        return Ok(None);
-                    };
-                    history::append(
-                        conn,
-                        &NewHistoryEntry {
-                            appointment_id: id,
-                            actor_id: caller.id,
-                            action: "rescheduled",
-                            from_status: Some(&current.status),
-                            to_status: Status::Pending.as_str(),
-                            version: moved.version,
-                            at: now,
-                        },
-                    )?;
-                    Ok(Some((moved, hold)))
-                })
+            let moved = retried_write(conn, contention, "reschedule", &ids, |conn, attempt| {
+                let hold = hold_slot(conn, contention, &slot, attempt)?;
+                let now = crate::time::now();
+                let reason = change.reason.apply(current.reason.as_deref());
+                let moved = move_slot(conn, current, start, duration, end, reason, now)
+                    .map_err(map_slot_conflict)?;
+                let Some(moved) = moved else {
+                    return Ok(None);
+                };
+                history::append(
+                    conn,
+                    &NewHistoryEntry {
+                        appointment_id: id,
+                        actor_id: caller.id,
+                        action: "rescheduled",
+                        from_status: Some(&current.status),
+                        to_status: Status::Pending.as_str(),
+                        version: moved.version,
+                        at: now,
+                    },
+                )?;
+                Ok(Some((moved, hold)))
             })?;
             Ok(moved.map(|(moved, hold)| {
                 log::info!(

@@ -10,7 +10,7 @@ use super::validate::Problems;
 use super::{party_of, visible_appointment};
 use crate::auth::Caller;
 use crate::db::{
-    classify, with_retry, write_transaction, Contention, DbConn, DbErrorClass, FixedShapeDsl,
+    classify, retried_write, write_transaction, Contention, DbConn, DbErrorClass, FixedShapeDsl,
 };
 use crate::domain::{Party, Status};
 use crate::error::{AppError, ConflictCode};
@@ -112,35 +112,33 @@ pub fn create(
     }
     let now = crate::time::now();
     let ids = format!("appointment={}", appointment.id);
-    with_retry(contention, "prescribe", &ids, |_| {
-        write_transaction(conn, |conn| {
-            let created = prescription::insert(
-                conn,
-                &NewPrescription {
-                    appointment_id: appointment.id,
-                    doctor_id: appointment.doctor_id,
-                    patient_id: appointment.patient_id,
-                    medications: &medications,
-                    notes: input.notes.as_deref(),
-                    version: 1,
-                    created_at: now,
-                    updated_at: now,
-                },
-            )
-            .map_err(|e| match classify(&e) {
-                DbErrorClass::UniqueViolation { .. } => AppError::conflict(
-                    ConflictCode::PrescriptionExists,
-                    "This appointment already has a prescription",
-                ),
-                _ => AppError::Database(e),
-            })?;
-            log::info!(
-                "ATOMIC prescription={} appointment={}",
-                created.id,
-                appointment.id
-            );
-            Ok(created)
-        })
+    retried_write(conn, contention, "prescribe", &ids, |conn, _| {
+        let created = prescription::insert(
+            conn,
+            &NewPrescription {
+                appointment_id: appointment.id,
+                doctor_id: appointment.doctor_id,
+                patient_id: appointment.patient_id,
+                medications: &medications,
+                notes: input.notes.as_deref(),
+                version: 1,
+                created_at: now,
+                updated_at: now,
+            },
+        )
+        .map_err(|e| match classify(&e) {
+            DbErrorClass::UniqueViolation { .. } => AppError::conflict(
+                ConflictCode::PrescriptionExists,
+                "This appointment already has a prescription",
+            ),
+            _ => AppError::Database(e),
+        })?;
+        log::info!(
+            "ATOMIC prescription={} appointment={}",
+            created.id,
+            appointment.id
+        );
+        Ok(created)
     })
 }
 

@@ -9,7 +9,7 @@ use super::patch::Patch;
 use super::validate::Problems;
 use super::{party_of, visible_appointment};
 use crate::auth::Caller;
-use crate::db::{classify, with_retry, write_transaction, Contention, DbConn, DbErrorClass};
+use crate::db::{classify, retried_write, write_transaction, Contention, DbConn, DbErrorClass};
 use crate::domain::{Party, Status};
 use crate::error::{AppError, ConflictCode};
 use crate::extract::Expected;
@@ -70,35 +70,33 @@ pub fn create(
     }
     let now = crate::time::now();
     let ids = format!("appointment={}", appointment.id);
-    with_retry(contention, "rate", &ids, |_| {
-        write_transaction(conn, |conn| {
-            let created = rating::insert(
-                conn,
-                &NewRating {
-                    appointment_id: appointment.id,
-                    doctor_id: appointment.doctor_id,
-                    patient_id: appointment.patient_id,
-                    score: input.score,
-                    comment: input.comment.as_deref(),
-                    version: 1,
-                    created_at: now,
-                    updated_at: now,
-                },
-            )
-            .map_err(|e| match classify(&e) {
-                DbErrorClass::UniqueViolation { .. } => AppError::conflict(
-                    ConflictCode::RatingExists,
-                    "This appointment was already rated",
-                ),
-                _ => AppError::Database(e),
-            })?;
-            log::info!(
-                "ATOMIC rating={} appointment={}",
-                created.id,
-                appointment.id
-            );
-            Ok(created)
-        })
+    retried_write(conn, contention, "rate", &ids, |conn, _| {
+        let created = rating::insert(
+            conn,
+            &NewRating {
+                appointment_id: appointment.id,
+                doctor_id: appointment.doctor_id,
+                patient_id: appointment.patient_id,
+                score: input.score,
+                comment: input.comment.as_deref(),
+                version: 1,
+                created_at: now,
+                updated_at: now,
+            },
+        )
+        .map_err(|e| match classify(&e) {
+            DbErrorClass::UniqueViolation { .. } => AppError::conflict(
+                ConflictCode::RatingExists,
+                "This appointment was already rated",
+            ),
+            _ => AppError::Database(e),
+        })?;
+        log::info!(
+            "ATOMIC rating={} appointment={}",
+            created.id,
+            appointment.id
+        );
+        Ok(created)
     })
 }
 

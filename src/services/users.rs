@@ -10,7 +10,7 @@ use super::optimistic::update_versioned;
 use super::patch::Patch;
 use super::validate::Problems;
 use crate::auth::Caller;
-use crate::db::{classify, with_retry, write_transaction, Contention, DbConn, DbErrorClass};
+use crate::db::{classify, retried_write, write_transaction, Contention, DbConn, DbErrorClass};
 use crate::domain::Role;
 use crate::error::AppError;
 use crate::extract::Expected;
@@ -84,24 +84,22 @@ pub fn create(
     contention: &Contention,
 ) -> Result<User, AppError> {
     let now = crate::time::now();
-    with_retry(contention, "create user", "", |_| {
-        write_transaction(conn, |conn| {
-            user::insert(
-                conn,
-                &NewUser {
-                    name: input.name.trim(),
-                    email: input.email.trim(),
-                    password_hash,
-                    role: role.as_str(),
-                    specialty: input.specialty.as_deref(),
-                    is_active: true,
-                    version: 1,
-                    created_at: now,
-                    updated_at: now,
-                },
-            )
-            .map_err(map_email_conflict)
-        })
+    retried_write(conn, contention, "create user", "", |conn, _| {
+        user::insert(
+            conn,
+            &NewUser {
+                name: input.name.trim(),
+                email: input.email.trim(),
+                password_hash,
+                role: role.as_str(),
+                specialty: input.specialty.as_deref(),
+                is_active: true,
+                version: 1,
+                created_at: now,
+                updated_at: now,
+            },
+        )
+        .map_err(map_email_conflict)
     })
 }
 
