@@ -1,5 +1,6 @@
 //! Retrying whole transactions that lost to a deadlock, a serialization failure or SQLite BUSY.
 
+use std::fmt::Display;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,12 +48,13 @@ pub struct Contention {
 /// Runs `op` (a whole transaction; it gets the attempt number, from 1) and runs it again when
 /// it failed for a transient reason.
 ///
-/// `label` and `ids` name the operation in the `RETRY`/`DEADLOCK` log lines. When the retries
+/// `label` and `ids` name the operation in the `RETRY`/`DEADLOCK` log lines (`ids` is only
+/// formatted for them: `format_args!` costs nothing when nothing fails). When the retries
 /// run out the caller gets 409 `DEADLOCK_DETECTED`. Runs on a blocking thread: it sleeps.
 pub fn with_retry<T>(
     contention: &Contention,
     label: &str,
-    ids: &str,
+    ids: impl Display,
     mut op: impl FnMut(u32) -> Result<T, AppError>,
 ) -> Result<T, AppError> {
     let policy = contention.policy;
@@ -96,7 +98,7 @@ pub fn retried_write<T: Send>(
     conn: &mut DbConn,
     contention: &Contention,
     label: &str,
-    ids: &str,
+    ids: impl Display,
     mut f: impl FnMut(&mut DbConn, u32) -> Result<T, AppError> + Send,
 ) -> Result<T, AppError> {
     with_retry(contention, label, ids, |attempt| {

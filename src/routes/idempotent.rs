@@ -154,14 +154,14 @@ where
                 let user = caller.id;
                 // The claim, and the work with its record, are each a transaction that a
                 // deadlock or SQLite BUSY rolls back whole: retried like every write.
-                let ids = format!("user={user}");
-                let claim = with_retry(&contention, "claim key", &ids, |_| {
+                let ids = format_args!("user={user}");
+                let claim = with_retry(&contention, "claim key", ids, |_| {
                     idempotency::claim(conn, user, &key, &fingerprint)
                 })?;
                 if let Claim::Replay(stored) = claim {
                     return Ok((stored, true));
                 }
-                let err = match with_retry(&contention, "keyed work", &ids, |_| {
+                let err = match with_retry(&contention, "keyed work", ids, |_| {
                     idempotency::run_and_record(conn, user, &key, |conn| work(conn, caller))
                 }) {
                     Ok(stored) => return Ok((stored, false)),

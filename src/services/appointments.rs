@@ -187,7 +187,7 @@ pub fn update(
     update_versioned(
         conn,
         contention,
-        &format!("appointment={id}"),
+        format_args!("appointment={id}"),
         expected,
         |conn| {
             match found.take() {

@@ -105,8 +105,8 @@ pub fn issue_token(
     token_hash: &str,
     contention: &Contention,
 ) -> Result<User, AppError> {
-    let ids = format!("user={user_id}");
-    retried_write(conn, contention, "login", &ids, |conn, _| {
+    let ids = format_args!("user={user_id}");
+    retried_write(conn, contention, "login", ids, |conn, _| {
         let user = user::find(conn, user_id)?.ok_or_else(invalid_credentials)?;
         if !user.is_active {
             return Err(account_deactivated());

@@ -298,7 +298,7 @@ pub fn reschedule(
     update_versioned(
         conn,
         contention,
-        &format!("appointment={id}"),
+        format_args!("appointment={id}"),
         expected,
         |conn| visible_appointment(conn, caller, id).map(|(a, _)| a),
         |_| Ok(()),

@@ -1,6 +1,8 @@
 //! The one optimistic-update loop: every update is a single
 //! `UPDATE … WHERE id = ? AND version = ?`; no row locks are held between read and write.
 
+use std::fmt::Display;
+
 use crate::db::{with_retry, Contention, DbConn};
 use crate::error::AppError;
 use crate::extract::Expected;
@@ -30,7 +32,7 @@ pub const LATEST_ATTEMPTS: u32 = 3;
 pub fn update_versioned<R: Versioned, T>(
     conn: &mut DbConn,
     contention: &Contention,
-    what: &str,
+    what: impl Display,
     expected: Expected,
     mut load: impl FnMut(&mut DbConn) -> Result<R, AppError>,
     frozen: impl Fn(&R) -> Result<(), AppError>,

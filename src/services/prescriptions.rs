@@ -111,8 +111,8 @@ pub fn create(
         });
     }
     let now = crate::time::now();
-    let ids = format!("appointment={}", appointment.id);
-    retried_write(conn, contention, "prescribe", &ids, |conn, _| {
+    let ids = format_args!("appointment={}", appointment.id);
+    retried_write(conn, contention, "prescribe", ids, |conn, _| {
         let created = prescription::insert(
             conn,
             &NewPrescription {
@@ -185,7 +185,7 @@ pub fn update(
     update_versioned(
         conn,
         contention,
-        &format!("prescription={id}"),
+        format_args!("prescription={id}"),
         expected,
         |conn| get(conn, caller, id),
         |current| match current.acknowledged_at {
@@ -237,7 +237,7 @@ pub fn acknowledge(
     update_versioned(
         conn,
         contention,
-        &format!("prescription={id}"),
+        format_args!("prescription={id}"),
         expected,
         |conn| get(conn, caller, id),
         |current| match current.acknowledged_at {

@@ -69,8 +69,8 @@ pub fn create(
         });
     }
     let now = crate::time::now();
-    let ids = format!("appointment={}", appointment.id);
-    retried_write(conn, contention, "rate", &ids, |conn, _| {
+    let ids = format_args!("appointment={}", appointment.id);
+    retried_write(conn, contention, "rate", ids, |conn, _| {
         let created = rating::insert(
             conn,
             &NewRating {
@@ -128,7 +128,7 @@ pub fn update(
     update_versioned(
         conn,
         contention,
-        &format!("rating={id}"),
+        format_args!("rating={id}"),
         expected,
         |conn| get(conn, caller, id),
         |_| Ok(()),

@@ -131,7 +131,7 @@ pub fn update(
     update_versioned(
         conn,
         contention,
-        &format!("user={id}"),
+        format_args!("user={id}"),
         expected,
         |conn| user::find(conn, id)?.ok_or(AppError::NotFound),
         |_| Ok(()),
