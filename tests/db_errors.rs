@@ -76,14 +76,8 @@ async fn postgres_a_deadlocked_optimistic_update_is_retried() {
     let doctor = app.doctor().await;
     let patient = app.patient().await;
     let id = app.booked(&patient, &doctor, &slot(3, 9, 0)).await;
-    let mut other = PgConnection::establish(&app.db_url).unwrap();
-    other
-        .batch_execute(&format!(
-            "SET deadlock_timeout = '30s'; BEGIN; \
-             SELECT id FROM users WHERE id = {} FOR UPDATE",
-            doctor.id
-        ))
-        .unwrap();
+    let mut other = common::hold_user_row(&app.db_url, doctor.id);
+    other.batch_execute("SET deadlock_timeout = '30s'").unwrap();
     let url = app.db_url.clone();
     let other = tokio::task::spawn_blocking(move || {
         common::wait_for_lock_waiter(&url);
@@ -116,17 +110,6 @@ async fn postgres_a_deadlocked_optimistic_update_is_retried() {
 /// How long the lock-timeout tests' app waits for a row lock.
 const SHORT_LOCK_TIMEOUT: Duration = Duration::from_millis(300);
 
-/// A session holding `user_id`'s row lock until it rolls back.
-fn hold_user_row(db_url: &str, user_id: i64) -> PgConnection {
-    let mut holder = PgConnection::establish(db_url).unwrap();
-    holder
-        .batch_execute(&format!(
-            "BEGIN; SELECT id FROM users WHERE id = {user_id} FOR UPDATE"
-        ))
-        .unwrap();
-    holder
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_lock_timeout_answers_lock_timeout() {
     let Some(app) = postgres_app(|c| c.pg_lock_timeout = SHORT_LOCK_TIMEOUT).await else {
@@ -134,7 +117,7 @@ async fn postgres_lock_timeout_answers_lock_timeout() {
     };
     let doctor = app.doctor().await;
     let patient = app.patient().await;
-    let holder = hold_user_row(&app.db_url, doctor.id);
+    let holder = common::hold_user_row(&app.db_url, doctor.id);
     a_booking_meets_the_lock_timeout(&app, &doctor, &patient, holder).await;
 }
 
@@ -183,7 +166,7 @@ async fn postgres_a_key_whose_request_failed_for_a_transient_reason_runs_again()
     let doctor = app.doctor().await;
     let patient = app.patient().await;
     let body = serde_json::json!({"doctor_id": doctor.id, "scheduled_at": slot(3, 12, 0), "type": "in_person"});
-    let mut holder = hold_user_row(&app.db_url, doctor.id);
+    let mut holder = common::hold_user_row(&app.db_url, doctor.id);
     let first = keyed_booking(&app, &patient, &body).await;
     assert_eq!(
         first,
@@ -209,7 +192,7 @@ async fn postgres_a_key_whose_connection_died_is_released_through_another() {
     let doctor = app.doctor().await;
     let patient = app.patient().await;
     let body = serde_json::json!({"doctor_id": doctor.id, "scheduled_at": slot(3, 13, 0), "type": "in_person"});
-    let mut holder = hold_user_row(&app.db_url, doctor.id);
+    let mut holder = common::hold_user_row(&app.db_url, doctor.id);
     let first = tokio::spawn({
         let (app, patient, body) = (std::sync::Arc::clone(&app), patient.clone(), body.clone());
         async move { keyed_booking(&app, &patient, &body).await }
@@ -254,7 +237,7 @@ async fn postgres_bookings_that_do_not_authenticate_lock_nothing() {
         "UPDATE users SET is_active = false WHERE id = {}",
         inactive.id
     ));
-    let mut holder = hold_user_row(&app.db_url, doctor.id);
+    let mut holder = common::hold_user_row(&app.db_url, doctor.id);
     let body = serde_json::json!({"doctor_id": doctor.id, "scheduled_at": slot(3, 13, 0), "type": "in_person"});
     let post = |token: String| {
         let body = body.clone();
@@ -376,7 +359,7 @@ async fn postgres_a_server_in_another_language_still_answers_lock_timeout() {
     };
     let doctor = app.doctor().await;
     let patient = app.patient().await;
-    let holder = hold_user_row(&app.db_url, doctor.id);
+    let holder = common::hold_user_row(&app.db_url, doctor.id);
     let mut plain = PgConnection::establish(&app.db_url).unwrap();
     let err = plain
         .batch_execute(&format!(

@@ -71,7 +71,6 @@ async fn postgres_a_stricter_default_isolation_leaves_the_races_answered_as_docu
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_a_status_change_does_not_wait_for_a_reschedules_row_locks() {
     use diesel::connection::SimpleConnection;
-    use diesel::{Connection, PgConnection};
 
     let Some(app) = TestApp::start(common::Backend::Postgres).await else {
         return;
@@ -84,13 +83,7 @@ async fn postgres_a_status_change_does_not_wait_for_a_reschedules_row_locks() {
     );
     let id = app.booked(&patient, &doctor, &slot(3, 9, 0)).await;
 
-    let mut holder = PgConnection::establish(&app.db_url).unwrap();
-    holder
-        .batch_execute(&format!(
-            "BEGIN; SELECT id FROM users WHERE id = {} FOR UPDATE",
-            patient.id
-        ))
-        .unwrap();
+    let mut holder = common::hold_user_row(&app.db_url, patient.id);
     let reschedule = {
         let (client, url, token) = (
             app.client.clone(),

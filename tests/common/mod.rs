@@ -549,6 +549,17 @@ pub fn wait_for_lock_waiter(db_url: &str) {
     }
 }
 
+/// A session holding `user_id`'s row lock (`FOR UPDATE`) until its transaction ends.
+pub fn hold_user_row(db_url: &str, user_id: i64) -> PgConnection {
+    let mut holder = PgConnection::establish(db_url).unwrap();
+    holder
+        .batch_execute(&format!(
+            "BEGIN; SELECT id FROM users WHERE id = {user_id} FOR UPDATE"
+        ))
+        .unwrap();
+    holder
+}
+
 /// Holds the patient's row, waits for the booking to queue behind it (holding the doctor's
 /// row), then asks for the doctor's row: a genuine deadlock. This session waits 30 s before
 /// running the deadlock check, the app's sessions 1 s, so PostgreSQL aborts the booking.
