@@ -101,7 +101,6 @@ struct World<'a> {
     /// The servers, taken in turn.
     bases: Vec<String>,
     next: AtomicUsize,
-    admin: String,
     doctors: Vec<Person>,
     patients: Vec<Person>,
     record: Mutex<Record>,
@@ -118,17 +117,22 @@ impl World<'_> {
 
     fn token(&self, who: Who) -> String {
         self.person(who)
-            .map_or_else(|| self.admin.clone(), Person::token)
+            .map_or_else(|| self.app.admin.token.clone(), Person::token)
     }
 
-    /// `method path` as `who`, with `body`.
+    /// `method path` as `who`, with `body` unless it is `null`.
     fn request(&self, who: Who, method: Method, path: &str, body: &Value) -> RequestBuilder {
         let base = &self.bases[self.next.fetch_add(1, Ordering::Relaxed) % self.bases.len()];
-        self.app
+        let req = self
+            .app
             .client
             .request(method, format!("{base}{path}"))
-            .bearer_auth(self.token(who))
-            .json(body)
+            .bearer_auth(self.token(who));
+        if body.is_null() {
+            req
+        } else {
+            req.json(body)
+        }
     }
 
     /// Sends `method path` as `who`, with `If-Match` if given.
@@ -670,7 +674,6 @@ async fn mixed_load(app: &TestApp, bases: Vec<String>) {
         app,
         bases,
         next: AtomicUsize::new(0),
-        admin: app.admin.token.clone(),
         doctors,
         patients,
         record: Mutex::default(),
