@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use common::{slot, Answer, TestApp};
+use common::{slot, Actor, Answer, TestApp};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::{Method, RequestBuilder, StatusCode};
@@ -64,6 +64,19 @@ struct Person {
 }
 
 impl Person {
+    /// The person `actor` is (their email read back, for a new login).
+    async fn of(app: &TestApp, actor: Actor) -> Person {
+        let email = app.get("/api/v1/me", &actor).await.body["email"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        Person {
+            id: actor.id,
+            email,
+            token: Mutex::new(actor.token),
+        }
+    }
+
     fn token(&self) -> String {
         self.token.lock().unwrap().clone()
     }
@@ -647,28 +660,11 @@ async fn mixed_load(app: &TestApp, bases: Vec<String>) {
 
     let mut doctors = Vec::new();
     for _ in 0..DOCTORS {
-        let actor = app.doctor().await;
-        let email = app.get("/api/v1/me", &actor).await.body["email"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        doctors.push(Person {
-            id: actor.id,
-            email,
-            token: Mutex::new(actor.token),
-        });
+        doctors.push(Person::of(app, app.doctor().await).await);
     }
     let mut patients = Vec::new();
     for actor in app.patients(PATIENTS).await {
-        let email = app.get("/api/v1/me", &actor).await.body["email"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        patients.push(Person {
-            id: actor.id,
-            email,
-            token: Mutex::new(actor.token),
-        });
+        patients.push(Person::of(app, actor).await);
     }
     let world = World {
         app,
