@@ -18,7 +18,7 @@ use crate::schema::users;
 /// so a transaction that reads before it writes can never fail half-way with
 /// `SQLITE_BUSY_SNAPSHOT`; waiting for the lock is bounded by `busy_timeout`. The writes of
 /// this process that wait at the same time share that transaction, each in a savepoint, and
-/// one commit ([`super::group_commit`]). Nested in another transaction it is a savepoint, on
+/// one commit (group commit: the private module `db::group_commit`). Nested in another transaction it is a savepoint, on
 /// both backends. Its commit waits for the disk.
 pub fn write_transaction<T, E, F>(conn: &mut DbConn, f: F) -> Result<T, E>
 where
