@@ -180,6 +180,81 @@ async fn postgres_a_key_whose_request_failed_for_a_transient_reason_runs_again()
     assert_eq!(repeat, (StatusCode::CREATED, String::new(), true));
 }
 
+/// Makes the next statement that fires `trigger` (a trigger on `idempotency_keys`, e.g.
+/// `BEFORE DELETE`) fail once with a real PostgreSQL deadlock error (SQLSTATE 40P01, the
+/// server's own message), and every later one pass. A sequence counts the calls: it is not
+/// rolled back with the failed statement.
+fn fail_once_with_deadlock(app: &TestApp, trigger: &str) {
+    app.sql(&format!(
+        "CREATE SEQUENCE test_fault_calls;
+         CREATE FUNCTION test_fault() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF nextval('test_fault_calls') = 1 THEN
+             RAISE EXCEPTION 'deadlock detected' USING ERRCODE = 'deadlock_detected';
+           END IF;
+           RETURN COALESCE(NEW, OLD);
+         END $$;
+         CREATE TRIGGER test_fault {trigger} ON idempotency_keys
+           FOR EACH ROW EXECUTE FUNCTION test_fault();"
+    ));
+}
+
+/// Releasing a key after a transient failure is retried like every write: its first attempt
+/// here is a deadlock's victim, and the key is still released, so the client's retry runs
+/// (without the retry the key stayed claimed: 409 `IDEMPOTENCY_KEY_IN_USE` until its lease ran
+/// out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_releasing_a_key_is_retried() {
+    let Some(app) = postgres_app(|c| c.pg_lock_timeout = SHORT_LOCK_TIMEOUT).await else {
+        return;
+    };
+    let doctor = app.doctor().await;
+    let patient = app.patient().await;
+    fail_once_with_deadlock(&app, "BEFORE DELETE");
+    let body = serde_json::json!({"doctor_id": doctor.id, "scheduled_at": slot(3, 12, 0), "type": "in_person"});
+    let mut holder = common::hold_user_row(&app.db_url, doctor.id);
+    let first = keyed_booking(&app, &patient, &body).await;
+    assert_eq!(
+        first,
+        (StatusCode::CONFLICT, "LOCK_TIMEOUT".to_owned(), false)
+    );
+    holder.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(app.count("SELECT COUNT(*) FROM idempotency_keys"), 0);
+    assert_eq!(app.count("SELECT last_value FROM test_fault_calls"), 2);
+    let retry = keyed_booking(&app, &patient, &body).await;
+    assert_eq!(retry, (StatusCode::CREATED, String::new(), false));
+}
+
+/// Storing a keyed request's final error is retried like every write: its first attempt here
+/// is a deadlock's victim, and the error is still stored, so a repeat gets it again as a
+/// replay (without the retry the key was released and the repeat ran the request again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_storing_a_keyed_final_error_is_retried() {
+    let Some(app) = postgres_app(|_| {}).await else {
+        return;
+    };
+    let doctor = app.doctor().await;
+    let patient = app.patient().await;
+    let other = app.patient().await;
+    let at = slot(3, 12, 0);
+    app.booked(&other, &doctor, &at).await;
+    fail_once_with_deadlock(&app, "BEFORE UPDATE");
+    let body = serde_json::json!({"doctor_id": doctor.id, "scheduled_at": at, "type": "in_person"});
+    let first = keyed_booking(&app, &patient, &body).await;
+    assert_eq!(
+        first,
+        (StatusCode::CONFLICT, "SLOT_TAKEN".to_owned(), false)
+    );
+    assert_eq!(app.count("SELECT last_value FROM test_fault_calls"), 2);
+    let repeat = keyed_booking(&app, &patient, &body).await;
+    assert_eq!(
+        repeat,
+        (StatusCode::CONFLICT, "SLOT_TAKEN".to_owned(), true)
+    );
+    let stats = app.get("/api/v1/admin/lock-stats", &app.admin).await;
+    assert_eq!(stats.body["retry_count"], 1, "{:?}", stats.body);
+}
+
 /// A keyed request whose connection dies under it (its backend terminated while it waited
 /// for a lock) answers 503, and its claim is released through another connection, so that
 /// the retry runs instead of meeting `IDEMPOTENCY_KEY_IN_USE` until the lease runs out.

@@ -170,9 +170,13 @@ where
                 // A final error is stored, so that a repeat gets it again. A transient one, or
                 // a final one that could not be stored, frees the key instead: nothing was
                 // committed, and a retry runs the request again (rather than meeting
-                // IDEMPOTENCY_KEY_IN_USE until the claim's lease runs out).
+                // IDEMPOTENCY_KEY_IN_USE until the claim's lease runs out). Both are one
+                // transaction each, retried like every write.
                 let broken = if is_final(&err) {
-                    match idempotency::record_error(conn, user, &key, &stored_error(&err)) {
+                    let stored = stored_error(&err);
+                    match with_retry(&contention, "store keyed error", ids, |_| {
+                        idempotency::record_error(conn, user, &key, &stored)
+                    }) {
                         Ok(()) => return Err(err),
                         Err(record) => {
                             telemetry.idempotency_failures.fetch_add(1, Ordering::Relaxed);
@@ -188,7 +192,9 @@ where
                 if broken {
                     // This connection is gone (the pool drops it): release through another.
                     stranded.store(user, Ordering::Relaxed);
-                } else if let Err(release) = idempotency::release(conn, user, &key) {
+                } else if let Err(release) = with_retry(&contention, "release key", ids, |_| {
+                    idempotency::release(conn, user, &key)
+                }) {
                     release_failed(&telemetry, &release);
                 }
                 Err(err)
@@ -197,8 +203,14 @@ where
         .await;
     let user = stranded.load(Ordering::Relaxed);
     if result.is_err() && user != 0 {
+        let contention = state.contention.clone();
         if let Err(release) = run_blocking(&state.pool, move |conn| {
-            idempotency::release(conn, user, &key)
+            with_retry(
+                &contention,
+                "release key",
+                format_args!("user={user}"),
+                |_| idempotency::release(conn, user, &key),
+            )
         })
         .await
         {
