@@ -2,8 +2,9 @@
 # Two medbook builds side by side in one session: both serve one fresh PostgreSQL database, and
 # medbook-bench runs a scenario against each in alternating rounds (A B, B A, A B, …), so that
 # the host's drift hits both alike. Prints each round's requests/s and, per request, the context
-# switches and the CPU time (user + system) of the medbook process (all its threads), then the
-# mean and median of each build. The CPU time per request moves less with the host than req/s.
+# switches and the CPU time (user + system) of the medbook process (all its threads), and the
+# load generator's p99 latency, then the mean and median of each build (the median of the p99s).
+# The CPU time per request moves less with the host than req/s.
 # Two 8-round means within ~4 % of each other are not a difference: an A/A run (one binary in
 # both slots) differs that much alone.
 # This is how a change is judged (BENCHMARKS.md): comparing two bench/run.sh runs compares
@@ -81,13 +82,17 @@ for r in $(seq 0 "$rounds"); do
     s1=$(switches "$pid") c1=$(cpu_ticks "$pid") t1=$(date +%s%N)
     wait "$load"
     rate=$(grep -o '= [0-9]* req/s' "$out/round.out" | grep -o '[0-9]*')
-    awk -v who="${bins[i]}" -v i="$i" -v r="$r" -v rate="$rate" -v s=$((s1 - s0)) -v c=$((c1 - c0)) -v hz="$hz" -v ns=$((t1 - t0)) 'BEGIN {
+    p99=$(grep -o 'p99 [0-9.]*' "$out/round.out" | grep -o '[0-9.]*$')
+    awk -v who="${bins[i]}" -v i="$i" -v r="$r" -v rate="$rate" -v p99="$p99" -v s=$((s1 - s0)) -v c=$((c1 - c0)) -v hz="$hz" -v ns=$((t1 - t0)) 'BEGIN {
       n = rate * ns / 1e9
-      printf "%s round %d: %s: %d req/s, per request %.2f context switches, %.0f us CPU\n", (i ? "B" : "A"), r, who, rate, s / n, c / hz * 1e6 / n }' > "$out/round.txt"
+      printf "%s round %d: %s: %d req/s, per request %.2f context switches, %.0f us CPU, p99 %s ms\n", (i ? "B" : "A"), r, who, rate, s / n, c / hz * 1e6 / n, p99 }' > "$out/round.txt"
     if [ "$r" -eq 0 ]; then sed 's/^/(warm-up, not counted) /' "$out/round.txt"; else tee -a "$out/rounds.txt" < "$out/round.txt"; fi
   done
 done
 for who in A B; do
-  grep "^$who " "$out/rounds.txt" | awk -v who="$who" '{ n++; rate[n] = $(NF - 9); cs += $(NF - 5); cpu += $(NF - 2); sum += rate[n] } END {
-    asort(rate); printf "%s: mean %.0f req/s, median %.0f; per request %.2f context switches, %.0f us CPU of medbook (%d rounds)\n", who, sum / n, (n % 2 ? rate[(n + 1) / 2] : (rate[n / 2] + rate[n / 2 + 1]) / 2), cs / n, cpu / n, n }'
+  grep "^$who " "$out/rounds.txt" | awk -v who="$who" '{ n++; rate[n] = $(NF - 12); cs += $(NF - 8); cpu += $(NF - 5); p99[n] = $(NF - 1); sum += rate[n] } END {
+    asort(rate); asort(p99)
+    median = n % 2 ? rate[(n + 1) / 2] : (rate[n / 2] + rate[n / 2 + 1]) / 2
+    p99_median = n % 2 ? p99[(n + 1) / 2] : (p99[n / 2] + p99[n / 2 + 1]) / 2
+    printf "%s: mean %.0f req/s, median %.0f; per request %.2f context switches, %.0f us CPU of medbook; median p99 %.1f ms (%d rounds)\n", who, sum / n, median, cs / n, cpu / n, p99_median, n }'
 done

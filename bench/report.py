@@ -107,7 +107,7 @@ if "1" in clients:
     print(f"HTTP bound at one client: loop / (loop + ping-db) = {bound:.2f}; "
           f"medbook's ratio {loop_us / spread_us:.2f} is {loop_us / spread_us / bound:.0%} of it")
 
-for name in ["shared-pg-contended", "shared-pg-hot-doctor", "shared-pg-verify"]:
+for name in ["shared-pg-contended", "shared-pg-hot-doctor", "shared-pg-mixed", "shared-pg-verify"]:
     _, _, data = medbook(name)
     print(f"\n{name} × {data['clients']}: {data['rate_per_s']:.0f} req/s, p99 {data['latency_ms']['p99']:.2f} ms, "
           f"max {data['latency_ms']['max']:.2f} ms, outcomes {data['outcomes']}, invariant_ok={data['invariant_ok']}")

@@ -7,7 +7,8 @@
 # cores shared, then PostgreSQL on its own core): a fresh database; for each client count, medbook
 # (release build) under medbook-bench and the same SQL transaction under pgbench
 # (bench/pgbench/*.sql), for booking (`spread`) and the optimistic update (`status`); then
-# `contended` and `hot-doctor` at 64 clients, the invariant, RSS and start-up time.
+# `contended`, `hot-doctor` and `mixed` (bookings and updates of the same doctors at once) at
+# 64 clients, the invariant, RSS and start-up time.
 # `spread` and `status` are also run against `medbook-bench floor-server`: the same SQL as
 # booking.sql and status.sql behind the same HTTP server, pool and thread hand-off, and
 # nothing else — the stack's own floor.
@@ -174,6 +175,7 @@ app=""
 pg_scenarios shared
 $bench --url "$base" --scenario contended --clients "$crowd" --duration "$((duration * rounds))" --warmup "$warmup" --quiet --json "$out/shared-pg-contended.json" > "$out/shared-pg-contended.out"; head -n2 "$out/shared-pg-contended.out"
 $bench --url "$base" --scenario hot-doctor --clients "$crowd" --duration "$((duration * rounds))" --warmup "$warmup" --quiet --json "$out/shared-pg-hot-doctor.json" > "$out/shared-pg-hot-doctor.out"; head -n2 "$out/shared-pg-hot-doctor.out"
+$bench --url "$base" --scenario mixed --clients "$crowd" --duration "$((duration * rounds))" --warmup "$warmup" --quiet --json "$out/shared-pg-mixed.json" > "$out/shared-pg-mixed.out"; head -n2 "$out/shared-pg-mixed.out"
 $bench --url "$base" --scenario spread --clients "$crowd" --duration "$(( smoke ? 1 : 3 ))" --warmup "$(( smoke ? 0 : 1 ))" --quiet --json "$out/shared-pg-verify.json" > "$out/shared-pg-verify.out"; tail -n2 "$out/shared-pg-verify.out"
 echo "pg_rss_kib $(rss_kib)" >> "$out/facts.txt"
 stop

@@ -3,6 +3,9 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
+/// The password of every user the bench creates.
+pub const PASSWORD: &str = "bench-password";
+
 /// The API at one base URL.
 #[derive(Clone)]
 pub struct Api {
@@ -103,7 +106,7 @@ impl Api {
                 Method::POST,
                 "/api/v1/auth/register",
                 None,
-                json!({"name": "Bench patient", "email": email, "password": "bench-password"}),
+                json!({"name": "Bench patient", "email": email, "password": PASSWORD}),
                 StatusCode::CREATED,
             )
             .await;
@@ -118,7 +121,7 @@ impl Api {
             Method::POST,
             "/api/v1/admin/users",
             Some(&admin.token),
-            json!({"name": "Bench doctor", "email": email, "password": "bench-password", "role": "doctor"}),
+            json!({"name": "Bench doctor", "email": email, "password": PASSWORD, "role": "doctor"}),
             StatusCode::CREATED,
         )
         .await["id"]

@@ -1,7 +1,7 @@
 //! `medbook-bench`: a load generator for medbook.
 //!
 //! ```text
-//! medbook-bench [--url URL] [--scenario spread|contended|hot-doctor|status|read|ping|ping-db]
+//! medbook-bench [--url URL] [--scenario spread|contended|hot-doctor|status|read|mixed|ping|ping-db]
 //!               [--clients N] [--duration SECS] [--warmup SECS] [--doctors N]
 //!               [--admin-email E] [--admin-password P] [--json FILE] [--no-verify] [--quiet]
 //!               [--target-url URL] [--started-file FILE] [--idempotency-keys]
@@ -57,7 +57,7 @@ pub struct Options {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: medbook-bench [--url URL] [--scenario spread|contended|hot-doctor|status|read|ping|ping-db] \
+        "usage: medbook-bench [--url URL] [--scenario spread|contended|hot-doctor|status|read|mixed|ping|ping-db] \
          [--clients N] [--duration SECS] [--warmup SECS] [--doctors N] [--admin-email E] \
          [--admin-password P] [--json FILE] [--no-verify] [--quiet] [--target-url URL] [--started-file FILE] [--idempotency-keys]\n       \
          medbook-bench inproc --database-url URL [--duration SECS] [--doctors N] [--json FILE]\n       \

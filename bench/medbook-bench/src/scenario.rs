@@ -30,6 +30,11 @@ pub enum Kind {
     Status,
     /// `GET` of random existing appointments.
     Read,
+    /// Half bookings (as [`Kind::Spread`], among [`MIXED_DOCTORS`] doctors), half reason
+    /// changes of random existing appointments by their own doctor: bookings and optimistic
+    /// updates that touch the same doctors' rows at once (a booking locks its doctor's row; the
+    /// update's history row takes a foreign-key lock on it).
+    Mixed,
     /// `GET /healthz`: the HTTP exchange alone, no database. With [`Kind::PingDb`], the least
     /// any request costs (the SQLite table's "HTTP bound").
     Ping,
@@ -38,17 +43,19 @@ pub enum Kind {
 }
 
 impl Kind {
+    const ALL: [Kind; 8] = [
+        Kind::Spread,
+        Kind::Contended,
+        Kind::HotDoctor,
+        Kind::Status,
+        Kind::Read,
+        Kind::Mixed,
+        Kind::Ping,
+        Kind::PingDb,
+    ];
+
     pub fn parse(s: &str) -> Option<Kind> {
-        Some(match s {
-            "spread" => Kind::Spread,
-            "contended" => Kind::Contended,
-            "hot-doctor" => Kind::HotDoctor,
-            "status" => Kind::Status,
-            "read" => Kind::Read,
-            "ping" => Kind::Ping,
-            "ping-db" => Kind::PingDb,
-            _ => return None,
-        })
+        Kind::ALL.into_iter().find(|kind| kind.name() == s)
     }
 
     fn name(self) -> &'static str {
@@ -58,6 +65,7 @@ impl Kind {
             Kind::HotDoctor => "hot-doctor",
             Kind::Status => "status",
             Kind::Read => "read",
+            Kind::Mixed => "mixed",
             Kind::Ping => "ping",
             Kind::PingDb => "ping-db",
         }
@@ -74,6 +82,9 @@ const RANDOM_SLOTS: i64 = 9 * 365 * 48;
 const SETUP_SLOTS_FROM: i64 = RANDOM_SLOTS + 48;
 const CONTENDED_SLOTS_FROM: i64 = RANDOM_SLOTS + 14 * 48;
 const SETUP_APPOINTMENTS: usize = 400;
+/// How many doctors [`Kind::Mixed`] spreads its bookings and updates over: few enough that a
+/// doctor's booking and an update of one of their appointments often run at once.
+pub const MIXED_DOCTORS: usize = 8;
 
 fn slot_time(base: NaiveDateTime, k: i64) -> String {
     let t = base + ChronoDuration::minutes(30 * k);
@@ -85,6 +96,10 @@ struct World {
     doctors: Vec<i64>,
     patients: Vec<User>,
     appointments: Vec<i64>,
+    /// Each set-up appointment's doctor, as an index into `doctors` (and `doctor_users`).
+    appointment_doctors: Vec<usize>,
+    /// The doctors logged in ([`Kind::Mixed`] only: its updates are made by the doctor).
+    doctor_users: Vec<User>,
     base: NaiveDateTime,
     /// Bookings name their patient (`patient_id`): the floor server has no token to read it
     /// from. medbook itself is sent what a patient's app sends.
@@ -101,20 +116,28 @@ async fn setup(api: &Api, options: &Options) -> World {
         .await;
     let doctors_wanted = match options.scenario {
         Kind::Contended | Kind::HotDoctor => 1,
+        Kind::Mixed => MIXED_DOCTORS,
         _ => options.doctors,
     };
-    let doctors: Vec<i64> = stream::iter(0..doctors_wanted)
+    let doctor_logins: Vec<(i64, String)> = stream::iter(0..doctors_wanted)
         .map(|n| {
             let (api, admin, email) = (
                 api.clone(),
                 admin.clone(),
                 format!("bench-d{n}-{run}@example.com"),
             );
-            async move { api.create_doctor(&admin, &email).await }
+            async move { (api.create_doctor(&admin, &email).await, email) }
         })
         .buffer_unordered(8)
         .collect()
         .await;
+    let doctors: Vec<i64> = doctor_logins.iter().map(|(id, _)| *id).collect();
+    let mut doctor_users = Vec::new();
+    if options.scenario == Kind::Mixed {
+        for (_, email) in &doctor_logins {
+            doctor_users.push(api.login(email, crate::client::PASSWORD).await);
+        }
+    }
     let patients: Vec<User> = stream::iter(0..options.clients)
         .map(|n| {
             let (api, email) = (api.clone(), format!("bench-p{n}-{run}@example.com"));
@@ -127,14 +150,15 @@ async fn setup(api: &Api, options: &Options) -> World {
         .date_naive()
         .and_hms_opt(0, 0, 0)
         .unwrap();
-    let mut appointments = Vec::new();
-    if matches!(options.scenario, Kind::Status | Kind::Read) {
-        let booked: Vec<Option<i64>> = stream::iter(0..SETUP_APPOINTMENTS)
+    let (mut appointments, mut appointment_doctors) = (Vec::new(), Vec::new());
+    if matches!(options.scenario, Kind::Status | Kind::Read | Kind::Mixed) {
+        let booked: Vec<Option<(i64, usize)>> = stream::iter(0..SETUP_APPOINTMENTS)
             .map(|i| {
                 let api = api.clone();
                 let patient = patients[i % patients.len()].clone();
+                let doctor = i % doctors.len();
                 let body = json!({
-                    "doctor_id": doctors[i % doctors.len()],
+                    "doctor_id": doctors[doctor],
                     "scheduled_at": slot_time(base, SETUP_SLOTS_FROM + i as i64),
                     "type": "video_consultation",
                 });
@@ -148,15 +172,14 @@ async fn setup(api: &Api, options: &Options) -> World {
                         )
                         .await
                         .ok()?;
-                    (status.as_u16() == 201)
-                        .then(|| answer["id"].as_i64())
-                        .flatten()
+                    let id = answer["id"].as_i64().filter(|_| status.as_u16() == 201)?;
+                    Some((id, doctor))
                 }
             })
             .buffer_unordered(8)
             .collect()
             .await;
-        appointments = booked.into_iter().flatten().collect();
+        (appointments, appointment_doctors) = booked.into_iter().flatten().unzip();
         assert!(
             !appointments.is_empty(),
             "set-up could not book any appointment"
@@ -167,6 +190,8 @@ async fn setup(api: &Api, options: &Options) -> World {
         doctors,
         patients,
         appointments,
+        appointment_doctors,
+        doctor_users,
         base,
         name_patient: options.target_url.is_some(),
         idempotency_keys: options.idempotency_keys.then(|| format!("bench-{run}")),
@@ -219,6 +244,25 @@ async fn request(
                     Method::PUT,
                     format!("/api/v1/appointments/{id}"),
                     &world.admin.token,
+                    Some(json!({"reason": format!("bench {c}/{i}")})),
+                )
+            }
+            Kind::Mixed if rng.gen_bool(0.5) => {
+                let doctor = world.doctors[rng.gen_range(0..world.doctors.len())];
+                (
+                    Method::POST,
+                    "/api/v1/appointments".to_owned(),
+                    &patient.token,
+                    Some(booking(doctor, rng.gen_range(0..RANDOM_SLOTS))),
+                )
+            }
+            Kind::Mixed => {
+                let n = rng.gen_range(0..world.appointments.len());
+                let id = world.appointments[n];
+                (
+                    Method::PUT,
+                    format!("/api/v1/appointments/{id}"),
+                    &world.doctor_users[world.appointment_doctors[n]].token,
                     Some(json!({"reason": format!("bench {c}/{i}")})),
                 )
             }
@@ -337,7 +381,7 @@ pub async fn run(options: &Options) -> Report {
     if options.verify
         && matches!(
             options.scenario,
-            Kind::Spread | Kind::Contended | Kind::HotDoctor
+            Kind::Spread | Kind::Contended | Kind::HotDoctor | Kind::Mixed
         )
     {
         let (ok, checked) = verify(&api, &world.admin).await;
@@ -618,6 +662,15 @@ mod tests {
                 })
             })
             .collect()
+    }
+
+    #[test]
+    fn every_scenario_is_found_by_its_name() {
+        for kind in Kind::ALL {
+            assert_eq!(Kind::parse(kind.name()), Some(kind));
+        }
+        assert_eq!(Kind::parse("mixed"), Some(Kind::Mixed));
+        assert_eq!(Kind::parse("nonsense"), None);
     }
 
     #[test]
