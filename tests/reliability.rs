@@ -796,14 +796,7 @@ fn hold_booking_path(
     hold: Duration,
 ) -> std::thread::JoinHandle<()> {
     let mut conn: Box<dyn SimpleConnection + Send> = match backend {
-        Backend::Postgres => {
-            let mut c = PgConnection::establish(url).unwrap();
-            c.batch_execute(&format!(
-                "BEGIN; SELECT id FROM users WHERE id = {doctor_id} FOR UPDATE"
-            ))
-            .unwrap();
-            Box::new(c)
-        }
+        Backend::Postgres => Box::new(common::hold_user_row(url, doctor_id)),
         Backend::Sqlite => {
             let mut c = SqliteConnection::establish(url).unwrap();
             c.batch_execute("BEGIN IMMEDIATE").unwrap();
