@@ -157,7 +157,9 @@ async fn keyed_booking(
 }
 
 /// A transient failure (here a lock timeout) is not stored under the request's key: the key
-/// is released in the same hand-off, and the retry runs the request.
+/// is released in the same hand-off, and the retry runs the request. The release is retried
+/// like every write: its first attempt here is a deadlock's victim (without the retry the key
+/// stayed claimed: 409 `IDEMPOTENCY_KEY_IN_USE` until its lease ran out).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_a_key_whose_request_failed_for_a_transient_reason_runs_again() {
     let Some(app) = postgres_app(|c| c.pg_lock_timeout = SHORT_LOCK_TIMEOUT).await else {
@@ -165,6 +167,7 @@ async fn postgres_a_key_whose_request_failed_for_a_transient_reason_runs_again()
     };
     let doctor = app.doctor().await;
     let patient = app.patient().await;
+    fail_once_with_deadlock(&app, "BEFORE DELETE");
     let body = serde_json::json!({"doctor_id": doctor.id, "scheduled_at": slot(3, 12, 0), "type": "in_person"});
     let mut holder = common::hold_user_row(&app.db_url, doctor.id);
     let first = keyed_booking(&app, &patient, &body).await;
@@ -173,6 +176,7 @@ async fn postgres_a_key_whose_request_failed_for_a_transient_reason_runs_again()
         (StatusCode::CONFLICT, "LOCK_TIMEOUT".to_owned(), false)
     );
     assert_eq!(app.count("SELECT COUNT(*) FROM idempotency_keys"), 0);
+    assert_eq!(app.count("SELECT last_value FROM test_fault_calls"), 2);
     holder.batch_execute("ROLLBACK").unwrap();
     let retry = keyed_booking(&app, &patient, &body).await;
     assert_eq!(retry, (StatusCode::CREATED, String::new(), false));
@@ -197,32 +201,6 @@ fn fail_once_with_deadlock(app: &TestApp, trigger: &str) {
          CREATE TRIGGER test_fault {trigger} ON idempotency_keys
            FOR EACH ROW EXECUTE FUNCTION test_fault();"
     ));
-}
-
-/// Releasing a key after a transient failure is retried like every write: its first attempt
-/// here is a deadlock's victim, and the key is still released, so the client's retry runs
-/// (without the retry the key stayed claimed: 409 `IDEMPOTENCY_KEY_IN_USE` until its lease ran
-/// out).
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn postgres_releasing_a_key_is_retried() {
-    let Some(app) = postgres_app(|c| c.pg_lock_timeout = SHORT_LOCK_TIMEOUT).await else {
-        return;
-    };
-    let doctor = app.doctor().await;
-    let patient = app.patient().await;
-    fail_once_with_deadlock(&app, "BEFORE DELETE");
-    let body = serde_json::json!({"doctor_id": doctor.id, "scheduled_at": slot(3, 12, 0), "type": "in_person"});
-    let mut holder = common::hold_user_row(&app.db_url, doctor.id);
-    let first = keyed_booking(&app, &patient, &body).await;
-    assert_eq!(
-        first,
-        (StatusCode::CONFLICT, "LOCK_TIMEOUT".to_owned(), false)
-    );
-    holder.batch_execute("ROLLBACK").unwrap();
-    assert_eq!(app.count("SELECT COUNT(*) FROM idempotency_keys"), 0);
-    assert_eq!(app.count("SELECT last_value FROM test_fault_calls"), 2);
-    let retry = keyed_booking(&app, &patient, &body).await;
-    assert_eq!(retry, (StatusCode::CREATED, String::new(), false));
 }
 
 /// Storing a keyed request's final error is retried like every write: its first attempt here
