@@ -84,7 +84,7 @@ const CONTENDED_SLOTS_FROM: i64 = RANDOM_SLOTS + 14 * 48;
 const SETUP_APPOINTMENTS: usize = 400;
 /// How many doctors [`Kind::Mixed`] spreads its bookings and updates over: few enough that a
 /// doctor's booking and an update of one of their appointments often run at once.
-pub const MIXED_DOCTORS: usize = 8;
+const MIXED_DOCTORS: usize = 8;
 
 fn slot_time(base: NaiveDateTime, k: i64) -> String {
     let t = base + ChronoDuration::minutes(30 * k);
@@ -216,6 +216,12 @@ async fn request(
     };
     let (method, path, token, body) = {
         let mut rng = rand::thread_rng();
+        // Half of `mixed` is `spread`'s booking; the other half is `status`'s update, by the
+        // appointment's doctor instead of the admin.
+        let kind = match kind {
+            Kind::Mixed if rng.gen_bool(0.5) => Kind::Spread,
+            kind => kind,
+        };
         match kind {
             Kind::Spread => {
                 let doctor = world.doctors[rng.gen_range(0..world.doctors.len())];
@@ -238,31 +244,16 @@ async fn request(
                 &patient.token,
                 Some(booking(world.doctors[0], CONTENDED_SLOTS_FROM + i)),
             ),
-            Kind::Status => {
-                let id = world.appointments[rng.gen_range(0..world.appointments.len())];
-                (
-                    Method::PUT,
-                    format!("/api/v1/appointments/{id}"),
-                    &world.admin.token,
-                    Some(json!({"reason": format!("bench {c}/{i}")})),
-                )
-            }
-            Kind::Mixed if rng.gen_bool(0.5) => {
-                let doctor = world.doctors[rng.gen_range(0..world.doctors.len())];
-                (
-                    Method::POST,
-                    "/api/v1/appointments".to_owned(),
-                    &patient.token,
-                    Some(booking(doctor, rng.gen_range(0..RANDOM_SLOTS))),
-                )
-            }
-            Kind::Mixed => {
+            Kind::Status | Kind::Mixed => {
                 let n = rng.gen_range(0..world.appointments.len());
-                let id = world.appointments[n];
+                let by = match kind {
+                    Kind::Mixed => &world.doctor_users[world.appointment_doctors[n]],
+                    _ => &world.admin,
+                };
                 (
                     Method::PUT,
-                    format!("/api/v1/appointments/{id}"),
-                    &world.doctor_users[world.appointment_doctors[n]].token,
+                    format!("/api/v1/appointments/{}", world.appointments[n]),
+                    &by.token,
                     Some(json!({"reason": format!("bench {c}/{i}")})),
                 )
             }
