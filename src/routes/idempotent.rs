@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 
 use crate::auth::{Bearer, Caller};
-use crate::db::{run_blocking, with_retry, DbConn, DbErrorClass};
+use crate::db::{run_blocking, with_retry, Contention, DbConn, DbErrorClass};
 use crate::error::{AppError, ConflictCode};
 use crate::extract::BodyDigest;
 use crate::server::AppState;
@@ -104,6 +104,21 @@ fn stored_error(err: &AppError) -> StoredResponse {
     }
 }
 
+/// Releases `user`'s claim of `key` after a failure, retried like every write.
+fn release(
+    conn: &mut DbConn,
+    contention: &Contention,
+    user: i32,
+    key: &str,
+) -> Result<(), AppError> {
+    with_retry(
+        contention,
+        "release key",
+        format_args!("user={user}"),
+        |_| idempotency::release(conn, user, key),
+    )
+}
+
 /// Logs and counts a key that stays claimed after a failure (until its lease runs out).
 fn release_failed(telemetry: &Telemetry, err: &AppError) {
     telemetry
@@ -192,9 +207,7 @@ where
                 if broken {
                     // This connection is gone (the pool drops it): release through another.
                     stranded.store(user, Ordering::Relaxed);
-                } else if let Err(release) = with_retry(&contention, "release key", ids, |_| {
-                    idempotency::release(conn, user, &key)
-                }) {
+                } else if let Err(release) = release(conn, &contention, user, &key) {
                     release_failed(&telemetry, &release);
                 }
                 Err(err)
@@ -205,12 +218,7 @@ where
     if result.is_err() && user != 0 {
         let contention = state.contention.clone();
         if let Err(release) = run_blocking(&state.pool, move |conn| {
-            with_retry(
-                &contention,
-                "release key",
-                format_args!("user={user}"),
-                |_| idempotency::release(conn, user, &key),
-            )
+            release(conn, &contention, user, &key)
         })
         .await
         {
