@@ -124,8 +124,9 @@ pub fn spawn_purger(state: web::Data<AppState>) {
         let mut every = actix_web::rt::time::interval(std::time::Duration::from_secs(600));
         loop {
             every.tick().await;
-            let purged = crate::db::run_blocking(&state.pool, |conn| {
-                services::idempotency::purge_expired(conn, crate::time::now())
+            let contention = state.contention.clone();
+            let purged = crate::db::run_blocking(&state.pool, move |conn| {
+                services::idempotency::purge_expired(conn, &contention, crate::time::now())
             })
             .await;
             match purged {
@@ -136,8 +137,9 @@ pub fn spawn_purger(state: web::Data<AppState>) {
             let Some(ttl) = state.token_ttl else {
                 continue;
             };
+            let contention = state.contention.clone();
             let purged = crate::db::run_blocking(&state.pool, move |conn| {
-                services::auth::purge_expired_tokens(conn, crate::time::now() - ttl)
+                services::auth::purge_expired_tokens(conn, &contention, crate::time::now() - ttl)
             })
             .await;
             match purged {

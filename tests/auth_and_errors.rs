@@ -1159,7 +1159,8 @@ async fn tokens_expire_after_the_configured_lifetime(backend: Backend) {
     let pool = app.service_pool();
     let mut conn = pool.get().expect("connection");
     let cutoff = medbook::auth::issued_after(chrono::Duration::from_std(ttl).ok()).unwrap();
-    medbook::services::auth::purge_expired_tokens(&mut conn, cutoff).expect("purge");
+    medbook::services::auth::purge_expired_tokens(&mut conn, &Default::default(), cutoff)
+        .expect("purge");
     assert_eq!(tokens(&app), 1);
     assert_eq!(app.get("/api/v1/me", &fresh).await.status, StatusCode::OK);
 

@@ -233,6 +233,33 @@ async fn postgres_storing_a_keyed_final_error_is_retried() {
     assert_eq!(stats.body["retry_count"], 1, "{:?}", stats.body);
 }
 
+/// A purge's batch is retried like every write: its first `DELETE` here is a deadlock's
+/// victim, and every expired key is still purged (without the retry the purge gave up until
+/// its next round, ten minutes later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_purge_batch_that_loses_a_deadlock_is_retried() {
+    let Some(app) = postgres_app(|_| {}).await else {
+        return;
+    };
+    let patient = app.patient().await;
+    app.sql(&format!(
+        "INSERT INTO idempotency_keys (user_id, idempotency_key, fingerprint, state, claimed_at, expires_at) \
+         SELECT {}, 'old-' || g, 'f', 'in_flight', now() - interval '2 days', now() - interval '1 day' \
+         FROM generate_series(1, 3) g",
+        patient.id
+    ));
+    fail_once_with_deadlock(&app, "BEFORE DELETE");
+    let contention = medbook::db::Contention::default();
+    let mut conn = app.service_pool().get().unwrap();
+    let purged =
+        medbook::services::idempotency::purge_expired(&mut conn, &contention, medbook::time::now());
+    assert_eq!(purged.unwrap(), 3);
+    assert_eq!(app.count("SELECT COUNT(*) FROM idempotency_keys"), 0);
+    // The failed first row, then the three rows of the retry.
+    assert_eq!(app.count("SELECT last_value FROM test_fault_calls"), 4);
+    assert_eq!(contention.stats.view().retry_count, 1);
+}
+
 /// A keyed request whose connection dies under it (its backend terminated while it waited
 /// for a lock) answers 503, and its claim is released through another connection, so that
 /// the retry runs instead of meeting `IDEMPOTENCY_KEY_IN_USE` until the lease runs out.
@@ -608,6 +635,33 @@ async fn sqlite_busy_on_every_write_is_retried() {
     );
     assert_eq!(app.count("SELECT COUNT(*) FROM prescriptions"), 1);
     assert_eq!(app.count("SELECT COUNT(*) FROM ratings"), 1);
+}
+
+/// A batch of the background purge retries SQLite BUSY too: it meets another connection's
+/// write lock, held for longer than one `busy_timeout`, and still purges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_busy_on_a_purge_batch_is_retried() {
+    let app = TestApp::start(Backend::Sqlite).await.unwrap();
+    let patient = app.patient().await;
+    app.sql(&format!(
+        "INSERT INTO idempotency_keys (user_id, idempotency_key, fingerprint, state, claimed_at, expires_at) \
+         VALUES ({}, 'old', 'f', 'in_flight', datetime('now', '-2 days'), datetime('now', '-1 day'))",
+        patient.id
+    ));
+    let config = medbook::config::Config {
+        sqlite_busy_timeout: Duration::from_millis(150),
+        ..medbook::config::Config::for_database(&app.db_url)
+    };
+    let pool = medbook::db::build_pool(&config, Default::default());
+    let mut conn = pool.get().unwrap();
+    let contention = medbook::db::Contention::default();
+    let holder = hold_sqlite_write_lock(&app.db_url, Duration::from_millis(400));
+    let purged =
+        medbook::services::idempotency::purge_expired(&mut conn, &contention, medbook::time::now());
+    holder.join().unwrap();
+    assert_eq!(purged.unwrap(), 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM idempotency_keys"), 0);
+    assert!(contention.stats.view().retry_count >= 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -352,7 +352,12 @@ async fn expired_and_abandoned_keys_are_claimed_again(app: TestApp) {
     let purged = {
         let pool = app.service_pool();
         let mut conn = pool.get().unwrap();
-        medbook::services::idempotency::purge_expired(&mut conn, medbook::time::now()).unwrap()
+        medbook::services::idempotency::purge_expired(
+            &mut conn,
+            &Default::default(),
+            medbook::time::now(),
+        )
+        .unwrap()
     };
     assert_eq!(purged, 1);
     assert_eq!(app.count("SELECT COUNT(*) FROM idempotency_keys"), 0);
@@ -389,8 +394,12 @@ async fn expired_keys_are_purged_in_short_transactions(app: TestApp) {
     let pool = app.service_pool();
     let mut conn = pool.get().unwrap();
     let log = StatementLog::attach(&mut conn);
-    let purged =
-        medbook::services::idempotency::purge_expired(&mut conn, medbook::time::now()).unwrap();
+    let purged = medbook::services::idempotency::purge_expired(
+        &mut conn,
+        &Default::default(),
+        medbook::time::now(),
+    )
+    .unwrap();
     assert_eq!(purged as i64, expired);
     assert_eq!(app.count("SELECT COUNT(*) FROM idempotency_keys"), 2);
     // Three batches (1000, 1000, 500), each its own transaction: a COMMIT after each DELETE.
@@ -488,7 +497,9 @@ async fn expired_tokens_are_found_by_index_and_purged_in_short_transactions(app:
     }
 
     let log = StatementLog::attach(&mut conn);
-    let purged = medbook::services::auth::purge_expired_tokens(&mut conn, cutoff).unwrap();
+    let purged =
+        medbook::services::auth::purge_expired_tokens(&mut conn, &Default::default(), cutoff)
+            .unwrap();
     assert_eq!(purged as i64, expired);
     // Three batches (1000, 1000, 500), each its own transaction.
     let statements = log.take_run();
@@ -984,7 +995,8 @@ fn postgres_a_purge_goes_on_past_a_batch_another_process_deleted_first() {
     let purge = std::thread::spawn(move || {
         let mut conn = pool.get().unwrap();
         let cutoff = medbook::time::now() - chrono::Duration::days(1);
-        medbook::services::auth::purge_expired_tokens(&mut conn, cutoff).unwrap()
+        medbook::services::auth::purge_expired_tokens(&mut conn, &Default::default(), cutoff)
+            .unwrap()
     });
     common::wait_for_lock_waiter(&db.url);
     other.batch_execute("COMMIT").unwrap();

@@ -142,8 +142,12 @@ pub fn logout(
 /// Deletes the tokens issued at or before `cutoff` (expired under the configured lifetime),
 /// [`super::PURGE_BATCH`] per transaction; returns how many. Expired tokens are refused
 /// whether or not they were deleted yet: this only keeps the table small.
-pub fn purge_expired_tokens(conn: &mut DbConn, cutoff: NaiveDateTime) -> Result<usize, AppError> {
-    super::purge_in_batches(conn, |conn, limit| {
+pub fn purge_expired_tokens(
+    conn: &mut DbConn,
+    contention: &Contention,
+    cutoff: NaiveDateTime,
+) -> Result<usize, AppError> {
+    super::purge_in_batches(conn, contention, "purge tokens", |conn, limit| {
         token::delete_issued_before(conn, cutoff, limit)
     })
 }

@@ -12,7 +12,8 @@ use chrono::{Duration, NaiveDateTime};
 use serde::{Deserialize, Serialize};
 
 use crate::db::{
-    classify, write_transaction, write_transaction_without_waiting_for_disk, DbConn, DbErrorClass,
+    classify, write_transaction, write_transaction_without_waiting_for_disk, Contention, DbConn,
+    DbErrorClass,
 };
 use crate::error::AppError;
 use crate::models::idempotency::{self as record, IdempotencyRecord};
@@ -173,8 +174,14 @@ pub fn release(conn: &mut DbConn, user_id: i32, key: &str) -> Result<(), AppErro
 }
 
 /// Deletes expired records, [`super::PURGE_BATCH`] per transaction; returns how many.
-pub fn purge_expired(conn: &mut DbConn, now: NaiveDateTime) -> Result<usize, AppError> {
-    super::purge_in_batches(conn, |conn, limit| record::purge_expired(conn, now, limit))
+pub fn purge_expired(
+    conn: &mut DbConn,
+    contention: &Contention,
+    now: NaiveDateTime,
+) -> Result<usize, AppError> {
+    super::purge_in_batches(conn, contention, "purge idempotency keys", |conn, limit| {
+        record::purge_expired(conn, now, limit)
+    })
 }
 
 #[cfg(test)]

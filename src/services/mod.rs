@@ -17,7 +17,7 @@ pub mod validate;
 use diesel::QueryResult;
 
 use crate::auth::Caller;
-use crate::db::{write_transaction, DbConn};
+use crate::db::{retried_write, Contention, DbConn};
 use crate::domain::{Party, Role};
 use crate::error::AppError;
 use crate::models::appointment::{self, Appointment};
@@ -62,7 +62,8 @@ pub const PURGE_BATCH: i64 = 1000;
 
 /// Runs `batch` (which deletes up to the number of rows it is given) in one write
 /// transaction after another until one finds nothing to delete; returns how many rows were
-/// deleted in all.
+/// deleted in all. Each batch is retried like every write (a deadlock with a request, a
+/// serialization failure, SQLite BUSY); `label` names the purge in the retry's log lines.
 ///
 /// Ten minutes of a busy server's idempotency keys are hundreds of thousands of rows, and one
 /// `DELETE` of them all would hold SQLite's only write lock for seconds (600 000 rows: 1.4 s
@@ -76,11 +77,15 @@ pub const PURGE_BATCH: i64 = 1000;
 /// expired), so the loop ends.
 pub fn purge_in_batches(
     conn: &mut DbConn,
+    contention: &Contention,
+    label: &str,
     mut batch: impl FnMut(&mut DbConn, i64) -> QueryResult<PurgeBatch> + Send,
 ) -> Result<usize, AppError> {
     let mut purged = 0;
     loop {
-        let done = write_transaction(conn, |conn| batch(conn, PURGE_BATCH))?;
+        let done = retried_write(conn, contention, label, "", |conn, _| {
+            Ok(batch(conn, PURGE_BATCH)?)
+        })?;
         purged += done.deleted;
         if done.found == 0 {
             return Ok(purged);
