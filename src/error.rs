@@ -185,7 +185,9 @@ impl AppError {
                 DbErrorClass::LockTimeout => {
                     (StatusCode::CONFLICT, ConflictCode::LockTimeout.as_str())
                 }
-                DbErrorClass::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+                DbErrorClass::Unavailable | DbErrorClass::StorageFull => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE")
+                }
                 // A constraint the service did not map is a bug in the service.
                 _ => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
             },
@@ -318,6 +320,11 @@ mod tests {
             ),
             (
                 db(DatabaseErrorKind::ClosedConnection, "gone"),
+                503,
+                "UNAVAILABLE",
+            ),
+            (
+                db(DatabaseErrorKind::Unknown, "database or disk is full"),
                 503,
                 "UNAVAILABLE",
             ),

@@ -1,5 +1,6 @@
 //! The failures diesel reports only as `Unknown` — PostgreSQL deadlocks and lock timeouts,
-//! SQLite BUSY — forced for real, recognised, retried or answered with their 409.
+//! SQLite BUSY, a full disk on either — forced for real, recognised, retried or answered with
+//! their 409 or 503.
 
 mod common;
 
@@ -143,17 +144,25 @@ async fn keyed_booking(
     patient: &common::Actor,
     body: &serde_json::Value,
 ) -> (StatusCode, String, bool) {
-    let answer = app
-        .send(
-            app.client
-                .post(format!("{}/api/v1/appointments", app.base))
-                .bearer_auth(&patient.token)
-                .header("Idempotency-Key", "held-up")
-                .json(body),
-        )
-        .await;
+    let answer = keyed_booking_answer(app, patient, body).await;
     let replayed = answer.header("idempotent-replayed") == "true";
     (answer.status, answer.code().to_owned(), replayed)
+}
+
+/// The whole answer to [`keyed_booking`]'s request.
+async fn keyed_booking_answer(
+    app: &TestApp,
+    patient: &common::Actor,
+    body: &serde_json::Value,
+) -> common::Answer {
+    app.send(
+        app.client
+            .post(format!("{}/api/v1/appointments", app.base))
+            .bearer_auth(&patient.token)
+            .header("Idempotency-Key", "held-up")
+            .json(body),
+    )
+    .await
 }
 
 /// A transient failure (here a lock timeout) is not stored under the request's key: the key
@@ -258,6 +267,194 @@ async fn postgres_a_purge_batch_that_loses_a_deadlock_is_retried() {
     // The failed first row, then the three rows of the retry.
     assert_eq!(app.count("SELECT last_value FROM test_fault_calls"), 4);
     assert_eq!(contention.stats.view().retry_count, 1);
+}
+
+/// A tmpfs of a few MiB, mounted for one test on a directory of its own and unmounted when
+/// dropped: a disk that really fills up. Mounting needs root (as in CI, where it is
+/// required); elsewhere the test is skipped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+    /// The tablespace made on it, dropped with it.
+    tablespace: Option<String>,
+}
+
+impl SmallDisk {
+    fn mount() -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m,mode=0777", "tmpfs"])
+            .arg(dir.path())
+            .output();
+        match mounted {
+            Ok(out) if out.status.success() => Some(SmallDisk {
+                dir,
+                tablespace: None,
+            }),
+            other => {
+                assert!(
+                    !common::postgres_required(),
+                    "CI=true but the disk-full tests cannot mount a tmpfs (they need root): {other:?}"
+                );
+                eprintln!("SKIPPED disk-full test: cannot mount a tmpfs (needs root): {other:?}");
+                None
+            }
+        }
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A PostgreSQL tablespace on this disk (the server runs on this machine, as the OS user
+    /// `postgres`, who must own its directory).
+    fn tablespace(&mut self) -> String {
+        use std::os::unix::fs::chown;
+        let name = format!("medbook_small_disk_{}", std::process::id());
+        let location = self.path("pg");
+        std::fs::create_dir(&location).unwrap();
+        let uid = std::process::Command::new("id")
+            .args(["-u", "postgres"])
+            .output()
+            .unwrap();
+        let uid: u32 = String::from_utf8(uid.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        chown(&location, Some(uid), None).unwrap();
+        PgConnection::establish(&common::pg_admin_url())
+            .unwrap()
+            .batch_execute(&format!(
+                "CREATE TABLESPACE {name} LOCATION '{}'",
+                location.display()
+            ))
+            .unwrap();
+        self.tablespace = Some(name.clone());
+        name
+    }
+
+    /// Fills what is left of the disk with a file, which [`SmallDisk::free`] removes.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut filler = std::fs::File::create(self.path("filler")).unwrap();
+        let page = [0u8; 4096];
+        while filler.write_all(&page).is_ok() {}
+        assert_eq!(
+            std::fs::File::create(self.path("one-more"))
+                .and_then(|mut f| f.write_all(&page))
+                .unwrap_err()
+                .raw_os_error(),
+            Some(28), // ENOSPC
+        );
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.path("filler")).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        if let Some(name) = &self.tablespace {
+            if let Ok(mut admin) = PgConnection::establish(&common::pg_admin_url()) {
+                let _ = admin.batch_execute(&format!("DROP TABLESPACE IF EXISTS {name}"));
+            }
+        }
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+/// The answer to a write on a full disk: 503 `UNAVAILABLE` with `Retry-After`, and nothing
+/// of the database's own words.
+fn assert_disk_full_answer(answer: &common::Answer) {
+    assert_eq!(
+        (answer.status, answer.code()),
+        (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+        "{:?}",
+        answer.body
+    );
+    assert_eq!(answer.header("retry-after"), "1");
+    let text = answer.body.to_string();
+    assert!(!text.contains("disk") && !text.contains("extend"), "{text}");
+}
+
+/// A booking on a PostgreSQL whose disk is full (the appointments table is on a small disk,
+/// filled up: "could not extend file", SQLSTATE 53100) answers 503 `UNAVAILABLE` with
+/// `Retry-After` instead of a 500, stores nothing, and frees its idempotency key; once there
+/// is room the same keyed request books.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_write_on_a_full_disk_is_unavailable_and_runs_once_there_is_room() {
+    let Some(mut disk) = SmallDisk::mount() else {
+        return;
+    };
+    let Some(app) = postgres_app(|_| {}).await else {
+        return;
+    };
+    let doctor = app.doctor().await;
+    let patient = app.patient().await;
+    let tablespace = disk.tablespace();
+    app.sql(&format!(
+        "ALTER TABLE appointments SET TABLESPACE {tablespace}"
+    ));
+    disk.fill();
+    let body = serde_json::json!({"doctor_id": doctor.id, "scheduled_at": slot(3, 9, 0), "type": "in_person"});
+    assert_disk_full_answer(&keyed_booking_answer(&app, &patient, &body).await);
+    assert_eq!(app.count("SELECT COUNT(*) FROM appointments"), 0);
+    disk.free();
+    assert_eq!(
+        keyed_booking(&app, &patient, &body).await,
+        (StatusCode::CREATED, String::new(), false)
+    );
+    assert_eq!(app.count("SELECT COUNT(*) FROM appointments"), 1);
+}
+
+/// The same on SQLite, whose file (and its WAL) is on a small disk that fills up: the first
+/// booking that needs more room than is left answers 503 `UNAVAILABLE` ("database or disk is
+/// full", `SQLITE_FULL`), and once there is room bookings succeed again, every one that was
+/// answered 201 is there, and none that was refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_a_write_on_a_full_disk_is_unavailable_and_runs_once_there_is_room() {
+    let Some(disk) = SmallDisk::mount() else {
+        return;
+    };
+    let file = disk.path("medbook.db").to_string_lossy().into_owned();
+    let app = TestApp::start_with(Backend::Sqlite, |c| c.database_url = file)
+        .await
+        .unwrap();
+    let doctor = app.doctor().await;
+    let patient = app.patient().await;
+    disk.fill();
+    let mut booked = 0;
+    let full = loop {
+        let answer = app
+            .book(
+                &patient,
+                &doctor,
+                &slot(3 + booked / 8, 9 + booked as u32 % 8, 0),
+                30,
+            )
+            .await;
+        if answer.status != StatusCode::CREATED {
+            break answer;
+        }
+        booked += 1;
+        assert!(booked < 1000, "the disk never filled up");
+    };
+    assert_disk_full_answer(&full);
+    disk.free();
+    let after = app
+        .book(
+            &patient,
+            &doctor,
+            &slot(3 + booked / 8, 9 + booked as u32 % 8, 0),
+            30,
+        )
+        .await;
+    assert_eq!(after.status, StatusCode::CREATED, "{:?}", after.body);
+    assert_eq!(app.count("SELECT COUNT(*) FROM appointments"), booked + 1);
 }
 
 /// A keyed request whose connection dies under it (its backend terminated while it waited

@@ -29,6 +29,11 @@ pub enum DbErrorClass {
     /// or a database set `default_transaction_read_only`): 503, and the pool drops the
     /// connection, so the next one may reach the new primary.
     Unavailable,
+    /// The database's disk is full: SQLite's `SQLITE_FULL`, or PostgreSQL could not extend a
+    /// table's file (SQLSTATE 53100). 503 like an unreachable database: nothing was written,
+    /// and the client may try again later; writes succeed again as soon as there is room.
+    /// Unlike [`DbErrorClass::Unavailable`] the connection is not dropped: it is not at fault.
+    StorageFull,
     Other,
 }
 
@@ -81,9 +86,10 @@ const SQLITE_ENDS_AT_GUARD: &str = "appointments_ends_at_check";
 
 /// The one unavoidable look at message text.
 ///
-/// diesel 2.3 reports PostgreSQL's deadlock (SQLSTATE 40P01), lock timeout (55P03) and query
-/// cancellation (57014), and SQLite's `SQLITE_BUSY`, only as `DatabaseErrorKind::Unknown`
-/// without the SQLSTATE or result code, so the primary message is all there is. These are the
+/// diesel 2.3 reports PostgreSQL's deadlock (SQLSTATE 40P01), lock timeout (55P03), query
+/// cancellation (57014) and full disk (53100), and SQLite's `SQLITE_BUSY` and `SQLITE_FULL`,
+/// only as `DatabaseErrorKind::Unknown` without the SQLSTATE or result code, so the primary
+/// message is all there is. These are the
 /// servers' fixed primary messages; PostgreSQL translates its messages into the session's
 /// `lc_messages`, so every PostgreSQL connection is made to report them in English first
 /// ([`english_messages`]). `tests/db_errors.rs` proves on real databases that each one is
@@ -114,6 +120,9 @@ fn classify_unknown(message: &str) -> DbErrorClass {
         || message.starts_with("database table is locked")
     {
         DbErrorClass::Busy
+    } else if message == "database or disk is full" || message.starts_with("could not extend file")
+    {
+        DbErrorClass::StorageFull
     } else {
         DbErrorClass::Other
     }
@@ -256,6 +265,17 @@ mod tests {
             DbErrorClass::LockTimeout
         );
         assert_eq!(classify(&unknown("database is locked")), DbErrorClass::Busy);
+        assert_eq!(
+            classify(&unknown("database or disk is full")),
+            DbErrorClass::StorageFull
+        );
+        assert_eq!(
+            classify(&unknown(
+                "could not extend file \"base/16384/16390\": No space left on device"
+            )),
+            DbErrorClass::StorageFull
+        );
+        assert!(!DbErrorClass::StorageFull.is_retryable());
         assert_eq!(classify(&unknown("syntax error")), DbErrorClass::Other);
         assert_eq!(
             classify(&unknown("appointments_patient_no_overlap")),

@@ -188,6 +188,8 @@ impl TestApp {
         config.pool_timeout = Duration::from_secs(15);
         config.sqlite_busy_timeout = Duration::from_secs(15);
         tweak(&mut config);
+        // The tweak may put the SQLite file elsewhere (tests/db_errors.rs: on a small disk).
+        let db_url = config.database_url.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             actix_web::rt::System::new().block_on(async move {
