@@ -89,11 +89,11 @@ const SQLITE_ENDS_AT_GUARD: &str = "appointments_ends_at_check";
 /// diesel 2.3 reports PostgreSQL's deadlock (SQLSTATE 40P01), lock timeout (55P03), query
 /// cancellation (57014) and full disk (53100), and SQLite's `SQLITE_BUSY` and `SQLITE_FULL`,
 /// only as `DatabaseErrorKind::Unknown` without the SQLSTATE or result code, so the primary
-/// message is all there is. These are the
-/// servers' fixed primary messages; PostgreSQL translates its messages into the session's
-/// `lc_messages`, so every PostgreSQL connection is made to report them in English first
-/// ([`english_messages`]). `tests/db_errors.rs` proves on real databases that each one is
-/// recognised, on a database whose sessions default to German as well.
+/// message is all there is. These are the servers' fixed primary messages; PostgreSQL
+/// translates its messages into the session's `lc_messages`, so every PostgreSQL connection
+/// is made to report them in English first ([`english_messages`]). `tests/db_errors.rs`
+/// proves on real databases that each one is recognised (a full disk on a small disk filled
+/// up), on a database whose sessions default to German as well.
 ///
 /// SQLite has no exclusion constraints and cannot add a CHECK to an existing table; the
 /// triggers of migration `2026-12-02-000005_overlap_guards` stand for PostgreSQL's, and
