@@ -427,16 +427,11 @@ async fn sqlite_a_write_on_a_full_disk_is_unavailable_and_runs_once_there_is_roo
     let doctor = app.doctor().await;
     let patient = app.patient().await;
     disk.fill();
+    // The n-th booking's slot; the refused one is tried again once there is room.
+    let nth = |n: i64| slot(3 + n / 8, 9 + n as u32 % 8, 0);
     let mut booked = 0;
     let full = loop {
-        let answer = app
-            .book(
-                &patient,
-                &doctor,
-                &slot(3 + booked / 8, 9 + booked as u32 % 8, 0),
-                30,
-            )
-            .await;
+        let answer = app.book(&patient, &doctor, &nth(booked), 30).await;
         if answer.status != StatusCode::CREATED {
             break answer;
         }
@@ -445,14 +440,7 @@ async fn sqlite_a_write_on_a_full_disk_is_unavailable_and_runs_once_there_is_roo
     };
     assert_disk_full_answer(&full);
     disk.free();
-    let after = app
-        .book(
-            &patient,
-            &doctor,
-            &slot(3 + booked / 8, 9 + booked as u32 % 8, 0),
-            30,
-        )
-        .await;
+    let after = app.book(&patient, &doctor, &nth(booked), 30).await;
     assert_eq!(after.status, StatusCode::CREATED, "{:?}", after.body);
     assert_eq!(app.count("SELECT COUNT(*) FROM appointments"), booked + 1);
 }
