@@ -381,6 +381,12 @@ fn assert_disk_full_answer(answer: &common::Answer) {
     assert!(!text.contains("disk") && !text.contains("extend"), "{text}");
 }
 
+/// Reads need no room: the caller's list still answers on a full disk.
+async fn assert_reads_go_on(app: &TestApp, caller: &common::Actor) {
+    let list = app.get("/api/v1/appointments", caller).await;
+    assert_eq!(list.status, StatusCode::OK, "{:?}", list.body);
+}
+
 /// A booking on a PostgreSQL whose disk is full (the appointments table is on a small disk,
 /// filled up: "could not extend file", SQLSTATE 53100) answers 503 `UNAVAILABLE` with
 /// `Retry-After` instead of a 500, stores nothing, and frees its idempotency key; once there
@@ -403,6 +409,7 @@ async fn postgres_a_write_on_a_full_disk_is_unavailable_and_runs_once_there_is_r
     let body = serde_json::json!({"doctor_id": doctor.id, "scheduled_at": slot(3, 9, 0), "type": "in_person"});
     assert_disk_full_answer(&keyed_booking_answer(&app, &patient, &body).await);
     assert_eq!(app.count("SELECT COUNT(*) FROM appointments"), 0);
+    assert_reads_go_on(&app, &patient).await;
     disk.free();
     assert_eq!(
         keyed_booking(&app, &patient, &body).await,
@@ -439,6 +446,7 @@ async fn sqlite_a_write_on_a_full_disk_is_unavailable_and_runs_once_there_is_roo
         assert!(booked < 1000, "the disk never filled up");
     };
     assert_disk_full_answer(&full);
+    assert_reads_go_on(&app, &patient).await;
     disk.free();
     let after = app.book(&patient, &doctor, &nth(booked), 30).await;
     assert_eq!(after.status, StatusCode::CREATED, "{:?}", after.body);
