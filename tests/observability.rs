@@ -503,3 +503,90 @@ fn malformed_requests_do_not_reach_the_error_log() {
     let log = server.log();
     assert!(!log.contains(" ERROR "), "{log}");
 }
+
+/// Has `token`'s caller (the admin) ask for pending appointments where there are none: the
+/// answer is empty, and the query reads every appointment to find that out.
+async fn scan_every_appointment(client: &reqwest::Client, base: &str, token: &str) {
+    let url = format!("{base}/api/v1/appointments?status=pending");
+    let response = client.get(url).bearer_auth(token).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let page: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(page["items"], json!([]));
+}
+
+/// Starts medbook on `db` with `extra_env`, reads the whole database through each of its pooled
+/// connections at once, and returns SQLite's heap and its limit from `/metrics`, in MiB.
+async fn sqlite_memory_after_reading_everything(
+    db: &str,
+    extra_env: &[(&str, &str)],
+) -> (f64, f64) {
+    let server = common::Process::start(db, extra_env);
+    let admin = common::Client::new(&server.base)
+        .login(common::ADMIN_EMAIL, common::ADMIN_PASSWORD)
+        .await;
+    let client = reqwest::Client::new();
+    // More readers than connections (8), so that every connection reads and keeps pages.
+    let scans = (0..16).map(|_| scan_every_appointment(&client, &server.base, &admin.token));
+    futures_util::future::join_all(scans).await;
+    let metrics = client
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mib = |name: &str| metric_line(&metrics, name).expect(name) / (1 << 20) as f64;
+    (
+        mib("medbook_sqlite_memory_bytes"),
+        mib("medbook_sqlite_memory_limit_bytes"),
+    )
+}
+
+/// 10 000 appointments with 2000-character reasons: a database of ~25 MB, larger than what
+/// 8 connections' page caches hold without a limit (2 MB each).
+const BIG_DATABASE_APPOINTMENTS: usize = 10_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_keeps_its_memory_within_the_limit_however_many_connections_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("big.db").to_string_lossy().into_owned();
+    {
+        // The schema and the admin, then the appointments straight into the file.
+        let server = common::Process::start(&db, &[]);
+        drop(server);
+        let mut conn = <diesel::SqliteConnection as diesel::Connection>::establish(&db).unwrap();
+        diesel::connection::SimpleConnection::batch_execute(
+            &mut conn,
+            &format!(
+                "INSERT INTO users (name, email, email_key, password_hash, role, created_at, updated_at) \
+                 VALUES ('P', 'big-p@medbook.test', 'big-p@medbook.test', 'x', 'patient', datetime('now'), datetime('now')), \
+                        ('D', 'big-d@medbook.test', 'big-d@medbook.test', 'x', 'doctor', datetime('now'), datetime('now')); \
+                 WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < {BIG_DATABASE_APPOINTMENTS}) \
+                 INSERT INTO appointments (patient_id, doctor_id, scheduled_at, duration_minutes, ends_at, \
+                                           type, reason, status, version, created_at, updated_at) \
+                 SELECT (SELECT id FROM users WHERE email = 'big-p@medbook.test'), \
+                        (SELECT id FROM users WHERE email = 'big-d@medbook.test'), \
+                        datetime('2030-01-01', '+' || (i * 30) || ' minutes'), 30, \
+                        datetime('2030-01-01', '+' || (i * 30 + 30) || ' minutes'), \
+                        'video_consultation', printf('%.2000c', 'x'), 'completed', 1, \
+                        datetime('now'), datetime('now') FROM n;"
+            ),
+        )
+        .unwrap();
+    }
+    // Without a limit every connection keeps what it read: the reading does fill them.
+    let (unlimited, none) =
+        sqlite_memory_after_reading_everything(&db, &[("MEDBOOK_SQLITE_MEMORY_MIB", "0")]).await;
+    eprintln!("UNLIMITED {unlimited}");
+    assert_eq!(none, 0.0);
+    assert!(
+        unlimited > 12.0,
+        "SQLite held only {unlimited:.1} MiB without a limit"
+    );
+    // By default SQLite reuses cached pages instead of growing past its 8 MiB.
+    let (limited, limit) = sqlite_memory_after_reading_everything(&db, &[]).await;
+    assert_eq!(limit, medbook::config::DEFAULT_SQLITE_MEMORY_MIB as f64);
+    eprintln!("LIMITED {limited}");
+    assert!(limited <= limit + 0.5, "SQLite holds {limited:.1} MiB");
+}

@@ -24,6 +24,19 @@ pub fn sqlite_write_batches() -> (u64, u64) {
     group_commit::SQLITE_WRITERS.counts()
 }
 
+/// SQLite's heap in this process now, and its soft limit (`MEDBOOK_SQLITE_MEMORY_MIB`; 0: no
+/// limit), in bytes; zeros on PostgreSQL.
+pub fn sqlite_memory() -> (i64, i64) {
+    // SAFETY: both only read SQLite's global counters; a negative argument leaves the limit
+    // as it is.
+    unsafe {
+        (
+            libsqlite3_sys::sqlite3_memory_used(),
+            libsqlite3_sys::sqlite3_soft_heap_limit64(-1),
+        )
+    }
+}
+
 /// One connection type for both databases. Everything outside [`backend`] is written
 /// against this type and never asks which database it is on.
 #[derive(diesel::MultiConnection)]

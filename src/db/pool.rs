@@ -106,6 +106,8 @@ pub struct ConnectionManager {
     session_sql: String,
     /// How long a new SQLite connection keeps trying to apply its settings (`busy_timeout`).
     busy_timeout: Duration,
+    /// SQLite's soft heap limit for the process, in bytes (0: none).
+    sqlite_memory: i64,
 }
 
 impl ConnectionManager {
@@ -149,6 +151,8 @@ impl ConnectionManager {
             backend,
             session_sql,
             busy_timeout: config.sqlite_busy_timeout,
+            sqlite_memory: i64::try_from(config.sqlite_memory_mib.saturating_mul(1 << 20))
+                .unwrap_or(i64::MAX),
         }
     }
 
@@ -163,6 +167,7 @@ impl ConnectionManager {
             }
             Backend::Sqlite => {
                 keep_sqlite_plans();
+                limit_sqlite_memory(self.sqlite_memory);
                 let conn = diesel::SqliteConnection::establish(&self.url)?;
                 super::group_commit::register(&conn, &self.url)
                     .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
@@ -195,6 +200,14 @@ impl ConnectionManager {
             }
         }
     }
+}
+
+/// Sets SQLite's soft heap limit (`config::DEFAULT_SQLITE_MEMORY_MIB` says why). It is one
+/// setting for the process, not per connection or per database: every pool in the process
+/// sets the same configured value.
+fn limit_sqlite_memory(bytes: i64) {
+    // SAFETY: a plain setter, safe to call from any thread at any time.
+    unsafe { libsqlite3_sys::sqlite3_soft_heap_limit64(bytes) };
 }
 
 /// Turns on SQLite's query planner stability guarantee (QPSG) for every connection this

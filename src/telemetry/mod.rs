@@ -143,6 +143,19 @@ impl prometheus_client::collector::Collector for Collector {
             "SQLite writes run in those transactions (writes / batches = mean batch size)",
             writes,
         )?;
+        let (used, limit) = crate::db::sqlite_memory();
+        gauge(
+            &mut encoder,
+            "sqlite_memory_bytes",
+            "SQLite's heap in this process, page caches above all (0 on PostgreSQL)",
+            used,
+        )?;
+        gauge(
+            &mut encoder,
+            "sqlite_memory_limit_bytes",
+            "SQLite's soft heap limit (MEDBOOK_SQLITE_MEMORY_MIB; 0: none)",
+            limit,
+        )?;
         self.telemetry.http.encode(&mut encoder)?;
         let state = self.pool.state();
         gauge(
