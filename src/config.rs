@@ -95,9 +95,9 @@ impl Config {
         backend_of(&self.database_url)
     }
 
-    /// Blocking threads per HTTP worker, for password hashing (at most one hash per core runs
-    /// at a time). Database work runs on the pool's own threads, one per connection
-    /// (`db::run_blocking`).
+    /// Blocking threads per HTTP worker, for password hashing (`routes::auth` lets one hash
+    /// per two cores run at a time). Database work runs on the pool's own threads, one per
+    /// connection (`db::run_blocking`).
     pub fn blocking_threads(&self) -> usize {
         cores()
     }

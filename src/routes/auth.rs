@@ -28,15 +28,24 @@ pub(crate) fn routes() -> Vec<RouteDef> {
     ]
 }
 
-/// At most one argon2 computation per core at a time: each takes 19 MiB and a core's worth
-/// of CPU, and a login burst must not take the memory or the CPU the bookings need.
+/// At most one argon2 computation per two cores at a time (at least one): each takes 19 MiB
+/// and a core's worth of CPU for ~20 ms, and a login burst must take neither the memory nor
+/// the CPU the bookings need. On 2 cores that is one at a time: 19 MiB of the process's peak
+/// instead of 38 (BENCHMARKS.md, "Memory"), at most ~50 hashes a second.
 fn password_work() -> &'static tokio::sync::Semaphore {
     static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-    PERMITS.get_or_init(|| tokio::sync::Semaphore::new(crate::config::cores()))
+    PERMITS.get_or_init(|| {
+        tokio::sync::Semaphore::new(password_hashes_at_once(crate::config::cores()))
+    })
+}
+
+/// How many passwords are hashed at once on `cores` cores.
+fn password_hashes_at_once(cores: usize) -> usize {
+    (cores / 2).max(1)
 }
 
 /// Runs `work` (argon2) on a blocking thread, no connection or transaction held, within the
-/// per-core limit.
+/// limit above.
 async fn with_password_permit<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, AppError> {
@@ -180,4 +189,38 @@ pub(crate) async fn me(
         user.version,
         &user.view(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn one_password_is_hashed_at_a_time_per_two_cores() {
+        for (cores, at_once) in [(1, 1), (2, 1), (3, 1), (4, 2), (16, 8)] {
+            assert_eq!(password_hashes_at_once(cores), at_once, "{cores} cores");
+        }
+    }
+
+    #[actix_web::test]
+    async fn no_more_passwords_than_that_are_hashed_at_once() {
+        let limit = password_hashes_at_once(crate::config::cores());
+        let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let hashes = (0..2 * limit + 1).map(|_| {
+            let (running, most) = (Arc::clone(&running), Arc::clone(&most));
+            with_password_permit(move || {
+                most.fetch_max(running.fetch_add(1, SeqCst) + 1, SeqCst);
+                std::thread::sleep(Duration::from_millis(30));
+                running.fetch_sub(1, SeqCst);
+            })
+        });
+        for done in futures_util::future::join_all(hashes).await {
+            done.unwrap();
+        }
+        assert_eq!(most.load(SeqCst), limit);
+    }
 }
