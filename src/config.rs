@@ -22,7 +22,7 @@ pub struct Config {
     pub pg_statement_timeout: Duration,
     pub sqlite_busy_timeout: Duration,
     /// What SQLite may keep in memory for all connections together, page caches above all
-    /// (`MEDBOOK_SQLITE_MEMORY_MIB`; 0: no limit). See [`DEFAULT_SQLITE_MEMORY_MIB`].
+    /// (`MEDBOOK_SQLITE_MEMORY_MIB`; 0: no limit). See [`default_sqlite_memory_mib`].
     pub sqlite_memory_mib: u64,
     pub retry_attempts: u32,
     pub workers: usize,
@@ -41,16 +41,17 @@ impl Config {
         let millis = |name: &str, default: u64| -> Result<Duration, String> {
             Ok(Duration::from_millis(number(name, var(name), default)?))
         };
+        let pool_size = number(
+            "MEDBOOK_POOL_SIZE",
+            var("MEDBOOK_POOL_SIZE"),
+            default_pool_size(),
+        )? as u32;
         Ok(Config {
             database_url: var("DATABASE_URL").unwrap_or_else(|| "medbook.db".to_owned()),
             listen: var("MEDBOOK_LISTEN").unwrap_or_else(|| "127.0.0.1:8080".to_owned()),
             admin_email: var("MEDBOOK_ADMIN_EMAIL"),
             admin_password: var("MEDBOOK_ADMIN_PASSWORD"),
-            pool_size: number(
-                "MEDBOOK_POOL_SIZE",
-                var("MEDBOOK_POOL_SIZE"),
-                default_pool_size(),
-            )? as u32,
+            pool_size,
             pool_timeout: millis("MEDBOOK_POOL_TIMEOUT_MS", 2_000)?,
             pg_lock_timeout: millis("MEDBOOK_LOCK_TIMEOUT_MS", 5_000)?,
             pg_statement_timeout: millis("MEDBOOK_STATEMENT_TIMEOUT_MS", 15_000)?,
@@ -58,7 +59,7 @@ impl Config {
             sqlite_memory_mib: number(
                 "MEDBOOK_SQLITE_MEMORY_MIB",
                 var("MEDBOOK_SQLITE_MEMORY_MIB"),
-                DEFAULT_SQLITE_MEMORY_MIB,
+                default_sqlite_memory_mib(pool_size),
             )?,
             retry_attempts: number("MEDBOOK_RETRY_ATTEMPTS", var("MEDBOOK_RETRY_ATTEMPTS"), 3)?
                 as u32,
@@ -81,7 +82,7 @@ impl Config {
             pg_lock_timeout: Duration::from_secs(5),
             pg_statement_timeout: Duration::from_secs(15),
             sqlite_busy_timeout: Duration::from_secs(5),
-            sqlite_memory_mib: DEFAULT_SQLITE_MEMORY_MIB,
+            sqlite_memory_mib: default_sqlite_memory_mib(8),
             retry_attempts: 3,
             workers: 2,
             metrics_token: None,
@@ -103,13 +104,18 @@ impl Config {
     }
 }
 
-/// SQLite's memory for the whole process, in MiB: a soft limit (SQLite's `soft_heap_limit`)
-/// that it keeps to by reusing the least recently used cached pages, of whichever
+/// SQLite's memory for the whole process, in MiB, for a pool of `pool_size` connections: 1 MiB
+/// a connection (8 MiB at the default 8). It is a soft limit (SQLite's `soft_heap_limit`)
+/// that SQLite keeps to by reusing the least recently used cached pages, of whichever
 /// connection, instead of growing. Without it each pooled connection keeps up to 2 MB of
-/// pages once it has read that much of a large database (16 MiB at 8 connections, and more
-/// with a larger pool), all of it resident at once under a read-heavy mix; with it a busy
-/// connection still caches up to 2 MB while the others are idle.
-pub const DEFAULT_SQLITE_MEMORY_MIB: u64 = 8;
+/// pages once it has read that much of a large database, all of it resident at once under a
+/// read-heavy mix; with it a busy connection still caches up to 2 MB while the others are
+/// idle. A connection's memory beside its cache (schema, prepared statements) is under a
+/// third of a MiB (8 connections after a write load: 2.0–2.3 MiB, caches included), so the
+/// limit leaves room for caches at any pool size.
+pub fn default_sqlite_memory_mib(pool_size: u32) -> u64 {
+    u64::from(pool_size)
+}
 
 /// The longest token lifetime `MEDBOOK_TOKEN_TTL_HOURS` takes: ten years.
 const MAX_TOKEN_TTL_HOURS: u64 = 24 * 366 * 10;

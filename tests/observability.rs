@@ -514,18 +514,20 @@ async fn scan_every_appointment(client: &reqwest::Client, base: &str, token: &st
     assert_eq!(page["items"], json!([]));
 }
 
-/// Starts medbook on `db` with `extra_env`, reads the whole database through each of its pooled
-/// connections at once, and returns SQLite's heap and its limit from `/metrics`, in MiB.
+/// Starts medbook on `db` with a pool of 8 connections and `extra_env`, reads the whole database
+/// through each of its connections at once, and returns SQLite's heap and its limit from
+/// `/metrics`, in MiB.
 async fn sqlite_memory_after_reading_everything(
     db: &str,
     extra_env: &[(&str, &str)],
 ) -> (f64, f64) {
-    let server = common::Process::start(db, extra_env);
+    let env = [&[("MEDBOOK_POOL_SIZE", "8")], extra_env].concat();
+    let server = common::Process::start(db, &env);
     let admin = common::Client::new(&server.base)
         .login(common::ADMIN_EMAIL, common::ADMIN_PASSWORD)
         .await;
     let client = reqwest::Client::new();
-    // More readers than connections (8), so that every connection reads and keeps pages.
+    // More readers than connections, so that every connection reads and keeps pages.
     let scans = (0..16).map(|_| scan_every_appointment(&client, &server.base, &admin.token));
     futures_util::future::join_all(scans).await;
     let metrics = client
@@ -586,7 +588,7 @@ async fn sqlite_keeps_its_memory_within_the_limit_however_many_connections_read(
     );
     // By default SQLite reuses cached pages instead of growing past its 8 MiB.
     let (limited, limit) = sqlite_memory_after_reading_everything(&db, &[]).await;
-    assert_eq!(limit, medbook::config::DEFAULT_SQLITE_MEMORY_MIB as f64);
+    assert_eq!(limit, medbook::config::default_sqlite_memory_mib(8) as f64);
     eprintln!("LIMITED {limited}");
     assert!(limited <= limit + 0.5, "SQLite holds {limited:.1} MiB");
 }

@@ -202,7 +202,7 @@ impl ConnectionManager {
     }
 }
 
-/// Sets SQLite's soft heap limit (`config::DEFAULT_SQLITE_MEMORY_MIB` says why). It is one
+/// Sets SQLite's soft heap limit (`config::default_sqlite_memory_mib` says why). It is one
 /// setting for the process, not per connection or per database: every pool in the process
 /// sets the same configured value.
 fn limit_sqlite_memory(bytes: i64) {
