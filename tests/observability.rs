@@ -16,7 +16,16 @@ both_backends!(
 );
 
 async fn metrics_text(app: &TestApp, token: Option<&str>) -> (StatusCode, String) {
-    let mut req = app.client.get(format!("{}/metrics", app.base));
+    metrics_at(&app.client, &app.base, token).await
+}
+
+/// `/metrics` of the server at `base`.
+async fn metrics_at(
+    client: &reqwest::Client,
+    base: &str,
+    token: Option<&str>,
+) -> (StatusCode, String) {
+    let mut req = client.get(format!("{base}/metrics"));
     if let Some(token) = token {
         req = req.bearer_auth(token);
     }
@@ -530,14 +539,7 @@ async fn sqlite_memory_after_reading_everything(
     // More readers than connections, so that every connection reads and keeps pages.
     let scans = (0..16).map(|_| scan_every_appointment(&client, &server.base, &admin.token));
     futures_util::future::join_all(scans).await;
-    let metrics = client
-        .get(format!("{}/metrics", server.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, metrics) = metrics_at(&client, &server.base, None).await;
     let mib = |name: &str| metric_line(&metrics, name).expect(name) / (1 << 20) as f64;
     (
         mib("medbook_sqlite_memory_bytes"),
@@ -580,7 +582,6 @@ async fn sqlite_keeps_its_memory_within_the_limit_however_many_connections_read(
     // Without a limit every connection keeps what it read: the reading does fill them.
     let (unlimited, none) =
         sqlite_memory_after_reading_everything(&db, &[("MEDBOOK_SQLITE_MEMORY_MIB", "0")]).await;
-    eprintln!("UNLIMITED {unlimited}");
     assert_eq!(none, 0.0);
     assert!(
         unlimited > 12.0,
@@ -589,6 +590,5 @@ async fn sqlite_keeps_its_memory_within_the_limit_however_many_connections_read(
     // By default SQLite reuses cached pages instead of growing past its 8 MiB.
     let (limited, limit) = sqlite_memory_after_reading_everything(&db, &[]).await;
     assert_eq!(limit, medbook::config::default_sqlite_memory_mib(8) as f64);
-    eprintln!("LIMITED {limited}");
     assert!(limited <= limit + 0.5, "SQLite holds {limited:.1} MiB");
 }

@@ -31,7 +31,8 @@ pub(crate) fn routes() -> Vec<RouteDef> {
 /// At most one argon2 computation per two cores at a time (at least one): each takes 19 MiB
 /// and a core's worth of CPU for ~20 ms, and a login burst must take neither the memory nor
 /// the CPU the bookings need. On 2 cores that is one at a time: 19 MiB of the process's peak
-/// instead of 38 (BENCHMARKS.md, "Memory"), at most ~50 hashes a second.
+/// instead of 38, and about 40 logins a second in a burst (BENCHMARKS.md, "What changed",
+/// round after run Z).
 fn password_work() -> &'static tokio::sync::Semaphore {
     static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
     PERMITS.get_or_init(|| {
