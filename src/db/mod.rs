@@ -7,6 +7,7 @@ mod group_commit;
 pub mod pool;
 pub mod prepared;
 pub mod retry;
+mod threads;
 
 use diesel::pg::PgConnection;
 use diesel::sqlite::SqliteConnection;

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::threads::DbThreads;
 use super::{DbConn, DbErrorClass};
 use crate::config::{Backend, Config};
 use crate::error::AppError;
@@ -59,39 +60,6 @@ impl DbPool {
             }
         }
         result
-    }
-}
-
-/// A tokio runtime used only for its blocking threads: no async task ever runs on it.
-#[derive(Debug)]
-struct DbThreads(Option<tokio::runtime::Runtime>);
-
-impl DbThreads {
-    fn new(threads: usize) -> DbThreads {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .max_blocking_threads(threads)
-            .thread_name("medbook-db")
-            .thread_keep_alive(Duration::from_secs(60))
-            .build()
-            // Without I/O or timer drivers, building creates no thread and opens nothing.
-            .expect("a runtime without drivers builds");
-        DbThreads(Some(runtime))
-    }
-
-    fn handle(&self) -> &tokio::runtime::Handle {
-        self.0
-            .as_ref()
-            .expect("the runtime lives until drop")
-            .handle()
-    }
-}
-
-impl Drop for DbThreads {
-    fn drop(&mut self) {
-        // A plain drop would wait for the threads, and it may happen on an async worker.
-        if let Some(runtime) = self.0.take() {
-            runtime.shutdown_background();
-        }
     }
 }
 
@@ -313,7 +281,11 @@ pub fn build_pool(config: &Config, telemetry: Arc<Telemetry>) -> DbPool {
             .connection_timeout(config.pool_timeout)
             .test_on_check_out(false)
             .build_unchecked(ConnectionManager::new(config)),
-        threads: Arc::new(DbThreads::new(size as usize)),
+        threads: Arc::new(DbThreads::new(
+            size as usize,
+            "medbook-db",
+            Duration::from_secs(60),
+        )),
         telemetry,
     }
 }
@@ -381,12 +353,15 @@ pub fn run_migrations(conn: &mut DbConn) -> Result<(), String> {
 
 /// Runs blocking database work on the pool's own threads, never on an async worker.
 ///
-/// There are as many threads as connections, shared by all HTTP workers: work beyond that
-/// waits in one queue, in arrival order, and a thread that finishes takes the next piece
-/// without sleeping. (A blocking pool per HTTP worker, larger than the connection pool, parked
-/// its surplus threads on the pool's lock and woke them one by one as connections came back;
-/// BENCHMARKS.md.) Work that is still queued after the pool time-out is dropped unrun and
-/// answers 503 `UNAVAILABLE`; work that started waits for a connection only as long as is left.
+/// There are at most as many threads as connections, shared by all HTTP workers: work beyond
+/// that waits in one queue, in arrival order, and a thread that finishes takes the next piece
+/// without sleeping; otherwise the thread that went idle last takes it ([`threads`]). (A
+/// blocking pool per HTTP worker, larger than the connection pool, parked its surplus threads
+/// on the pool's lock and woke them one by one as connections came back; BENCHMARKS.md.) Work
+/// that is still queued after the pool time-out is dropped unrun and answers 503
+/// `UNAVAILABLE`; work that started waits for a connection only as long as is left.
+///
+/// [`threads`]: super::threads
 pub async fn run_blocking<T, F>(pool: &DbPool, f: F) -> Result<T, AppError>
 where
     F: FnOnce(&mut DbConn) -> Result<T, AppError> + Send + 'static,
@@ -397,24 +372,31 @@ where
     // Whichever side moves it from QUEUED first decides: the thread runs the work, or the
     // caller gives up on it. Work that was answered 503 can never commit afterwards.
     let state = Arc::new(AtomicU8::new(QUEUED));
-    let mut task = pool.threads.handle().spawn_blocking({
+    let (done, mut result) = tokio::sync::oneshot::channel();
+    let job = {
         let (pool, state) = (pool.clone(), Arc::clone(&state));
         move || {
             if !claim(&state, STARTED) {
-                return Err(AppError::Unavailable("abandoned in the queue".into()));
+                return;
             }
-            let mut conn = pool.checkout(queued)?;
-            let result = f(&mut conn);
-            if let Err(err) = &result {
-                if err.db_class() == Some(DbErrorClass::Unavailable) {
-                    // Do not hand this connection out again; the pool opens a fresh one.
-                    conn.broken = true;
+            let _ = done.send(pool.checkout(queued).and_then(|mut conn| {
+                let result = f(&mut conn);
+                if let Err(err) = &result {
+                    if err.db_class() == Some(DbErrorClass::Unavailable) {
+                        // Do not hand this connection out again; the pool opens a fresh one.
+                        conn.broken = true;
+                    }
                 }
-            }
-            result
+                result
+            }));
         }
-    });
-    let finished = match actix_web::rt::time::timeout(timeout, &mut task).await {
+    };
+    if pool.threads.execute(Box::new(job)).is_err() {
+        return Err(AppError::Unavailable(
+            "the database threads are closed".into(),
+        ));
+    }
+    let finished = match actix_web::rt::time::timeout(timeout, &mut result).await {
         Ok(finished) => finished,
         Err(_) if claim(&state, ABANDONED) => {
             pool.telemetry.pool_timeouts.fetch_add(1, Ordering::Relaxed);
@@ -423,9 +405,15 @@ where
             )));
         }
         // It started in time: its wait for a connection is bounded by the time that was left.
-        Err(_) => task.await,
+        Err(_) => result.await,
     };
-    finished.map_err(|e| AppError::internal(format!("blocking task failed: {e}")))?
+    // No result: the work panicked (it had started), or the pool dropped it unrun.
+    finished.unwrap_or_else(|_| match state.load(Ordering::Acquire) {
+        STARTED => Err(AppError::internal("database work panicked")),
+        _ => Err(AppError::Unavailable(
+            "the database threads dropped the work unrun".into(),
+        )),
+    })
 }
 
 /// States of a piece of work handed to [`run_blocking`].
@@ -517,6 +505,36 @@ mod tests {
         }
         // Eight pieces of work at once, two connections: two threads did all of it.
         assert_eq!(seen.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn work_that_panics_answers_500_and_its_connection_is_not_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pool, _) = pool(&dir, 1, Duration::from_secs(10));
+        let first = run_blocking(&pool, |conn| {
+            conn.batch_execute("CREATE TEMP TABLE marker (x INTEGER)")?;
+            Ok(std::thread::current().id())
+        })
+        .await
+        .unwrap();
+        let panicked = run_blocking(&pool, |conn| -> Result<(), AppError> {
+            conn.batch_execute("SELECT 1")?;
+            panic!("a bug in a service");
+        })
+        .await;
+        assert!(
+            matches!(panicked, Err(AppError::Internal(_))),
+            "{panicked:?}"
+        );
+        // The one thread lives on, on a new connection (the temporary table went with the old).
+        let (thread, marker) = run_blocking(&pool, |conn| {
+            let marker = conn.batch_execute("SELECT x FROM marker").is_ok();
+            Ok((std::thread::current().id(), marker))
+        })
+        .await
+        .unwrap();
+        assert_eq!(thread, first);
+        assert!(!marker, "the connection a panic left is dropped");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
