@@ -271,7 +271,7 @@ mod tests {
         cond()
     }
 
-    /// Starts `n` threads by keeping `n` jobs busy at once, then lets all of them go idle.
+    /// Starts `n` threads by keeping `n` jobs busy at once, then lets all of them go.
     fn start_threads(threads: &DbThreads, n: usize) -> Vec<ThreadId> {
         let (started_tx, started) = mpsc::channel();
         let release = Arc::new((Mutex::new(false), Condvar::new()));
@@ -286,9 +286,9 @@ mod tests {
                 .unwrap();
         }
         let ids: Vec<_> = (0..n).map(|_| started.recv().unwrap()).collect();
+        assert_eq!(threads.counts(), (n, 0));
         *lock(&release.0) = true;
         release.1.notify_all();
-        assert!(eventually(|| threads.counts() == (n, n)));
         ids
     }
 
@@ -296,6 +296,7 @@ mod tests {
     fn the_thread_that_went_idle_last_takes_the_next_work() {
         let threads = DbThreads::new(8, "medbook-db", Duration::from_secs(60));
         let ids = start_threads(&threads, 8);
+        assert!(eventually(|| threads.counts() == (8, 8)));
         assert_eq!(
             ids.iter().collect::<std::collections::HashSet<_>>().len(),
             8
@@ -398,6 +399,7 @@ mod tests {
     fn dropping_the_pool_ends_idle_threads_and_drops_queued_work_unrun() {
         let threads = DbThreads::new(1, "medbook-db", Duration::from_secs(60));
         start_threads(&threads, 1);
+        assert!(eventually(|| threads.counts() == (1, 1)));
         let shared = Arc::clone(&threads.shared);
         // One piece holds the only thread; one waits behind it.
         let (hold_tx, hold) = mpsc::channel::<()>();
