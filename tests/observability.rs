@@ -162,6 +162,12 @@ async fn lock_stats_and_metrics_count_bookings_and_conflicts(app: TestApp) {
         );
     }
     assert!(metric_line(&text, "medbook_pool_connections").unwrap() >= 1.0);
+    // The database threads: started on demand, at most one per connection; with every request
+    // answered nothing waits for one.
+    let threads = metric_line(&text, "medbook_db_threads").unwrap();
+    let idle = metric_line(&text, "medbook_db_threads_idle").unwrap();
+    assert!((1.0..=8.0).contains(&threads) && idle <= threads, "{text}");
+    assert_eq!(metric_line(&text, "medbook_db_queued_work"), Some(0.0));
     assert_eq!(
         metric_line(&text, "medbook_pool_max_connections"),
         Some(8.0)

@@ -19,6 +19,7 @@ pub use errors::{classify, DbErrorClass};
 pub use pool::{build_pool, check_database, run_blocking, run_migrations, DbPool};
 pub use prepared::FixedShapeDsl;
 pub use retry::{retried_write, with_retry, Contention, RetryPolicy};
+pub use threads::ThreadCounts;
 
 /// SQLite group commit so far in this process: (batches, writes in them); zeros on PostgreSQL.
 pub fn sqlite_write_batches() -> (u64, u64) {

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::threads::DbThreads;
+use super::threads::{DbThreads, ThreadCounts};
 use super::{DbConn, DbErrorClass};
 use crate::config::{Backend, Config};
 use crate::error::AppError;
@@ -37,6 +37,11 @@ impl Deref for DbPool {
 }
 
 impl DbPool {
+    /// The database threads now: started, idle, and the work waiting for one.
+    pub fn thread_counts(&self) -> ThreadCounts {
+        self.threads.counts()
+    }
+
     /// A connection for work queued at `queued`: the pool time-out covers the wait for a
     /// thread and the wait for a connection together, so a request that queued longer than
     /// that answers 503 without touching the database.

@@ -95,6 +95,17 @@ impl Slot {
     }
 }
 
+/// The database threads at one moment (`/metrics`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ThreadCounts {
+    /// Threads started and not yet ended, idle or not.
+    pub threads: usize,
+    /// Of those, the ones waiting for work.
+    pub idle: usize,
+    /// Work waiting for a thread (every thread busy, and no more may start).
+    pub queued: usize,
+}
+
 /// The pool could not take the work: it is closed.
 #[derive(Debug)]
 pub(super) struct Closed;
@@ -157,11 +168,14 @@ impl DbThreads {
         Ok(())
     }
 
-    /// Threads started and not yet ended, and of those the idle ones.
-    #[cfg(test)]
-    fn counts(&self) -> (usize, usize) {
+    /// How many threads there are, how many of them are idle, and how much work waits.
+    pub(super) fn counts(&self) -> ThreadCounts {
         let state = lock(&self.shared.state);
-        (state.threads, state.idle.len())
+        ThreadCounts {
+            threads: state.threads,
+            idle: state.idle.len(),
+            queued: state.queue.len(),
+        }
     }
 }
 
@@ -255,6 +269,12 @@ mod tests {
         rx.recv().ok()
     }
 
+    /// Threads, and of those the idle ones.
+    fn counts(threads: &DbThreads) -> (usize, usize) {
+        let counts = threads.counts();
+        (counts.threads, counts.idle)
+    }
+
     fn me() -> ThreadId {
         std::thread::current().id()
     }
@@ -286,7 +306,7 @@ mod tests {
                 .unwrap();
         }
         let ids: Vec<_> = (0..n).map(|_| started.recv().unwrap()).collect();
-        assert_eq!(threads.counts(), (n, 0));
+        assert_eq!(counts(threads), (n, 0));
         *lock(&release.0) = true;
         release.1.notify_all();
         ids
@@ -296,7 +316,7 @@ mod tests {
     fn the_thread_that_went_idle_last_takes_the_next_work() {
         let threads = DbThreads::new(8, "medbook-db", Duration::from_secs(60));
         let ids = start_threads(&threads, 8);
-        assert!(eventually(|| threads.counts() == (8, 8)));
+        assert!(eventually(|| counts(&threads) == (8, 8)));
         assert_eq!(
             ids.iter().collect::<std::collections::HashSet<_>>().len(),
             8
@@ -307,7 +327,7 @@ mod tests {
         let ran_on: Vec<_> = (0..40)
             .map(|_| {
                 let id = call(&threads, me).unwrap();
-                assert!(eventually(|| threads.counts() == (8, 8)));
+                assert!(eventually(|| counts(&threads) == (8, 8)));
                 id
             })
             .collect();
@@ -363,7 +383,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         });
         assert_eq!(most, 2);
-        assert_eq!(threads.counts().0, 2);
+        assert_eq!(counts(&threads).0, 2);
     }
 
     #[test]
@@ -383,23 +403,23 @@ mod tests {
         assert_eq!(call(&threads, || -> () { panic!("in a job") }), None);
         // The same single thread lives on and runs the next piece.
         assert_eq!(call(&threads, me), Some(first));
-        assert!(eventually(|| threads.counts() == (1, 1)));
+        assert!(eventually(|| counts(&threads) == (1, 1)));
     }
 
     #[test]
     fn idle_threads_end_after_the_keep_alive_and_start_again_on_demand() {
         let threads = DbThreads::new(4, "medbook-db", Duration::from_millis(100));
         start_threads(&threads, 4);
-        assert!(eventually(|| threads.counts() == (0, 0)));
+        assert!(eventually(|| counts(&threads) == (0, 0)));
         assert_eq!(call(&threads, || 7), Some(7));
-        assert_eq!(threads.counts().0, 1);
+        assert_eq!(counts(&threads).0, 1);
     }
 
     #[test]
     fn dropping_the_pool_ends_idle_threads_and_drops_queued_work_unrun() {
         let threads = DbThreads::new(1, "medbook-db", Duration::from_secs(60));
         start_threads(&threads, 1);
-        assert!(eventually(|| threads.counts() == (1, 1)));
+        assert!(eventually(|| counts(&threads) == (1, 1)));
         let shared = Arc::clone(&threads.shared);
         // One piece holds the only thread; one waits behind it.
         let (hold_tx, hold) = mpsc::channel::<()>();
@@ -416,7 +436,12 @@ mod tests {
         threads
             .execute(Box::new(move || ran_tx.send("queued").unwrap()))
             .unwrap();
-        assert!(eventually(|| lock(&shared.state).idle.is_empty()));
+        assert!(eventually(|| threads.counts()
+            == ThreadCounts {
+                threads: 1,
+                idle: 0,
+                queued: 1
+            }));
         drop(threads);
         hold_tx.send(()).unwrap();
         // The running piece finishes; the queued one is dropped (its sender with it).

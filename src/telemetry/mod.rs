@@ -176,6 +176,25 @@ impl prometheus_client::collector::Collector for Collector {
             "Pool size",
             i64::from(self.pool.max_size()),
         )?;
+        let threads = self.pool.thread_counts();
+        gauge(
+            &mut encoder,
+            "db_threads",
+            "Threads for database work (at most one per pooled connection; idle ones end after a minute)",
+            threads.threads as i64,
+        )?;
+        gauge(
+            &mut encoder,
+            "db_threads_idle",
+            "Threads for database work waiting for some",
+            threads.idle as i64,
+        )?;
+        gauge(
+            &mut encoder,
+            "db_queued_work",
+            "Requests' database work waiting for a thread (every thread busy)",
+            threads.queued as i64,
+        )?;
         histogram(
             &mut encoder,
             "pool_wait",
