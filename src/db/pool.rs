@@ -19,8 +19,8 @@ use crate::telemetry::Telemetry;
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
-/// The shared pool of [`DbConn`]s, and the threads that use them: one per connection, shared
-/// by all HTTP workers (see [`run_blocking`]). Derefs to the r2d2 pool.
+/// The shared pool of [`DbConn`]s, and the threads that use them: at most one per connection,
+/// shared by all HTTP workers (see [`run_blocking`]). Derefs to the r2d2 pool.
 #[derive(Clone, Debug)]
 pub struct DbPool {
     connections: r2d2::Pool<ConnectionManager>,
@@ -360,13 +360,11 @@ pub fn run_migrations(conn: &mut DbConn) -> Result<(), String> {
 ///
 /// There are at most as many threads as connections, shared by all HTTP workers: work beyond
 /// that waits in one queue, in arrival order, and a thread that finishes takes the next piece
-/// without sleeping; otherwise the thread that went idle last takes it ([`threads`]). (A
+/// without sleeping; otherwise the thread that went idle last takes it (`db::threads`). (A
 /// blocking pool per HTTP worker, larger than the connection pool, parked its surplus threads
 /// on the pool's lock and woke them one by one as connections came back; BENCHMARKS.md.) Work
 /// that is still queued after the pool time-out is dropped unrun and answers 503
 /// `UNAVAILABLE`; work that started waits for a connection only as long as is left.
-///
-/// [`threads`]: super::threads
 pub async fn run_blocking<T, F>(pool: &DbPool, f: F) -> Result<T, AppError>
 where
     F: FnOnce(&mut DbConn) -> Result<T, AppError> + Send + 'static,

@@ -3,10 +3,11 @@
 //!
 //! tokio's blocking pool (which this replaces) wakes its idle threads in the order they went
 //! idle, so at one client every request ran on a different thread of the eight, each of which
-//! had to be woken from a cold sleep: about one context switch and 17–27 µs of CPU more per
-//! request than a single thread (BENCHMARKS.md, the thread-pool round). Here the most recently
-//! idle thread, still warm and often still holding the connection r2d2 hands out last, takes
-//! the next piece; threads that stay at the bottom of the idle stack for the keep-alive end.
+//! had to be woken from a cold sleep. This pool saved one context switch and 58–75 µs of
+//! medbook's CPU per request there (BENCHMARKS.md, round after run AA). Here the most
+//! recently idle thread, still warm, takes the next piece, and
+//! r2d2, which also hands out the connection returned last, gives it the connection it just
+//! used; threads that stay at the bottom of the idle stack for the keep-alive end.
 //!
 //! Work beyond the thread limit waits in one queue in arrival order; a thread that finishes
 //! takes the next piece without sleeping. A panic in a piece of work ends that piece only.
