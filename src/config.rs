@@ -24,6 +24,9 @@ pub struct Config {
     /// What SQLite may keep in memory for all connections together, page caches above all
     /// (`MEDBOOK_SQLITE_MEMORY_MIB`; 0: no limit). See [`default_sqlite_memory_mib`].
     pub sqlite_memory_mib: u64,
+    /// Passwords hashed at once, at least one (`MEDBOOK_PASSWORD_HASHES`). See
+    /// [`default_password_hashes`].
+    pub password_hashes: usize,
     pub retry_attempts: u32,
     pub workers: usize,
     pub metrics_token: Option<String>,
@@ -61,6 +64,7 @@ impl Config {
                 var("MEDBOOK_SQLITE_MEMORY_MIB"),
                 default_sqlite_memory_mib(pool_size),
             )?,
+            password_hashes: password_hashes(var("MEDBOOK_PASSWORD_HASHES"))?,
             retry_attempts: number("MEDBOOK_RETRY_ATTEMPTS", var("MEDBOOK_RETRY_ATTEMPTS"), 3)?
                 as u32,
             workers: number("MEDBOOK_WORKERS", var("MEDBOOK_WORKERS"), 0)? as usize,
@@ -83,6 +87,7 @@ impl Config {
             pg_statement_timeout: Duration::from_secs(15),
             sqlite_busy_timeout: Duration::from_secs(5),
             sqlite_memory_mib: default_sqlite_memory_mib(8),
+            password_hashes: default_password_hashes(cores()),
             retry_attempts: 3,
             workers: 2,
             metrics_token: None,
@@ -96,9 +101,9 @@ impl Config {
         backend_of(&self.database_url)
     }
 
-    /// Blocking threads per HTTP worker, for password hashing (`routes::auth` lets one hash
-    /// per two cores run at a time). Database work runs on the pool's own threads, one per
-    /// connection (`db::run_blocking`).
+    /// Blocking threads per HTTP worker, for password hashing (`routes::auth` lets
+    /// `password_hashes` run at a time). Database work runs on the pool's own threads, at most
+    /// one per connection (`db::run_blocking`).
     pub fn blocking_threads(&self) -> usize {
         cores()
     }
@@ -115,6 +120,25 @@ impl Config {
 /// limit leaves room for caches at any pool size.
 pub fn default_sqlite_memory_mib(pool_size: u32) -> u64 {
     u64::from(pool_size)
+}
+
+/// Passwords hashed at once on `cores` cores: one per two cores (at least one). Each argon2id
+/// hash takes 19 MiB and a core's worth of CPU for ~20 ms, and a login burst must take
+/// neither the memory nor the CPU the bookings need. On 2 cores that is one at a time: 19 MiB
+/// of the process's peak instead of 38, and about 40 logins a second in a burst, against
+/// about 50 with two (BENCHMARKS.md, "What changed", round after run Z).
+pub fn default_password_hashes(cores: usize) -> usize {
+    (cores / 2).max(1)
+}
+
+/// `MEDBOOK_PASSWORD_HASHES`: unset, [`default_password_hashes`]; 0 is an error (no login
+/// could ever finish).
+fn password_hashes(value: Option<String>) -> Result<usize, String> {
+    let default = default_password_hashes(cores()) as u64;
+    match number("MEDBOOK_PASSWORD_HASHES", value, default)? {
+        0 => Err("MEDBOOK_PASSWORD_HASHES must be at least 1".to_owned()),
+        n => usize::try_from(n).map_err(|_| format!("MEDBOOK_PASSWORD_HASHES is too large: {n}")),
+    }
 }
 
 /// The longest token lifetime `MEDBOOK_TOKEN_TTL_HOURS` takes: ten years.
@@ -190,5 +214,17 @@ mod tests {
         );
         assert!(token_ttl(Some("999999999999".into())).is_err());
         assert!(token_ttl(Some("-1".into())).is_err());
+    }
+
+    #[test]
+    fn one_password_is_hashed_at_a_time_per_two_cores_unless_configured() {
+        for (cores, at_once) in [(1, 1), (2, 1), (3, 1), (4, 2), (16, 8)] {
+            assert_eq!(default_password_hashes(cores), at_once, "{cores} cores");
+        }
+        assert_eq!(password_hashes(None), Ok(default_password_hashes(cores())));
+        assert_eq!(password_hashes(Some("2".into())), Ok(2));
+        let zero = password_hashes(Some("0".into())).unwrap_err();
+        assert!(zero.contains("MEDBOOK_PASSWORD_HASHES"), "{zero}");
+        assert!(password_hashes(Some("two".into())).is_err());
     }
 }

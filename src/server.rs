@@ -25,6 +25,8 @@ pub struct AppState {
     pub cors: crate::cors::AllowedOrigins,
     /// How long a token authenticates after it was issued (`None`: until logout).
     pub token_ttl: Option<chrono::Duration>,
+    /// Permits for password hashing: `MEDBOOK_PASSWORD_HASHES` at a time (`routes::auth`).
+    pub password_hashing: tokio::sync::Semaphore,
 }
 
 /// Builds the pool, checks the database ([`check_database`]), applies migrations and creates
@@ -66,6 +68,7 @@ pub fn prepare(config: &Config) -> Result<web::Data<AppState>, String> {
         token_ttl: config
             .token_ttl
             .and_then(|ttl| chrono::Duration::from_std(ttl).ok()),
+        password_hashing: tokio::sync::Semaphore::new(config.password_hashes),
     }))
 }
 
@@ -149,4 +152,20 @@ pub fn spawn_purger(state: web::Data<AppState>) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_hashes_as_many_passwords_at_once_as_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::for_database(dir.path().join("state.db").to_str().unwrap());
+        for hashes in [1, 3] {
+            config.password_hashes = hashes;
+            let state = prepare(&config).unwrap();
+            assert_eq!(state.password_hashing.available_permits(), hashes);
+        }
+    }
 }

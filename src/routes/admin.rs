@@ -60,7 +60,7 @@ pub(crate) async fn create_user(
         run_blocking(&state.pool, move |conn| ensure_email_free(conn, &email)).await?;
     }
     // Hashed before the key is claimed and outside any transaction.
-    let hash = hash_in_background(input.password.clone()).await?;
+    let hash = hash_in_background(&state, input.password.clone()).await?;
     let contention = state.contention.clone();
     idempotent::post(&state, &req, bearer, move |conn, _| {
         let user = users::create(conn, &input, role, &hash, &contention)?;

@@ -28,29 +28,14 @@ pub(crate) fn routes() -> Vec<RouteDef> {
     ]
 }
 
-/// At most one argon2 computation per two cores at a time (at least one): each takes 19 MiB
-/// and a core's worth of CPU for ~20 ms, and a login burst must take neither the memory nor
-/// the CPU the bookings need. On 2 cores that is one at a time: 19 MiB of the process's peak
-/// instead of 38, and about 40 logins a second in a burst (BENCHMARKS.md, "What changed",
-/// round after run Z).
-fn password_work() -> &'static tokio::sync::Semaphore {
-    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-    PERMITS.get_or_init(|| {
-        tokio::sync::Semaphore::new(password_hashes_at_once(crate::config::cores()))
-    })
-}
-
-/// How many passwords are hashed at once on `cores` cores.
-fn password_hashes_at_once(cores: usize) -> usize {
-    (cores / 2).max(1)
-}
-
-/// Runs `work` (argon2) on a blocking thread, no connection or transaction held, within the
-/// limit above.
+/// Runs `work` (argon2) on a blocking thread, no connection or transaction held, once one of
+/// `permits` is free (`MEDBOOK_PASSWORD_HASHES`, by default one per two cores: each hash holds
+/// 19 MiB and a core; `config::default_password_hashes`).
 async fn with_password_permit<T: Send + 'static>(
+    permits: &tokio::sync::Semaphore,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, AppError> {
-    let _permit = password_work()
+    let _permit = permits
         .acquire()
         .await
         .map_err(|e| AppError::internal(format!("hashing limiter: {e}")))?;
@@ -60,8 +45,8 @@ async fn with_password_permit<T: Send + 'static>(
 }
 
 /// Hashes a password off the async workers and outside any transaction.
-pub async fn hash_in_background(password: String) -> Result<String, AppError> {
-    with_password_permit(move || hash_password(&password)).await?
+pub async fn hash_in_background(state: &AppState, password: String) -> Result<String, AppError> {
+    with_password_permit(&state.password_hashing, move || hash_password(&password)).await?
 }
 
 /// Registers a patient and logs them in.
@@ -89,7 +74,7 @@ pub(crate) async fn register(
         service::ensure_email_free(conn, &email)
     })
     .await?;
-    let password_hash = hash_in_background(input.password.clone()).await?;
+    let password_hash = hash_in_background(&state, input.password.clone()).await?;
     let (token, token_hash) = new_token();
     let contention = state.contention.clone();
     let user = run_blocking(&state.pool, move |conn| {
@@ -123,7 +108,7 @@ pub(crate) async fn login(
     let stored_hash = found.as_ref().map(|u| u.password_hash.clone());
     let password = input.password;
     // An unknown email costs a verification too, so timing does not tell which part was wrong.
-    let verified = with_password_permit(move || match stored_hash {
+    let verified = with_password_permit(&state.password_hashing, move || match stored_hash {
         Some(hash) => verify_password(&password, &hash),
         None => {
             let _ = hash_password(&password);
@@ -200,28 +185,35 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn one_password_is_hashed_at_a_time_per_two_cores() {
-        for (cores, at_once) in [(1, 1), (2, 1), (3, 1), (4, 2), (16, 8)] {
-            assert_eq!(password_hashes_at_once(cores), at_once, "{cores} cores");
-        }
-    }
-
     #[actix_web::test]
-    async fn no_more_passwords_than_that_are_hashed_at_once() {
-        let limit = password_hashes_at_once(crate::config::cores());
-        let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let hashes = (0..2 * limit + 1).map(|_| {
-            let (running, most) = (Arc::clone(&running), Arc::clone(&most));
-            with_password_permit(move || {
-                most.fetch_max(running.fetch_add(1, SeqCst) + 1, SeqCst);
-                std::thread::sleep(Duration::from_millis(30));
-                running.fetch_sub(1, SeqCst);
-            })
-        });
-        for done in futures_util::future::join_all(hashes).await {
-            done.unwrap();
+    async fn no_more_passwords_than_the_permits_are_hashed_at_once() {
+        for limit in [1, 2] {
+            let permits = tokio::sync::Semaphore::new(limit);
+            let total = 2 * limit + 1;
+            let counters = Arc::new([(); 3].map(|_| AtomicUsize::new(0)));
+            let hashes = (0..total).map(|_| {
+                let counters = Arc::clone(&counters);
+                with_password_permit(&permits, move || {
+                    let [running, most, started] = &*counters;
+                    started.fetch_add(1, SeqCst);
+                    most.fetch_max(running.fetch_add(1, SeqCst) + 1, SeqCst);
+                    // Each waits until as many run as may (or none are left to start), so
+                    // that the limit is reached however slowly threads start.
+                    let until = std::time::Instant::now() + Duration::from_secs(2);
+                    while running.load(SeqCst) < limit
+                        && started.load(SeqCst) < total
+                        && std::time::Instant::now() < until
+                    {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                    running.fetch_sub(1, SeqCst);
+                })
+            });
+            for done in futures_util::future::join_all(hashes).await {
+                done.unwrap();
+            }
+            assert_eq!(counters[1].load(SeqCst), limit, "{limit} permits");
         }
-        assert_eq!(most.load(SeqCst), limit);
     }
 }
