@@ -1,30 +1,35 @@
 #!/usr/bin/env bash
 # medbook's peak memory under the mix that raises it most: a large SQLite database read through
-# every pooled connection while registrations hash passwords. Run on demand (not by CI).
+# every pooled connection while registrations hash passwords. Run on demand (CI runs --smoke).
 #
 #  1. medbook on a fresh SQLite file; `spread` at 64 clients fills it with appointments.
 #  2. Bursts: 8 medbook-bench runs at once, each creating its 50 doctors and registering its 16
 #     patients (argon2), booking for a second, then checking the invariant, which reads every
 #     appointment through the API (so every pooled connection reads the whole table).
 #  3. Prints medbook's resident size after the fill and after each burst, and the peak (VmHWM).
+# `--smoke` runs every step once, briefly (a 2-second fill, one burst), on debug builds in its
+# own folder: CI runs it so that a change that breaks the script is caught when it is made.
+# Its figures mean nothing.
 #
 #   usage: bench/rss-burst.sh [--fill SECS] [--bursts N] [BIN]   (BIN: default target/release/medbook)
+#          bench/rss-burst.sh --smoke
 set -euo pipefail
 cd "$(dirname "$0")/.."
-fill=30 bursts=2
+fill=30 bursts=2 profile=release out=target/bench-rss
 while [ $# -gt 0 ]; do
   case $1 in
     --fill) fill=$2; shift 2 ;;
     --bursts) bursts=$2; shift 2 ;;
+    --smoke) fill=2 bursts=1 profile=debug out=target/bench-rss-smoke; shift ;;
     -*) echo "unknown option $1" >&2; exit 2 ;;
     *) break ;;
   esac
 done
-bin=${1:-target/release/medbook}
-out=target/bench-rss
+build=(cargo build --quiet); [ "$profile" = debug ] || build+=(--release)
+bin=${1:-target/$profile/medbook}
 rm -rf "$out"; mkdir -p "$out"
-if [ $# -eq 0 ]; then cargo build --release --quiet -p medbook -p medbook-bench; else cargo build --release --quiet -p medbook-bench; fi
-bench=target/release/medbook-bench
+if [ $# -eq 0 ]; then "${build[@]}" -p medbook -p medbook-bench; else "${build[@]}" -p medbook-bench; fi
+bench=target/$profile/medbook-bench
 export MEDBOOK_ADMIN_EMAIL=admin@medbook.local MEDBOOK_ADMIN_PASSWORD=admin-password RUST_LOG=warn
 url=$(DATABASE_URL=$out/rss.db MEDBOOK_BIN=$bin scripts/start-server.sh "$out/server.pid" "$out/server.log")
 pid=$(cat "$out/server.pid")
