@@ -216,12 +216,9 @@ impl Shared {
                     }
                 }
             };
-            match handed {
-                Handed::Work(job) => run(job),
-                Handed::Close => {
-                    state = lock(&self.state);
-                    break;
-                }
+            // After `Close` the loop ends at the check of `closed` (the queue went with it).
+            if let Handed::Work(job) = handed {
+                run(job);
             }
             state = lock(&self.state);
         }
