@@ -124,7 +124,7 @@ pg_scenarios() { # placement
     for r in $(seq "$rounds"); do
       $app $bench --url "$base" --scenario spread --clients "$c" --duration "$duration" --warmup "$warmup" --no-verify --quiet --json "$out/$p-pg-spread-$c-r$r.json" > "$out/$p-pg-spread-$c-r$r.out"; head -n1 "$out/$p-pg-spread-$c-r$r.out"
       $app $bench --url "$base" --target-url "$floor" --scenario spread --clients "$c" --duration "$duration" --warmup "$warmup" --no-verify --quiet --json "$out/$p-floor-spread-$c-r$r.json" > "$out/$p-floor-spread-$c-r$r.out"; head -n1 "$out/$p-floor-spread-$c-r$r.out"
-      pgbench_run "$p-pgb-booking-$c-r$r" "$c" booking.sql -D doctor_lo="$doctor_lo" -D doctor_hi="$doctor_hi" -D patient_lo="$patient_lo" -D base="$tomorrow"
+      pgbench_run "$p-pgb-booking-$c-r$r" "$c" booking.sql -D doctor_lo="$doctor_lo" -D doctor_hi="$doctor_hi" -D patient_lo="$patient_lo" -D base="$tomorrow" -D active1=pending -D active2=confirmed -D active3=in_progress
     done
     checkpoint
     for r in $(seq "$rounds"); do
