@@ -155,10 +155,19 @@ fn token_ttl(value: Option<String>) -> Result<Option<Duration>, String> {
     }
 }
 
-/// Four connections per core, 4 to 16: enough to keep the database busy while requests wait on
-/// the network, few enough that a 2-core database is not thrashed (8 there; see BENCHMARKS.md).
+/// Four connections per core, 8 to 16: enough to keep the database busy while requests wait on
+/// the network and on its commits, few enough that a 2-core database is not thrashed (8 there;
+/// see BENCHMARKS.md).
 pub fn default_pool_size() -> u64 {
-    (cores() as u64 * 4).clamp(4, 16)
+    pool_size_for(cores())
+}
+
+/// [`default_pool_size`] on `cores` cores. At least 8, also on one core: a connection spends
+/// its time waiting on the database, not on medbook's CPU, so a one-core medbook with the
+/// database on its own host kept that database 10–17 % less busy with 4 (BENCHMARKS.md,
+/// round after run AD).
+fn pool_size_for(cores: usize) -> u64 {
+    (cores as u64 * 4).clamp(8, 16)
 }
 
 /// The cores this process may use (2 if that cannot be read).
@@ -214,6 +223,14 @@ mod tests {
         );
         assert!(token_ttl(Some("999999999999".into())).is_err());
         assert!(token_ttl(Some("-1".into())).is_err());
+    }
+
+    #[test]
+    fn the_pool_has_four_connections_per_core_from_8_to_16() {
+        for (cores, size) in [(1, 8), (2, 8), (3, 12), (4, 16), (64, 16)] {
+            assert_eq!(pool_size_for(cores), size, "{cores} cores");
+        }
+        assert_eq!(default_pool_size(), pool_size_for(cores()));
     }
 
     #[test]
