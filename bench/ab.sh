@@ -13,18 +13,27 @@
 # With --sqlite each build serves its own SQLite file instead (one file would make the two
 # builds' writers queue for one lock).
 #
+# With --split, PostgreSQL runs on the last core and everything else on the others, as in
+# bench/run.sh's split placement (needs root; the affinity is restored on exit).
+#
+# To compare two configurations of one build, pass two wrapper scripts, each setting its
+# variable and exec'ing the binary (exec keeps the pid, which the figures are read from).
+#
 #   usage: bench/ab.sh [--scenario status] [--clients 64] [--rounds 8] [--duration 3] [--sqlite]
-#                      [--idempotency-keys] BIN_A BIN_B
+#                      [--split] [--idempotency-keys] BIN_A BIN_B
 #   e.g.:  git stash; cargo build --release; cp target/release/medbook /tmp/medbook-before
 #          git stash pop; cargo build --release
 #          bench/ab.sh /tmp/medbook-before target/release/medbook
+#          for n in 4 8; do printf '#!/bin/sh\nMEDBOOK_POOL_SIZE=%s exec target/release/medbook\n' $n > /tmp/pool-$n; done
+#          chmod +x /tmp/pool-4 /tmp/pool-8; bench/ab.sh --split --scenario status --clients 16 /tmp/pool-4 /tmp/pool-8
 #   env:   MEDBOOK_BENCH_PG_URL (admin URL, default postgres://postgres@127.0.0.1:5432/postgres)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scenario=status clients=64 rounds=8 duration=3 sqlite= extra=()
+scenario=status clients=64 rounds=8 duration=3 sqlite= split= extra=()
 while [ $# -gt 2 ]; do
   case $1 in
     --sqlite) sqlite=1; shift ;;
+    --split) split=1; shift ;;
     --idempotency-keys) extra+=(--idempotency-keys); shift ;;
     --scenario) scenario=$2; shift 2 ;;
     --clients) clients=$2; shift 2 ;;
@@ -46,17 +55,28 @@ if [ -z "$sqlite" ]; then
 fi
 database_url() { if [ -n "$sqlite" ]; then echo "$out/ab-$1.db"; else echo "${pg_admin%/*}/$db"; fi; }
 export MEDBOOK_ADMIN_EMAIL=admin@medbook.local MEDBOOK_ADMIN_PASSWORD=admin-password RUST_LOG=warn
+cpus=$(nproc)
+pin_postgres() { local pid; for pid in $(pgrep -u postgres); do taskset -a -p -c "$1" "$pid" >/dev/null 2>&1 || return 1; done; }
 stop() {
   local i
   for i in 0 1; do kill -TERM "$(cat "$out/server-$i.pid" 2>/dev/null)" 2>/dev/null || true; done
   [ -n "$sqlite" ] || psql "$pg_admin" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" 2>/dev/null || true
+  [ -z "$split" ] || pin_postgres "0-$(( cpus - 1 ))" || true
 }
 trap stop EXIT
+# The servers and the load generator run under `app` (the split placement's other cores).
+app=()
+if [ -n "$split" ]; then
+  [ "$cpus" -gt 1 ] || { echo "--split needs two cores or more" >&2; exit 2; }
+  pin_postgres "$(( cpus - 1 ))" || { echo "--split: cannot set PostgreSQL's CPU affinity (root?)" >&2; exit 1; }
+  app=(taskset -c "0-$(( cpus - 2 ))")
+  echo "split: PostgreSQL on CPU $(( cpus - 1 )), the servers and the load generator on CPU 0-$(( cpus - 2 ))"
+fi
 urls=()
 for i in 0 1; do
-  urls[i]=$(DATABASE_URL=$(database_url "$i") MEDBOOK_BIN=${bins[i]} scripts/start-server.sh "$out/server-$i.pid" "$out/server-$i.log")
+  urls[i]=$(DATABASE_URL=$(database_url "$i") MEDBOOK_BIN=${bins[i]} "${app[@]}" scripts/start-server.sh "$out/server-$i.pid" "$out/server-$i.log")
   # Appointments for `status` to update, made by the same build.
-  $bench --url "${urls[i]}" --scenario spread --clients 4 --duration 2 --warmup 0 --no-verify --quiet > /dev/null
+  "${app[@]}" $bench --url "${urls[i]}" --scenario spread --clients 4 --duration 2 --warmup 0 --no-verify --quiet > /dev/null
 done
 switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s += $2} END {print s}'; }
 # User + system CPU time of the process (all its threads), in clock ticks.
@@ -72,7 +92,7 @@ for r in $(seq 0 "$rounds"); do
     # Measured: `duration` seconds after set-up (the clients' logins, argon2 hashes that would
     # swamp the CPU figure) and one second of warm-up, in a run one second longer than that.
     rm -f "$out/started"
-    $bench --url "${urls[i]}" --scenario "$scenario" --clients "$clients" --duration $((duration + 1)) --warmup 1 "${extra[@]}" \
+    "${app[@]}" $bench --url "${urls[i]}" --scenario "$scenario" --clients "$clients" --duration $((duration + 1)) --warmup 1 "${extra[@]}" \
       --no-verify --quiet --started-file "$out/started" > "$out/round.out" &
     load=$!
     while [ ! -e "$out/started" ]; do kill -0 "$load" || exit 1; sleep 0.05; done
