@@ -163,9 +163,9 @@ pub fn default_pool_size() -> u64 {
 }
 
 /// [`default_pool_size`] on `cores` cores. At least 8, also on one core: a connection spends
-/// its time waiting on the database, not on medbook's CPU, so a one-core medbook with the
-/// database on its own host kept that database 10–17 % less busy with 4 (BENCHMARKS.md,
-/// round after run AD).
+/// its time waiting on the database, not on medbook's CPU, so a one-core medbook in front of
+/// a database on its own core answered 3–17 % more requests a second at 16 and 64 clients
+/// with 8 connections than with 4 (BENCHMARKS.md, round after run AD).
 fn pool_size_for(cores: usize) -> u64 {
     (cores as u64 * 4).clamp(8, 16)
 }
