@@ -9,7 +9,7 @@ mod common;
 use diesel::dsl::sql;
 use diesel::prelude::*;
 use diesel::sql_types::{Integer, Text};
-use medbook::db::{write_transaction, write_transaction_without_waiting_for_disk, DbConn};
+use medbook::db::{write_transaction, write_transaction_without_waiting_for_disk, DbConn, DbPool};
 use medbook::domain::Role;
 use medbook::services::idempotency::{self, Claim, StoredResponse};
 
@@ -23,9 +23,10 @@ fn synchronous_commit(conn: &mut DbConn) -> String {
         .expect("setting")
 }
 
-/// Claims `key` for `user` and returns the statements the claim ran.
-fn claim_statements(conn: &mut DbConn, user: i32, key: &str) -> Vec<String> {
-    let log = StatementLog::attach(conn);
+/// Claims `key` for `user` and returns the statements the claim ran (on `conn`, and on the
+/// connection `pool`'s SQLite write batches run on).
+fn claim_statements(conn: &mut DbConn, pool: &DbPool, user: i32, key: &str) -> Vec<String> {
+    let log = StatementLog::attach_with_writer(conn, pool);
     let claim = idempotency::claim(conn, user, key, "fingerprint").expect("claim");
     assert!(matches!(claim, Claim::Fresh), "{claim:?}");
     log.take_run()
@@ -37,7 +38,8 @@ fn postgres_only_the_idempotency_claim_commits_without_waiting_for_the_disk() {
     let Some(db) = ScratchDb::new(Backend::Postgres, dir.path()) else {
         return;
     };
-    let mut conn = db.migrated_pool().get().expect("connection");
+    let pool = db.migrated_pool();
+    let mut conn = pool.get().expect("connection");
     let user = common::service_caller(&mut conn, Role::Patient, "durable").id;
     assert_eq!(synchronous_commit(&mut conn), "on", "the server's default");
 
@@ -60,7 +62,7 @@ fn postgres_only_the_idempotency_claim_commits_without_waiting_for_the_disk() {
 
     // The claim relaxes its own transaction, before its insert; the transaction of the work
     // (here a stored response) does not.
-    let claim = claim_statements(&mut conn, user, "key");
+    let claim = claim_statements(&mut conn, &pool, user, "key");
     let insert = claim
         .iter()
         .position(|s| s.starts_with(r#"INSERT INTO "idempotency_keys""#))
@@ -100,13 +102,14 @@ fn sqlite_synchronous(conn: &mut DbConn) -> i32 {
 fn sqlite_only_the_idempotency_claim_commits_without_waiting_for_the_disk() {
     let dir = tempfile::tempdir().unwrap();
     let db = ScratchDb::new(Backend::Sqlite, dir.path()).expect("sqlite");
-    let mut conn = db.migrated_pool().get().expect("connection");
+    let pool = db.migrated_pool();
+    let mut conn = pool.get().expect("connection");
     let user = common::service_caller(&mut conn, Role::Patient, "durable").id;
     assert_eq!(sqlite_synchronous(&mut conn), 2, "FULL, the pool's setting");
 
     // The claim's transaction begins with NORMAL (SQLite takes the level only outside a
     // transaction)...
-    let claim = claim_statements(&mut conn, user, "key");
+    let claim = claim_statements(&mut conn, &pool, user, "key");
     let begins = |run: &[String]| -> Vec<String> {
         run.iter()
             .filter(|s| s.ends_with("BEGIN IMMEDIATE"))
@@ -118,9 +121,10 @@ fn sqlite_only_the_idempotency_claim_commits_without_waiting_for_the_disk() {
         ["PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE"],
         "{claim:#?}"
     );
-    // ...and leaves the connection at FULL, which the transaction of the work sets again.
-    assert_eq!(sqlite_synchronous(&mut conn), 2);
-    let log = StatementLog::attach(&mut conn);
+    // ...and leaves the connection it ran on (the pool's writer) at FULL, which the
+    // transaction of the work sets again.
+    assert_eq!(pool.with_sqlite_writer(sqlite_synchronous), Some(2));
+    let log = StatementLog::attach_with_writer(&mut conn, &pool);
     let recorded = idempotency::run_and_record(&mut conn, user, "key", |conn| {
         assert_eq!(sqlite_synchronous(conn), 2);
         Ok(StoredResponse {

@@ -144,9 +144,10 @@ async fn idempotency_statements_are_prepared_once(backend: Backend) {
     let Some(db) = ScratchDb::new(backend, dir.path()) else {
         return;
     };
-    let mut conn = db.migrated_pool().get().expect("connection");
+    let pool = db.migrated_pool();
+    let mut conn = pool.get().expect("connection");
     let user = common::service_caller(&mut conn, Role::Patient, "idempotent").id;
-    let log = StatementLog::attach(&mut conn);
+    let log = StatementLog::attach_with_writer(&mut conn, &pool);
     let now = medbook::time::now();
     for k in 0..3 {
         let key = format!("key-{k}");
@@ -199,10 +200,11 @@ async fn a_booking_reads_no_password_hash(backend: Backend) {
     let Some(db) = ScratchDb::new(backend, dir.path()) else {
         return;
     };
-    let mut conn = db.migrated_pool().get().expect("connection");
+    let pool = db.migrated_pool();
+    let mut conn = pool.get().expect("connection");
     let doctor = common::service_caller(&mut conn, Role::Doctor, "no-hash").id;
     let patient = common::service_caller(&mut conn, Role::Patient, "no-hash");
-    let log = StatementLog::attach(&mut conn);
+    let log = StatementLog::attach_with_writer(&mut conn, &pool);
     medbook::models::token::user_for(
         &mut conn,
         "no-such-token",

@@ -393,7 +393,7 @@ async fn expired_keys_are_purged_in_short_transactions(app: TestApp) {
     ));
     let pool = app.service_pool();
     let mut conn = pool.get().unwrap();
-    let log = StatementLog::attach(&mut conn);
+    let log = StatementLog::attach_with_writer(&mut conn, &pool);
     let purged = medbook::services::idempotency::purge_expired(
         &mut conn,
         &Default::default(),
@@ -496,7 +496,7 @@ async fn expired_tokens_are_found_by_index_and_purged_in_short_transactions(app:
         }
     }
 
-    let log = StatementLog::attach(&mut conn);
+    let log = StatementLog::attach_with_writer(&mut conn, &pool);
     let purged =
         medbook::services::auth::purge_expired_tokens(&mut conn, &Default::default(), cutoff)
             .unwrap();

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::group_commit::Writer;
 use super::threads::{DbThreads, ThreadCounts};
 use super::{DbConn, DbErrorClass};
 use crate::config::{Backend, Config};
@@ -24,6 +25,8 @@ const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqli
 #[derive(Clone, Debug)]
 pub struct DbPool {
     connections: r2d2::Pool<ConnectionManager>,
+    /// SQLite: the connection manager's writer (r2d2 does not hand out its manager).
+    sqlite_writer: Option<Arc<Writer>>,
     threads: Arc<DbThreads>,
     telemetry: Arc<Telemetry>,
 }
@@ -37,6 +40,15 @@ impl Deref for DbPool {
 }
 
 impl DbPool {
+    /// Runs `f` on the connection this pool's SQLite write batches run on (see
+    /// `group_commit`), opened first if it is not open: for instrumentation. `None` on
+    /// PostgreSQL, or if that connection cannot be opened.
+    pub fn with_sqlite_writer<R>(&self, f: impl FnOnce(&mut DbConn) -> R) -> Option<R> {
+        let writer = self.sqlite_writer.as_ref()?;
+        let mut conn = writer.connection()?;
+        conn.as_mut().map(f)
+    }
+
     /// The database threads now: started, idle, and the work waiting for one.
     pub fn thread_counts(&self) -> ThreadCounts {
         self.threads.counts()
@@ -72,7 +84,7 @@ impl DbPool {
 ///
 /// diesel's derived `MultiConnection::establish` tries every backend and discards their errors;
 /// choosing by scheme keeps the real one ("password authentication failed", …) for the logs.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct ConnectionManager {
     url: String,
     backend: Backend,
@@ -81,6 +93,9 @@ pub struct ConnectionManager {
     busy_timeout: Duration,
     /// SQLite's soft heap limit for the process, in bytes (0: none).
     sqlite_memory: i64,
+    /// SQLite: the connection this pool's database runs its write batches on (one more than
+    /// the pool's; see `group_commit`), offered by each connection the pool opens.
+    writer: Option<Arc<Writer>>,
 }
 
 impl ConnectionManager {
@@ -119,14 +134,21 @@ impl ConnectionManager {
             Backend::Postgres => config.database_url.clone(),
             Backend::Sqlite => sqlite_path(&config.database_url).to_owned(),
         };
-        ConnectionManager {
+        let mut manager = ConnectionManager {
             url,
             backend,
             session_sql,
             busy_timeout: config.sqlite_busy_timeout,
             sqlite_memory: i64::try_from(config.sqlite_memory_mib.saturating_mul(1 << 20))
                 .unwrap_or(i64::MAX),
+            writer: None,
+        };
+        if backend == Backend::Sqlite {
+            // The writer opens its connection as the pool does, without a writer of its own.
+            let opener = manager.clone();
+            manager.writer = Some(Arc::new(Writer::new(move || opener.open())));
         }
+        manager
     }
 
     /// Opens a connection of the URL's backend and applies the session settings.
@@ -142,7 +164,7 @@ impl ConnectionManager {
                 keep_sqlite_plans();
                 limit_sqlite_memory(self.sqlite_memory);
                 let conn = diesel::SqliteConnection::establish(&self.url)?;
-                super::group_commit::register(&conn, &self.url)
+                super::group_commit::register(&conn, &self.url, self.writer.as_ref())
                     .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
                 DbConn::Sqlite(conn)
             }
@@ -279,13 +301,15 @@ impl r2d2::ManageConnection for ConnectionManager {
 /// down serves 503s and recovers by itself once it returns.
 pub fn build_pool(config: &Config, telemetry: Arc<Telemetry>) -> DbPool {
     let size = config.pool_size.max(1);
+    let manager = ConnectionManager::new(config);
     DbPool {
+        sqlite_writer: manager.writer.clone(),
         connections: r2d2::Pool::builder()
             .max_size(size)
             .min_idle(Some(1))
             .connection_timeout(config.pool_timeout)
             .test_on_check_out(false)
-            .build_unchecked(ConnectionManager::new(config)),
+            .build_unchecked(manager),
         threads: Arc::new(DbThreads::new(
             size as usize,
             "medbook-db",

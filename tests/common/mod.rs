@@ -728,9 +728,23 @@ struct StatementEvents {
 impl StatementLog {
     /// Starts recording `conn`'s statements (replacing any instrumentation it had).
     pub fn attach(conn: &mut DbConn) -> StatementLog {
-        use diesel::connection::InstrumentationEvent;
         let log = StatementLog::default();
-        let events = std::sync::Arc::clone(&log.0);
+        log.record(conn);
+        log
+    }
+
+    /// [`attach`](Self::attach), and also records the statements of the connection `pool`'s
+    /// SQLite write batches run on (`DbPool::with_sqlite_writer`), in one order: a SQLite
+    /// write taken from `conn` runs there.
+    pub fn attach_with_writer(conn: &mut DbConn, pool: &medbook::db::DbPool) -> StatementLog {
+        let log = StatementLog::attach(conn);
+        pool.with_sqlite_writer(|writer| log.record(writer));
+        log
+    }
+
+    fn record(&self, conn: &mut DbConn) {
+        use diesel::connection::InstrumentationEvent;
+        let events = std::sync::Arc::clone(&self.0);
         conn.set_instrumentation(move |event: InstrumentationEvent<'_>| {
             let sql = |text: String| {
                 let text = text.split(" -- binds").next().unwrap_or_default();
@@ -747,7 +761,6 @@ impl StatementLog {
                 _ => {}
             }
         });
-        log
     }
 
     /// The statements run so far, in order; the log starts again empty.
