@@ -555,13 +555,13 @@ mod tests {
         ns: Vec<i64>,
         write: fn(&mut DbConn, i64) -> Result<T, Error>,
     ) -> Vec<Queued<T>> {
-        queued_writes_of(writers, db, ns, |_| true, write)
+        queued_writes_of(writers, || db.conn(), ns, |_| true, write)
     }
 
-    /// [`queued_writes`], each durable or not as `durable` says.
+    /// [`queued_writes`] on connections from `connect`, each durable or not as `durable` says.
     fn queued_writes_of<T: Send + 'static>(
         writers: &'static GroupCommit,
-        db: &Db,
+        connect: impl Fn() -> DbConn,
         ns: Vec<i64>,
         durable: fn(i64) -> bool,
         write: fn(&mut DbConn, i64) -> Result<T, Error>,
@@ -570,7 +570,7 @@ mod tests {
         let handles: Vec<_> = ns
             .into_iter()
             .map(|n| {
-                let mut conn = db.conn();
+                let mut conn = connect();
                 thread::spawn(move || {
                     let me = thread::current().id();
                     let result = panic::catch_unwind(AssertUnwindSafe(|| {
@@ -618,7 +618,7 @@ mod tests {
         let leader = held_leader(&WRITERS, &db);
         let mixed = queued_writes_of(
             &WRITERS,
-            &db,
+            || db.conn(),
             vec![1, 2, 3],
             |n| n == 3,
             |conn, _| synchronous(conn),
@@ -632,7 +632,7 @@ mod tests {
         let leader = held_leader(&WRITERS, &other);
         let relaxed = queued_writes_of(
             &WRITERS,
-            &other,
+            || other.conn(),
             vec![4, 5, 6],
             |_| false,
             |conn, _| synchronous(conn),
@@ -784,13 +784,17 @@ mod tests {
         assert_eq!(elsewhere.rows(), vec![0]);
     }
 
-    /// Whether the connection a write runs on has the temporary table `mark` (a temporary
-    /// table belongs to the connection that made it: a way to tell connections apart).
-    fn has_mark(conn: &mut DbConn) -> Result<bool, Error> {
-        diesel::select(sql::<diesel::sql_types::Bool>(
-            "EXISTS (SELECT 1 FROM temp.sqlite_master WHERE name = 'mark')",
-        ))
-        .get_result(conn)
+    /// Whether `conn` has the temporary table `mark` (a temporary table belongs to the
+    /// connection that made it: a way to tell connections apart).
+    fn has_mark(conn: &mut DbConn) -> bool {
+        conn.batch_execute("SELECT 1 FROM temp.mark LIMIT 0")
+            .is_ok()
+    }
+
+    /// A write of `n` that answers whether it ran on the connection with the mark.
+    fn insert_and_find_mark(conn: &mut DbConn, n: i64) -> Result<bool, Error> {
+        insert(conn, n)?;
+        Ok(has_mark(conn))
     }
 
     #[test]
@@ -807,83 +811,46 @@ mod tests {
         });
         assert!(marked.is_ok(), "{marked:?}");
         let other = thread::spawn(move || {
-            let found = WRITERS.write(&mut b, true, |conn| {
-                insert(conn, 2)?;
-                has_mark(conn)
-            });
+            let found = WRITERS.write(&mut b, true, |conn| insert_and_find_mark(conn, 2));
             (found, has_mark(&mut b))
         });
-        assert_eq!(other.join().unwrap(), (Ok(true), Ok(false)));
-        assert_eq!(has_mark(&mut a), Ok(false), "the leaders' own connections");
+        assert_eq!(other.join().unwrap(), (Ok(true), false));
+        assert!(!has_mark(&mut a), "the leaders' own connections");
         // A batch of writes waiting together runs there too.
         let leader = held_leader(&WRITERS, &db);
-        let queued = queued_writes_offering(&WRITERS, &db, &writer, vec![3, 4, 5]);
+        let queued = queued_writes_of(
+            &WRITERS,
+            || db.conn_offering(&writer),
+            vec![3, 4, 5],
+            |_| true,
+            insert_and_find_mark,
+        );
         for (_, result) in settle(leader, queued) {
             assert_eq!(result.unwrap(), Ok(true));
         }
         assert_eq!(db.rows(), vec![0, 1, 2, 3, 4, 5]);
     }
 
-    /// Writes `ns` from one thread each on connections offering `writer`, once all of them
-    /// wait behind the held leader; each answers whether it ran on the marked connection.
-    fn queued_writes_offering(
-        writers: &'static GroupCommit,
-        db: &Db,
-        writer: &Arc<Writer>,
-        ns: Vec<i64>,
-    ) -> Vec<Queued<bool>> {
-        let count = waiting(writers) + ns.len();
-        let handles: Vec<_> = ns
-            .into_iter()
-            .map(|n| {
-                let mut conn = db.conn_offering(writer);
-                thread::spawn(move || {
-                    let result = panic::catch_unwind(AssertUnwindSafe(|| {
-                        writers.write(&mut conn, true, |conn| {
-                            insert(conn, n)?;
-                            has_mark(conn)
-                        })
-                    }));
-                    (thread::current().id(), result)
-                })
-            })
-            .collect();
-        while waiting(writers) < count {
-            thread::sleep(Duration::from_millis(5));
-        }
-        handles
-    }
-
     #[test]
     fn without_a_writer_a_batch_runs_on_its_leaders_connection() {
         static WRITERS: GroupCommit = GroupCommit::new();
-        // A writer that cannot open its connection: the batch runs on the leader's.
-        let db = Db::new();
+        // The leader's connection has the mark: the write finds it there.
+        let write_on = |mut conn: DbConn| {
+            conn.batch_execute("CREATE TEMP TABLE mark (x)").unwrap();
+            WRITERS.write(&mut conn, true, |conn| insert_and_find_mark(conn, 1))
+        };
+        // A writer that cannot open its connection.
+        let refused = Db::new();
         let broken = Arc::new(Writer::new(|| {
             Err(ConnectionError::BadConnection("refused".into()))
         }));
-        let mut conn = db.conn_offering(&broken);
-        conn.batch_execute("CREATE TEMP TABLE mark (x)").unwrap();
-        assert_eq!(
-            WRITERS.write(&mut conn, true, |conn| {
-                insert(conn, 1)?;
-                has_mark(conn)
-            }),
-            Ok(true)
-        );
-        // The pool that owned the writer is gone: the same.
-        let other = Db::new();
-        let writer = other.writer();
-        let mut conn = other.conn_offering(&writer);
+        assert_eq!(write_on(refused.conn_offering(&broken)), Ok(true));
+        // A writer whose pool is gone.
+        let gone = Db::new();
+        let writer = gone.writer();
+        let conn = gone.conn_offering(&writer);
         drop(writer);
-        conn.batch_execute("CREATE TEMP TABLE mark (x)").unwrap();
-        assert_eq!(
-            WRITERS.write(&mut conn, true, |conn| {
-                insert(conn, 1)?;
-                has_mark(conn)
-            }),
-            Ok(true)
-        );
-        assert_eq!((db.rows(), other.rows()), (vec![1], vec![1]));
+        assert_eq!(write_on(conn), Ok(true));
+        assert_eq!((refused.rows(), gone.rows()), (vec![1], vec![1]));
     }
 }
