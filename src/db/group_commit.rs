@@ -303,7 +303,8 @@ impl GroupCommit {
                         !take
                     });
                     drop(queue);
-                    // Only the leader takes the writer's lock, so it never waits for it.
+                    // One leader at a time takes the writer's lock (besides instrumentation,
+                    // `DbPool::with_sqlite_writer`), so it does not wait for it.
                     let writer = database.and_then(writer_of);
                     let mut kept = writer.as_deref().and_then(Writer::connection);
                     let batch_conn = match kept.as_mut().and_then(|kept| kept.as_mut()) {
@@ -323,11 +324,9 @@ impl GroupCommit {
                             });
                     // A writer left inside a transaction it could not end is closed; the next
                     // batch opens a new one.
-                    if let Some(kept) = kept.as_mut() {
-                        if kept.as_mut().is_some_and(|c| {
-                            <DbConn as Connection>::TransactionManager::is_broken_transaction_manager(c)
-                        }) {
-                            **kept = None;
+                    if let Some(slot) = kept.as_mut() {
+                        if slot.as_mut().is_some_and(is_broken) {
+                            **slot = None;
                         }
                     }
                     drop(kept);
@@ -418,6 +417,11 @@ fn run_writes(conn: &mut DbConn, batch: &[Entry]) -> Vec<Outcome> {
         return batch.iter().map(|_| failed(&err)).collect();
     }
     outcomes
+}
+
+/// Whether `conn` is left in a transaction diesel could not end.
+fn is_broken(conn: &mut DbConn) -> bool {
+    <DbConn as Connection>::TransactionManager::is_broken_transaction_manager(conn)
 }
 
 fn rollback(conn: &mut DbConn) {
