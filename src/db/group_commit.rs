@@ -37,6 +37,7 @@ use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::result::{ConnectionError, Error};
@@ -114,7 +115,17 @@ pub(super) fn register(
 pub struct Writer {
     open: Box<dyn Fn() -> Result<DbConn, ConnectionError> + Send + Sync>,
     conn: Mutex<Option<DbConn>>,
+    /// When the connection last failed to open, while it has not opened since. Taken only
+    /// under `conn`'s lock.
+    failed_at: Mutex<Option<Instant>>,
+    /// How long after a failed open the next batch tries again.
+    reopen_after: Duration,
 }
+
+/// How long after a writer's connection failed to open the next batch tries again: a cause
+/// that lasts (no file descriptor left, say) costs one attempt and one log line a second, not
+/// one per batch.
+const REOPEN_AFTER: Duration = Duration::from_secs(1);
 
 impl Writer {
     /// A writer that opens its connection with `open` (with the pool's settings).
@@ -124,21 +135,45 @@ impl Writer {
         Writer {
             open: Box::new(open),
             conn: Mutex::new(None),
+            failed_at: Mutex::new(None),
+            reopen_after: REOPEN_AFTER,
         }
     }
 
-    /// The connection, opened first if it is not open; `None` if it cannot be opened (the
-    /// batch runs on its leader's connection, and the next batch tries again).
+    /// The connection, opened first if it is not open; `None` if it cannot be opened, or if
+    /// it failed to open less than `reopen_after` ago (then it is not tried): the batch runs
+    /// on its leader's connection.
     pub(super) fn connection(&self) -> Option<MutexGuard<'_, Option<DbConn>>> {
         let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
         if conn.is_none() {
+            let mut failed_at = self
+                .failed_at
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if failed_at.is_some_and(|at| at.elapsed() < self.reopen_after) {
+                return None;
+            }
             match (self.open)() {
-                Ok(opened) => *conn = Some(opened),
+                Ok(opened) => {
+                    if failed_at.take().is_some() {
+                        log::info!("SQLite: the connection for write batches opened");
+                    }
+                    *conn = Some(opened);
+                }
                 Err(err) => {
-                    log::warn!(
-                        "SQLite: the connection for write batches did not open ({err}); \
-                         the batch runs on its leader's connection"
-                    );
+                    if failed_at.is_none() {
+                        log::warn!(
+                            "SQLite: the connection for write batches did not open ({err}); \
+                             batches run on their leaders' connections, and it is tried again \
+                             every {} ms",
+                            self.reopen_after.as_millis()
+                        );
+                    } else {
+                        log::debug!(
+                            "SQLite: the connection for write batches did not open ({err})"
+                        );
+                    }
+                    *failed_at = Some(Instant::now());
                     return None;
                 }
             }
@@ -856,5 +891,54 @@ mod tests {
         drop(writer);
         assert_eq!(write_on(conn), Ok(true));
         assert_eq!((refused.rows(), gone.rows()), (vec![1], vec![1]));
+    }
+
+    /// A writer whose connection failed to open is not tried again by every batch: once in
+    /// `reopen_after`; and once it opens, the batches run on it again.
+    #[test]
+    fn a_writer_that_failed_to_open_is_tried_again_only_after_a_while() {
+        static WRITERS: GroupCommit = GroupCommit::new();
+        let db = Db::new();
+        let path = db.path.clone();
+        let attempts = Arc::new(AtomicU64::new(0));
+        let refusals = Arc::new(AtomicU64::new(1));
+        let opener = |reopen_after| {
+            let (attempts, refusals, path) = (attempts.clone(), refusals.clone(), path.clone());
+            Arc::new(Writer {
+                reopen_after,
+                ..Writer::new(move || {
+                    attempts.fetch_add(1, Relaxed);
+                    if refusals
+                        .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+                        .is_ok()
+                    {
+                        return Err(ConnectionError::BadConnection("refused".into()));
+                    }
+                    let mut conn = open(&path, 5000, None)?;
+                    conn.batch_execute("CREATE TEMP TABLE mark (x)").unwrap();
+                    Ok(conn)
+                })
+            })
+        };
+        let write = |writer: &Arc<Writer>, n| {
+            WRITERS.write(&mut db.conn_offering(writer), true, |conn| {
+                insert_and_find_mark(conn, n)
+            })
+        };
+        // Refused once: the batches within the next hour run on their leaders' connections,
+        // without another attempt.
+        let slow = opener(Duration::from_secs(3600));
+        for n in 1..=3 {
+            assert_eq!(write(&slow, n), Ok(false));
+        }
+        assert_eq!(attempts.load(Relaxed), 1);
+        // Refused once, tried again at once: the next batch opens it and runs there.
+        refusals.store(1, Relaxed);
+        let quick = opener(Duration::ZERO);
+        assert_eq!(write(&quick, 4), Ok(false));
+        assert_eq!(write(&quick, 5), Ok(true));
+        assert_eq!(write(&quick, 6), Ok(true));
+        assert_eq!(attempts.load(Relaxed), 3);
+        assert_eq!(db.rows(), vec![1, 2, 3, 4, 5, 6]);
     }
 }
