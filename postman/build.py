@@ -169,6 +169,9 @@ booking = [
             tests=status(200) + ['pm.test("one appointment", () => pm.expect(pm.response.json().items.length).to.eql(1));']),
     request("Another patient's appointment → 404", "GET", "/api/v1/appointments/{{appointmentId}}",
             token="patient2Token", tests=error("NOT_FOUND", 404)),
+    request("A method the path does not have → 405 with Allow", "DELETE", "/api/v1/appointments/{{appointmentId}}",
+            token="patientToken", tests=error("METHOD_NOT_ALLOWED", 405) + [
+                'pm.test("Allow lists the path\'s methods", () => pm.response.to.have.header("Allow", "GET, HEAD, PUT, PATCH"));']),
 ]
 
 lifecycle = [

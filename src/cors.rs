@@ -1,6 +1,6 @@
 //! Calls from browser apps on other origins (CORS), for the origins `MEDBOOK_CORS_ORIGINS`
 //! names. Without it no CORS header is sent, and a browser app can only call the API from its
-//! own origin (a preflight is the JSON 404 of any `OPTIONS`, as before).
+//! own origin (a preflight is the JSON 405 of any `OPTIONS`, a method no path has).
 //!
 //! Written here rather than taken from `actix-cors`, whose refusals are plain-text `400`s: a
 //! refused preflight is the API's JSON `403`, like every other error.

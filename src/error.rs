@@ -66,6 +66,9 @@ pub enum AppError {
     Forbidden(String),
     #[error("Not found")]
     NotFound,
+    /// A method the path does not have; `allow` lists those it has (the `Allow` header).
+    #[error("Method not allowed; this path allows {allow}")]
+    MethodNotAllowed { allow: String },
     #[error("{message}")]
     Conflict {
         code: ConflictCode,
@@ -167,6 +170,9 @@ impl AppError {
             }
             AppError::Forbidden(_) => (StatusCode::FORBIDDEN, "FORBIDDEN"),
             AppError::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+            AppError::MethodNotAllowed { .. } => {
+                (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED")
+            }
             AppError::Conflict { code, .. } => (StatusCode::CONFLICT, code.as_str()),
             AppError::PreconditionFailed { .. } => {
                 (StatusCode::PRECONDITION_FAILED, "PRECONDITION_FAILED")
@@ -258,6 +264,9 @@ impl ResponseError for AppError {
             }
             _ => {}
         }
+        if let AppError::MethodNotAllowed { allow } = self {
+            response.insert_header((header::ALLOW, allow.as_str()));
+        }
         response.json(ErrorBody {
             error: self.public_message(),
             code,
@@ -290,6 +299,13 @@ mod tests {
             (AppError::Unauthenticated, 401, "UNAUTHENTICATED"),
             (AppError::forbidden("no"), 403, "FORBIDDEN"),
             (AppError::NotFound, 404, "NOT_FOUND"),
+            (
+                AppError::MethodNotAllowed {
+                    allow: "GET, HEAD".to_owned(),
+                },
+                405,
+                "METHOD_NOT_ALLOWED",
+            ),
             (
                 AppError::conflict(ConflictCode::SlotTaken, "taken"),
                 409,
@@ -354,7 +370,7 @@ mod tests {
     }
 
     #[test]
-    fn unauthorized_carries_www_authenticate_and_unavailable_retry_after() {
+    fn unauthorized_unavailable_and_method_not_allowed_carry_their_headers() {
         let response = AppError::Unauthenticated.error_response();
         assert_eq!(
             response.headers().get(header::WWW_AUTHENTICATE).unwrap(),
@@ -362,6 +378,11 @@ mod tests {
         );
         let response = AppError::Unavailable("x".into()).error_response();
         assert_eq!(response.headers().get(header::RETRY_AFTER).unwrap(), "1");
+        let response = AppError::MethodNotAllowed {
+            allow: "POST".to_owned(),
+        }
+        .error_response();
+        assert_eq!(response.headers().get(header::ALLOW).unwrap(), "POST");
     }
 
     #[test]

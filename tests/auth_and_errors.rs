@@ -17,6 +17,7 @@ both_backends!(
     tokens_that_do_not_authenticate_get_401,
     deactivation_ends_sessions_for_good,
     head_is_get_without_the_body,
+    a_method_a_path_does_not_have_is_405_with_allow,
     no_cache_keeps_an_answer,
     query_parameters_a_route_does_not_take_are_400,
     a_read_whose_etag_the_client_has_is_304,
@@ -756,7 +757,7 @@ async fn deactivation_ends_sessions_for_good(app: TestApp) {
 }
 
 /// `HEAD` of a `GET` route answers what the `GET` would, status and headers, without the body
-/// (a health check by `HEAD` was a 404); other methods a path does not have stay the JSON 404.
+/// (a health check by `HEAD` was a 404); a path without a `GET` answers `HEAD` with 405.
 async fn head_is_get_without_the_body(app: TestApp) {
     let patient = app.patient().await;
     let doctor = app.doctor().await;
@@ -795,7 +796,59 @@ async fn head_is_get_without_the_body(app: TestApp) {
     );
     // A path without a GET has no HEAD either.
     let login = head("/api/v1/auth/login".to_owned(), None).await;
-    assert_eq!(login.status, StatusCode::NOT_FOUND);
+    assert_eq!(login.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(login.header("allow"), "POST");
+}
+
+/// A method a path does not have is the JSON 405 with the path's methods in `Allow` (RFC 9110
+/// requires the header); it was the 404 of an unknown path, which told a client that sent
+/// `DELETE` to an appointment that the appointment did not exist. Like the 404 of a path no
+/// route has, it does not depend on the token: the methods of a path are public (the OpenAPI
+/// document lists them).
+async fn a_method_a_path_does_not_have_is_405_with_allow(app: TestApp) {
+    let patient = app.patient().await;
+    let doctor = app.doctor().await;
+    let id = app.booked(&patient, &doctor, &slot(2, 9, 0)).await;
+    let appointment = format!("/api/v1/appointments/{id}");
+    for (method, path, allow) in [
+        (
+            Method::DELETE,
+            appointment.as_str(),
+            "GET, HEAD, PUT, PATCH",
+        ),
+        (Method::POST, appointment.as_str(), "GET, HEAD, PUT, PATCH"),
+        (Method::PUT, "/api/v1/appointments", "POST, GET, HEAD"),
+        (Method::GET, "/api/v1/auth/login", "POST"),
+        (Method::OPTIONS, "/healthz", "GET, HEAD"),
+    ] {
+        for token in [Some(patient.token.as_str()), Some("not-a-token"), None] {
+            let answer = app.call(method.clone(), path, token, None).await;
+            assert_eq!(
+                (answer.status, answer.code(), answer.header("allow")),
+                (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", allow),
+                "{method} {path}"
+            );
+            assert!(
+                answer.body["error"].as_str().unwrap().contains(allow),
+                "{method} {path}: {:?}",
+                answer.body
+            );
+        }
+    }
+    let no_route = app
+        .call(
+            Method::DELETE,
+            "/api/v1/nothing",
+            Some(&patient.token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (no_route.status, no_route.code()),
+        (StatusCode::NOT_FOUND, "NOT_FOUND")
+    );
+    // Nothing was deleted.
+    assert_eq!(app.get(&appointment, &patient).await.status, StatusCode::OK);
 }
 
 /// No answer may be kept by a cache, the browser's own included: they carry health data and
@@ -840,6 +893,11 @@ async fn no_cache_keeps_an_answer(app: TestApp) {
         ),
         ("unknown path", app.get("/api/v1/nothing", &patient).await),
         (
+            "wrong method",
+            app.call(Method::DELETE, &appointment, Some(&patient.token), None)
+                .await,
+        ),
+        (
             "invalid",
             app.put(&appointment, &patient, json!({"status": "done"}))
                 .await,
@@ -854,7 +912,7 @@ async fn no_cache_keeps_an_answer(app: TestApp) {
     let statuses: Vec<u16> = answers.iter().map(|(_, a)| a.status.as_u16()).collect();
     assert_eq!(
         statuses,
-        [201, 200, 200, 200, 401, 401, 404, 404, 422, 200, 200]
+        [201, 200, 200, 200, 401, 401, 404, 404, 405, 422, 200, 200]
     );
 }
 
@@ -1103,14 +1161,14 @@ async fn browser_apps_on_allowed_origins_may_call_the_api(backend: Backend) {
     let options = app
         .call(Method::OPTIONS, "/api/v1/appointments", None, None)
         .await;
-    assert_eq!(options.code(), "NOT_FOUND");
+    assert_eq!(options.code(), "METHOD_NOT_ALLOWED");
 
-    // Without MEDBOOK_CORS_ORIGINS a preflight is the JSON 404 of any OPTIONS.
+    // Without MEDBOOK_CORS_ORIGINS a preflight is the JSON 405 of any OPTIONS.
     let Some(closed) = TestApp::start(backend).await else {
         return;
     };
     let preflight = cors_preflight(&closed, APP).await;
-    assert_eq!(preflight.code(), "NOT_FOUND");
+    assert_eq!(preflight.code(), "METHOD_NOT_ALLOWED");
     assert_eq!(preflight.header("access-control-allow-origin"), "");
 }
 

@@ -107,7 +107,7 @@ async fn lock_stats_and_metrics_count_bookings_and_conflicts(app: TestApp) {
     );
     assert!(text.contains("medbook_http_request_duration_seconds_bucket{"));
     // Requests are counted by the template of the route they matched; a method the path does
-    // not have is the JSON 404, counted under the path's template; a path no route has is
+    // not have is the JSON 405, counted under the path's template; a path no route has is
     // "unmatched".
     let one = format!("/api/v1/appointments/{}", booked[0]);
     assert_eq!(app.get(&one, &patients[0]).await.status, StatusCode::OK);
@@ -116,8 +116,9 @@ async fn lock_stats_and_metrics_count_bookings_and_conflicts(app: TestApp) {
         .await;
     assert_eq!(
         (wrong_method.status, wrong_method.code()),
-        (StatusCode::NOT_FOUND, "NOT_FOUND")
+        (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED")
     );
+    assert_eq!(wrong_method.header("allow"), "GET, HEAD, PUT, PATCH");
     let no_route = app.get(&format!("{one}/nothing"), &patients[0]).await;
     assert_eq!(
         (no_route.status, no_route.code()),
@@ -128,7 +129,7 @@ async fn lock_stats_and_metrics_count_bookings_and_conflicts(app: TestApp) {
     for made_up in ["MADEUP1", "MADEUP2"] {
         let method = Method::from_bytes(made_up.as_bytes()).unwrap();
         let answer = app.call(method, "/healthz", None, None).await;
-        assert_eq!(answer.status, StatusCode::NOT_FOUND);
+        assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
     }
     let (_, text) = metrics_text(&app, None).await;
     assert!(!text.contains("MADEUP"), "{text}");
@@ -138,11 +139,11 @@ async fn lock_stats_and_metrics_count_bookings_and_conflicts(app: TestApp) {
             1.0,
         ),
         (
-            "route=\"/api/v1/appointments/{id}\",method=\"DELETE\",status=\"404\"",
+            "route=\"/api/v1/appointments/{id}\",method=\"DELETE\",status=\"405\"",
             1.0,
         ),
         ("route=\"unmatched\",method=\"GET\",status=\"404\"", 1.0),
-        ("route=\"/healthz\",method=\"other\",status=\"404\"", 2.0),
+        ("route=\"/healthz\",method=\"other\",status=\"405\"", 2.0),
         (
             "route=\"/api/v1/admin/lock-stats\",method=\"GET\",status=\"200\"",
             1.0,

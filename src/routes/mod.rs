@@ -61,8 +61,8 @@ pub fn route_table() -> Vec<RouteDef> {
     routes
 }
 
-/// Registers every route, and the JSON 404 for everything else (an unknown path, or a method
-/// a path does not have).
+/// Registers every route; a method a path does not have is the JSON `405` with the path's
+/// `Allow` header, and a path no route has the JSON 404.
 ///
 /// actix matches a path template such as `/{id}` with a regex and tries resources in
 /// registration order, so the routes are grouped: one scope per `/api/v1/<family>` (its
@@ -71,11 +71,15 @@ pub fn route_table() -> Vec<RouteDef> {
 /// ran those of every templated route registered before it.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     for (prefix, resources) in grouped(route_table()) {
-        let resources = resources.into_iter().map(|(path, routes)| {
-            routes
-                .into_iter()
+        let resources = resources.into_iter().map(|(path, defs)| {
+            let allow = allowed_methods(&defs);
+            defs.into_iter()
+                .map(|def| def.route)
                 .fold(web::resource(path), actix_web::Resource::route)
-                .default_service(web::to(not_found))
+                .default_service(web::to(move || {
+                    let allow = allow.clone();
+                    async move { Err::<HttpResponse, _>(AppError::MethodNotAllowed { allow }) }
+                }))
         });
         if prefix.is_empty() {
             resources.for_each(|resource| {
@@ -88,14 +92,26 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.default_service(web::to(not_found));
 }
 
+/// The `Allow` header of a path with these routes: their methods, `HEAD` after each `GET`.
+fn allowed_methods(defs: &[RouteDef]) -> String {
+    let mut methods = Vec::new();
+    for def in defs {
+        methods.push(def.method.as_str());
+        if def.method == Method::GET {
+            methods.push(Method::HEAD.as_str());
+        }
+    }
+    methods.join(", ")
+}
+
 /// Routes by scope prefix (`""` for those outside `/api/v1/`) and then by path within it, in
 /// the order of `routes`.
-type Grouped = Vec<(&'static str, Vec<(&'static str, Vec<Route>)>)>;
+type Grouped = Vec<(&'static str, Vec<(&'static str, Vec<RouteDef>)>)>;
 
 fn grouped(routes: Vec<RouteDef>) -> Grouped {
     let mut groups: Grouped = Vec::new();
-    for RouteDef { path, route, .. } in routes {
-        let (prefix, rest) = split_family(path);
+    for def in routes {
+        let (prefix, rest) = split_family(def.path);
         let at = groups
             .iter()
             .position(|(p, _)| *p == prefix)
@@ -105,8 +121,8 @@ fn grouped(routes: Vec<RouteDef>) -> Grouped {
             });
         let paths = &mut groups[at].1;
         match paths.iter_mut().find(|(p, _)| *p == rest) {
-            Some((_, same_path)) => same_path.push(route),
-            None => paths.push((rest, vec![route])),
+            Some((_, same_path)) => same_path.push(def),
+            None => paths.push((rest, vec![def])),
         }
     }
     groups
