@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes the API from its own OpenAPI document with schemathesis (pinned in
-# requirements-ci.txt): no 5xx, and every documented response matches its schema. Each backend
+# requirements-ci.txt): no 5xx, every documented response matches its schema, and a method a
+# path does not have is 405 with `Allow` (schemathesis's unsupported_method). Each backend
 # gets a fresh database with real users, appointments, a prescription and a rating to aim at
 # (scripts/fuzz-seed.py), and is fuzzed as a doctor, as a patient and as the admin; then its
 # /metrics is read with a strict OpenMetrics parser (scripts/check-metrics.py).
@@ -14,7 +15,9 @@ scripts/python-tools.sh
 cargo build --quiet --bin medbook
 mkdir -p target/fuzz
 pg_admin=${MEDBOOK_TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
-export MEDBOOK_ADMIN_EMAIL=admin@medbook.local MEDBOOK_ADMIN_PASSWORD=admin-password RUST_LOG=warn
+# The access log (info of actix's logger) is on: the 5xx check below reads it.
+export MEDBOOK_ADMIN_EMAIL=admin@medbook.local MEDBOOK_ADMIN_PASSWORD=admin-password \
+  RUST_LOG=warn,actix_web::middleware::logger=info
 
 for backend in "${backends[@]}"; do
   echo "== schemathesis on $backend"
@@ -41,7 +44,7 @@ for backend in "${backends[@]}"; do
     # Logout is left out: it would revoke the token the run authenticates with.
     .venv/bin/schemathesis --config-file "$config" run "$base/api/v1/openapi.json" \
       -H "Authorization: Bearer $token" \
-      --checks not_a_server_error,response_schema_conformance \
+      --checks not_a_server_error,response_schema_conformance,unsupported_method \
       --max-examples "${MEDBOOK_FUZZ_EXAMPLES:-20}" --seed 20261128 --workers 1 \
       --generation-database none --exclude-path /api/v1/auth/logout \
       --report junit --report-dir "target/fuzz/report-$backend-$role" || status=$?
@@ -50,8 +53,17 @@ for backend in "${backends[@]}"; do
   .venv/bin/python scripts/check-metrics.py "$base" || { echo "/metrics is not well-formed on $backend" >&2; status=1; }
   kill -TERM "$(cat target/fuzz/server.pid)"
   wait "$(cat target/fuzz/server.pid)" 2>/dev/null || true
-  if grep -E '"[A-Z]+ [^"]*" 5[0-9][0-9] ' "target/fuzz/server-$backend.log"; then
+  log=target/fuzz/server-$backend.log
+  if grep -E '"[A-Z]+ [^"]*" 5[0-9][0-9] ' "$log"; then
     echo "the server answered 5xx during fuzzing" >&2; status=1
+  fi
+  # The checks above read the access log: without it (a RUST_LOG that hides it) they pass
+  # vacuously. And the coverage phase sent methods the paths do not have (unsupported_method).
+  answered=$(grep -cE '"[A-Z]+ [^"]*" [0-9]{3} ' "$log" || true)
+  not_allowed=$(grep -cE '"[A-Z]+ [^"]*" 405 ' "$log" || true)
+  echo "access log: $answered requests, $not_allowed answered 405"
+  if [ "$answered" -lt 1000 ] || [ "$not_allowed" -lt 1 ]; then
+    echo "the access log of $backend lacks the fuzzer's requests" >&2; status=1
   fi
   [ "$status" -eq 0 ] || { echo "schemathesis failed on $backend" >&2; exit "$status"; }
 done
