@@ -19,6 +19,10 @@ def tables(path):
 
 
 a, b = tables(sys.argv[1]), tables(sys.argv[2])
+# Two files the patterns do not read would agree, as two empty sets: not a pass.
+for path, found in ((sys.argv[1], a), (sys.argv[2], b)):
+    if not found or not all(found.values()):
+        sys.exit(f"read no table, or a table without columns, in {path}: is it print-schema output?")
 if a != b:
     for t in sorted(set(a) | set(b)):
         if a.get(t) != b.get(t):
