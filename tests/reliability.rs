@@ -642,6 +642,65 @@ async fn postgres_outage_answers_503_and_recovers_without_restart() {
     assert_eq!(booked.status, StatusCode::CREATED, "{:?}", booked.body);
 }
 
+/// When the server ends the pool's connections (a restart, an administrator's
+/// `pg_terminate_backend`), the first request to use a dead one answers 503, and the pool
+/// then tests the connections it hands out: the next requests are served, where each pooled
+/// connection used to cost a request a 503 of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_connections_the_server_ended_cost_one_request_not_one_each() {
+    const POOL: i64 = 4;
+    let Some(app) = TestApp::start_with(Backend::Postgres, |c| {
+        c.pool_timeout = Duration::from_secs(5);
+        c.pool_size = POOL as u32;
+    })
+    .await
+    else {
+        return;
+    };
+    let patient = app.patient().await;
+    let name = app.db_url.rsplit('/').next().unwrap().to_owned();
+    let mut admin = PgConnection::establish(&pg_admin_url()).unwrap();
+    let backends = |admin: &mut PgConnection| {
+        #[derive(QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        diesel::sql_query(format!(
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = '{name}' \
+             AND backend_type = 'client backend'"
+        ))
+        .get_result::<Count>(admin)
+        .unwrap()
+        .n
+    };
+    // Fill the pool: requests at once until it holds all its connections.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while backends(&mut admin) < POOL {
+        assert!(Instant::now() < deadline, "the pool did not fill");
+        let burst = (0..16).map(|_| app.get("/api/v1/me", &patient));
+        for answer in futures_util::future::join_all(burst).await {
+            assert_eq!(answer.status, StatusCode::OK);
+        }
+    }
+    admin
+        .batch_execute(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        ))
+        .unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..POOL + 2 {
+        let answer = app.get("/api/v1/me", &patient).await;
+        if answer.status != StatusCode::OK {
+            assert_unavailable(&answer, "a request on a dead connection");
+        }
+        statuses.push(answer.status.as_u16());
+    }
+    let failed = statuses.iter().filter(|&&s| s != 200).count();
+    assert!(failed <= 1, "one 503 at most: {statuses:?}");
+    assert_eq!(statuses.last(), Some(&200), "{statuses:?}");
+}
+
 /// A database that takes no writes (as a standby does after a fail-over, or a database set
 /// read-only for maintenance) answers every write 503 with `Retry-After`, writes nothing and
 /// keeps no key busy, while reads go on; once it takes writes again the next connections

@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use std::ops::Deref;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,7 +29,15 @@ pub struct DbPool {
     sqlite_writer: Option<Arc<Writer>>,
     threads: Arc<DbThreads>,
     telemetry: Arc<Telemetry>,
+    /// Until when (milliseconds after `epoch`; 0: not at all) checked-out connections are
+    /// tested first (see [`DbPool::checkout`]).
+    suspect_until_ms: Arc<AtomicU64>,
+    /// What `suspect_until_ms` counts from: the pool's creation.
+    epoch: Instant,
 }
+
+/// How long after a connection turned out dead the pool tests each connection it hands out.
+const SUSPECT_FOR: Duration = Duration::from_secs(10);
 
 impl Deref for DbPool {
     type Target = r2d2::Pool<ConnectionManager>;
@@ -49,6 +57,19 @@ impl DbPool {
         conn.as_mut().map(f)
     }
 
+    /// Marks the pool's connections suspect for [`SUSPECT_FOR`]: called when one turned out
+    /// dead (see [`DbPool::checkout`]).
+    fn suspect_connections(&self) {
+        let until = self.epoch.elapsed() + SUSPECT_FOR;
+        let until = u64::try_from(until.as_millis()).unwrap_or(u64::MAX);
+        self.suspect_until_ms.fetch_max(until, Ordering::Relaxed);
+    }
+
+    fn suspect(&self) -> bool {
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        now < self.suspect_until_ms.load(Ordering::Relaxed)
+    }
+
     /// The database threads now: started, idle, and the work waiting for one.
     pub fn thread_counts(&self) -> ThreadCounts {
         self.threads.counts()
@@ -57,18 +78,38 @@ impl DbPool {
     /// A connection for work queued at `queued`: the pool time-out covers the wait for a
     /// thread and the wait for a connection together, so a request that queued longer than
     /// that answers 503 without touching the database.
+    ///
+    /// Connections are not tested when handed out (a round trip per request), so a connection
+    /// the server ended (a restart, an administrator's `pg_terminate_backend`) fails the first
+    /// request that uses it, with a 503. Once one has ([`DbPool::suspect_connections`]),
+    /// every connection the pool holds is suspect: for [`SUSPECT_FOR`] each is tested before
+    /// it is handed out, and a dead one is dropped for the next (or a new one). A restart
+    /// then costs a 503 only to the requests already on a dead connection, not one per
+    /// pooled connection.
     fn checkout(
         &self,
         queued: Instant,
     ) -> Result<r2d2::PooledConnection<ConnectionManager>, AppError> {
         let timeout = self.connections.connection_timeout();
-        let result = match timeout.checked_sub(queued.elapsed()) {
-            Some(left) if !left.is_zero() => {
-                self.connections.get_timeout(left).map_err(AppError::pool)
+        let result = loop {
+            let conn = match timeout.checked_sub(queued.elapsed()) {
+                Some(left) if !left.is_zero() => {
+                    self.connections.get_timeout(left).map_err(AppError::pool)
+                }
+                _ => Err(AppError::Unavailable(format!(
+                    "connection pool: no connection within {timeout:?}"
+                ))),
+            };
+            match conn {
+                Ok(mut conn) if self.suspect() => {
+                    if conn.batch_execute("SELECT 1").is_ok() {
+                        break Ok(conn);
+                    }
+                    // Dropped, not returned: the next turn takes another or opens one.
+                    conn.broken = true;
+                }
+                other => break other,
             }
-            _ => Err(AppError::Unavailable(format!(
-                "connection pool: no connection within {timeout:?}"
-            ))),
         };
         match &result {
             Ok(_) => self.telemetry.pool_wait.record(queued.elapsed()),
@@ -316,6 +357,8 @@ pub fn build_pool(config: &Config, telemetry: Arc<Telemetry>) -> DbPool {
             Duration::from_secs(60),
         )),
         telemetry,
+        suspect_until_ms: Arc::new(AtomicU64::new(0)),
+        epoch: Instant::now(),
     }
 }
 
@@ -411,7 +454,9 @@ where
                 if let Err(err) = &result {
                     if err.db_class() == Some(DbErrorClass::Unavailable) {
                         // Do not hand this connection out again; the pool opens a fresh one.
+                        // The others may be as dead: test them before they are handed out.
                         conn.broken = true;
+                        pool.suspect_connections();
                     }
                 }
                 result
