@@ -660,23 +660,19 @@ async fn postgres_connections_the_server_ended_cost_one_request_not_one_each() {
     let patient = app.patient().await;
     let name = app.db_url.rsplit('/').next().unwrap().to_owned();
     let mut admin = PgConnection::establish(&pg_admin_url()).unwrap();
-    let backends = |admin: &mut PgConnection| {
-        #[derive(QueryableByName)]
-        struct Count {
-            #[diesel(sql_type = diesel::sql_types::BigInt)]
-            n: i64,
-        }
-        diesel::sql_query(format!(
-            "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = '{name}' \
-             AND backend_type = 'client backend'"
-        ))
-        .get_result::<Count>(admin)
-        .unwrap()
-        .n
+    let backends = || {
+        count_in(
+            Backend::Postgres,
+            &pg_admin_url(),
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = '{name}' \
+                 AND backend_type = 'client backend'"
+            ),
+        )
     };
     // Fill the pool: requests at once until it holds all its connections.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while backends(&mut admin) < POOL {
+    while backends() < POOL {
         assert!(Instant::now() < deadline, "the pool did not fill");
         let burst = (0..16).map(|_| app.get("/api/v1/me", &patient));
         for answer in futures_util::future::join_all(burst).await {

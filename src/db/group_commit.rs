@@ -899,7 +899,7 @@ mod tests {
     fn a_writer_that_failed_to_open_is_tried_again_only_after_a_while() {
         static WRITERS: GroupCommit = GroupCommit::new();
         let db = Db::new();
-        let path = db.path.clone();
+        let (path, busy_ms) = (db.path.clone(), db.busy_ms);
         let attempts = Arc::new(AtomicU64::new(0));
         let refusals = Arc::new(AtomicU64::new(1));
         let opener = |reopen_after| {
@@ -914,7 +914,7 @@ mod tests {
                     {
                         return Err(ConnectionError::BadConnection("refused".into()));
                     }
-                    let mut conn = open(&path, 5000, None)?;
+                    let mut conn = open(&path, busy_ms, None)?;
                     conn.batch_execute("CREATE TEMP TABLE mark (x)").unwrap();
                     Ok(conn)
                 })
