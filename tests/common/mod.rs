@@ -566,6 +566,11 @@ pub fn hold_user_row(db_url: &str, user_id: i64) -> PgConnection {
 /// row), then asks for the doctor's row: a genuine deadlock. This session waits 30 s before
 /// running the deadlock check, the app's sessions 1 s, so PostgreSQL aborts the booking.
 /// Returns once the patient's row is held for the first round; the rounds run in a thread.
+///
+/// The patient's row stays held from the first round to the last: each round takes the
+/// doctor's row inside a savepoint and rolls back to it, which releases only that lock. (The
+/// rounds used to commit and take the patient's row again, racing the booking's retry: on a
+/// busy CI host the retry, 100 ms later, sometimes came first, took both rows and succeeded.)
 pub fn deadlock_booking(
     db_url: &str,
     doctor_id: i64,
@@ -574,31 +579,24 @@ pub fn deadlock_booking(
 ) -> std::thread::JoinHandle<()> {
     let mut conn = PgConnection::establish(db_url).unwrap();
     conn.batch_execute("SET deadlock_timeout = '30s'").unwrap();
-    let lock_patient = format!("BEGIN; SELECT id FROM users WHERE id = {patient_id} FOR UPDATE");
-    conn.batch_execute(&lock_patient).unwrap();
+    conn.batch_execute(&format!(
+        "BEGIN; SELECT id FROM users WHERE id = {patient_id} FOR UPDATE"
+    ))
+    .unwrap();
     let db_url = db_url.to_owned();
-    std::thread::spawn(move || deadlock_rounds(conn, &db_url, doctor_id, &lock_patient, rounds))
+    std::thread::spawn(move || deadlock_rounds(conn, &db_url, doctor_id, rounds))
 }
 
-fn deadlock_rounds(
-    mut conn: PgConnection,
-    db_url: &str,
-    doctor_id: i64,
-    lock_patient: &str,
-    rounds: usize,
-) {
-    for round in 0..rounds {
-        if round > 0 {
-            // The booking sleeps at least 100 ms before its retry: plenty of time.
-            conn.batch_execute(lock_patient).unwrap();
-        }
+fn deadlock_rounds(mut conn: PgConnection, db_url: &str, doctor_id: i64, rounds: usize) {
+    for _ in 0..rounds {
         wait_for_lock_waiter(db_url);
         conn.batch_execute(&format!(
-            "SELECT id FROM users WHERE id = {doctor_id} FOR UPDATE"
+            "SAVEPOINT doctor; SELECT id FROM users WHERE id = {doctor_id} FOR UPDATE"
         ))
         .expect("the booking, not this session, is chosen as the deadlock victim");
-        conn.batch_execute("COMMIT").unwrap();
+        conn.batch_execute("ROLLBACK TO SAVEPOINT doctor").unwrap();
     }
+    conn.batch_execute("COMMIT").unwrap();
 }
 
 /// A medbook process started from the built binary (for crash, shutdown and multi-process
