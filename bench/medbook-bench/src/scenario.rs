@@ -109,10 +109,15 @@ struct World {
     idempotency_keys: Option<String>,
 }
 
+/// What names this run's users apart from other runs' on the same database: the microsecond
+/// and the process id (bench/rss-burst.sh starts eight runs at once, and two of them once read
+/// the same microsecond: 409 EMAIL_TAKEN).
+fn run_id() -> String {
+    format!("{:x}-{}", Utc::now().timestamp_micros(), std::process::id())
+}
+
 async fn setup(api: &Api, options: &Options) -> World {
-    // Names this run's users. The process id too: bench/rss-burst.sh starts eight runs at
-    // once, and two of them once read the same microsecond (409 EMAIL_TAKEN).
-    let run = format!("{:x}-{}", Utc::now().timestamp_micros(), std::process::id());
+    let run = run_id();
     let admin = api
         .login(&options.admin_email, &options.admin_password)
         .await;
@@ -480,11 +485,7 @@ impl InProcess {
         let pool = medbook::db::build_pool(&config, Arc::default());
         let mut conn = pool.get().expect("database reachable");
         medbook::db::run_migrations(&mut conn).expect("migrations");
-        let run = format!(
-            "{:x}-{}",
-            medbook::time::now().and_utc().timestamp_micros(),
-            std::process::id()
-        );
+        let run = run_id();
         let mut new_user = |role: Role, n: usize| {
             let input = CreateUserInput {
                 name: "In-process".into(),
