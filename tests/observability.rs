@@ -6,7 +6,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{slot, Backend, TestApp};
+use common::{metric_line, metrics_at, slot, Backend, TestApp};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -17,27 +17,6 @@ both_backends!(
 
 async fn metrics_text(app: &TestApp, token: Option<&str>) -> (StatusCode, String) {
     metrics_at(&app.client, &app.base, token).await
-}
-
-/// `/metrics` of the server at `base`.
-async fn metrics_at(
-    client: &reqwest::Client,
-    base: &str,
-    token: Option<&str>,
-) -> (StatusCode, String) {
-    let mut req = client.get(format!("{base}/metrics"));
-    if let Some(token) = token {
-        req = req.bearer_auth(token);
-    }
-    let response = req.send().await.unwrap();
-    (response.status(), response.text().await.unwrap())
-}
-
-fn metric_line(text: &str, prefix: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(prefix) && l[prefix.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 async fn lock_stats_and_metrics_count_bookings_and_conflicts(app: TestApp) {

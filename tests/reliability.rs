@@ -892,8 +892,8 @@ async fn sigterm_lets_an_in_flight_booking_commit(app: TestApp) {
         })
     };
     // The booking is in flight once it waits for the held path. PostgreSQL shows the wait;
-    // SQLite's busy handler does not, so there the test gives the booking time to get there
-    // (the hold lasts until after the TERM, so a slow start does not end it early).
+    // SQLite's busy handler does not, so there the test waits for the booking's database
+    // work to start (it cannot finish while the write lock is held).
     match app.backend {
         Backend::Postgres => {
             let url = app.db_url.clone();
@@ -901,7 +901,7 @@ async fn sigterm_lets_an_in_flight_booking_commit(app: TestApp) {
                 .await
                 .unwrap();
         }
-        Backend::Sqlite => tokio::time::sleep(Duration::from_millis(500)).await,
+        Backend::Sqlite => common::wait_for_database_work(&server.base).await,
     }
     server.signal("TERM");
     // Shutdown has begun with the booking still waiting; the path frees up only after actix's

@@ -787,6 +787,51 @@ impl Drop for ScratchDb {
     }
 }
 
+/// `/metrics` of the server at `base`.
+pub async fn metrics_at(
+    client: &reqwest::Client,
+    base: &str,
+    token: Option<&str>,
+) -> (StatusCode, String) {
+    let mut req = client.get(format!("{base}/metrics"));
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    let response = req.send().await.unwrap();
+    (response.status(), response.text().await.unwrap())
+}
+
+/// The value of the sample `prefix` (a name, with its labels if it has any) in a `/metrics`
+/// text.
+pub fn metric_line(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix) && l[prefix.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Waits until the server at `base` runs a request's database work: one of its database
+/// threads is busy (`/metrics`). For a request whose wait the database does not show (a
+/// SQLite write waiting in its busy handler); the caller knows no other request is running.
+pub async fn wait_for_database_work(base: &str) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, text) = metrics_at(&client, base, None).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        let threads = metric_line(&text, "medbook_db_threads").expect("medbook_db_threads");
+        let idle = metric_line(&text, "medbook_db_threads_idle").expect("medbook_db_threads_idle");
+        if threads > idle {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no database work started in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A client for a [`Process`]: log in, register, book.
 pub struct Client {
     pub base: String,
