@@ -935,6 +935,28 @@ async fn sigterm_lets_an_in_flight_booking_commit(app: TestApp) {
     );
 }
 
+/// Sends KILL to `server` once `after` has passed and `acknowledged()` has reached `at_least`,
+/// whichever comes later: on a slow host the first answers come late, and a kill at a fixed
+/// moment could come before any, leaving nothing acknowledged to look for after the restart.
+async fn kill_mid_load(
+    server: &Process,
+    after: Duration,
+    at_least: usize,
+    acknowledged: impl Fn() -> usize,
+) {
+    tokio::time::sleep(after).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acknowledged() < at_least {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {at_least} requests acknowledged in 30 s",
+            acknowledged()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.signal("KILL");
+}
+
 async fn sigkill_mid_load_loses_no_acknowledged_booking(app: TestApp) {
     let server = Process::start(&app.db_url, &[]);
     let client = std::sync::Arc::new(Client::new(&server.base));
@@ -964,21 +986,32 @@ async fn sigkill_mid_load_loses_no_acknowledged_booking(app: TestApp) {
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis((i as u64 % 40) * 10)).await;
             let body = json!({"doctor_id": doctor, "scheduled_at": at, "type": "in_person", "duration_minutes": 30});
-            if let Ok((StatusCode::CREATED, body)) = client.post("/api/v1/appointments", Some(&patient), body).await {
+            let answer = client.post("/api/v1/appointments", Some(&patient), body).await;
+            if let Ok((StatusCode::CREATED, body)) = &answer {
                 acknowledged.lock().unwrap().push((body["id"].as_i64().unwrap(), body["scheduled_at"].as_str().unwrap().to_owned()));
             }
+            answer.is_ok()
         }));
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    server.signal("KILL");
+    kill_mid_load(&server, Duration::from_millis(200), 10, || {
+        acknowledged.lock().unwrap().len()
+    })
+    .await;
+    let mut unanswered = 0;
     for task in tasks {
-        let _ = task.await;
+        if !task.await.unwrap() {
+            unanswered += 1;
+        }
     }
     drop(server);
+    assert!(
+        unanswered > 0,
+        "the kill came while bookings were in flight"
+    );
     let acknowledged = acknowledged.lock().unwrap().clone();
     assert!(
-        !acknowledged.is_empty(),
-        "some bookings were acknowledged before the kill"
+        acknowledged.len() >= 10,
+        "bookings acknowledged before the kill are there after it"
     );
 
     // Restart on the same database: everything acknowledged is there, nothing overlaps, and
@@ -1158,17 +1191,25 @@ async fn sigkill_with_idempotency_keys_neither_loses_nor_repeats_work(app: TestA
         let status = response.status();
         Ok::<_, reqwest::Error>((status, response.text().await?))
     };
+    let created = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for n in 0..40 {
         let (key, body) = request(n);
         let (base, token) = (server.base.clone(), patient.token.clone());
+        let created = std::sync::Arc::clone(&created);
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(n as u64 * 5)).await;
-            send(base, token, key, body).await
+            let answer = send(base, token, key, body).await;
+            if matches!(answer, Ok((StatusCode::CREATED, _))) {
+                created.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            answer
         }));
     }
-    tokio::time::sleep(Duration::from_millis(120)).await;
-    server.signal("KILL");
+    kill_mid_load(&server, Duration::from_millis(120), 3, || {
+        created.load(std::sync::atomic::Ordering::SeqCst)
+    })
+    .await;
     let mut first = Vec::new();
     for task in tasks {
         first.push(task.await.unwrap().ok());
@@ -1179,6 +1220,14 @@ async fn sigkill_with_idempotency_keys_neither_loses_nor_repeats_work(app: TestA
         .filter(|r| matches!(r, Some((StatusCode::CREATED, _))))
         .count();
     eprintln!("before the kill: {acknowledged} of 40 orders acknowledged");
+    assert!(
+        acknowledged >= 3,
+        "orders acknowledged before the kill are replayed after it"
+    );
+    assert!(
+        first.iter().any(Option::is_none),
+        "the kill came while orders were in flight"
+    );
 
     // The client retries every request with its key after the restart. Claims whose request
     // died with the process are in use until their lease runs out; let it run out.
