@@ -106,6 +106,14 @@ if "1" in clients:
           f"medbook `spread` {spread_us:.0f}")
     print(f"HTTP bound at one client: loop / (loop + ping-db) = {bound:.2f}; "
           f"medbook's ratio {loop_us / spread_us:.2f} is {loop_us / spread_us / bound:.0%} of it")
+    # The same transaction after a 250 µs sleep (the pause is not in its latency): what it
+    # costs on a thread that sleeps between transactions, as a one-client server's does.
+    paused_us = mean([medbook(f"sqlite-inproc-paused-1-r{r}")[2]["latency_ms"]["mean"] * 1000
+                      for r in range(1, rounds + 1)])
+    cold_bound = loop_us / (paused_us + ping_db_us)
+    print(f"The transaction after a 250 µs sleep: {paused_us:.0f} µs; bound with it: "
+          f"loop / (paused transaction + ping-db) = {cold_bound:.2f}; "
+          f"medbook's ratio is {loop_us / spread_us / cold_bound:.0%} of it")
 
 for name in ["shared-pg-contended", "shared-pg-hot-doctor", "shared-pg-mixed", "shared-pg-verify"]:
     _, _, data = medbook(name)

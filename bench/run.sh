@@ -148,11 +148,15 @@ for c in $clients; do
   done
 done
 # The HTTP bound at one client: what a request costs before any work of its own, with no
-# database (`ping`) and with the hand-off to a blocking thread and one statement (`ping-db`).
+# database (`ping`) and with the hand-off to a blocking thread and one statement (`ping-db`);
+# and the in-process transaction on a thread that sleeps 250 µs before each one, about as long
+# as a one-client server's database thread sleeps between requests.
 for r in $(seq "$rounds"); do
   for s in ping ping-db; do
     $bench --url "$base" --scenario "$s" --clients 1 --duration "$duration" --warmup "$warmup" --no-verify --quiet --json "$out/sqlite-$s-1-r$r.json" > "$out/sqlite-$s-1-r$r.out"; head -n1 "$out/sqlite-$s-1-r$r.out"
   done
+  rm -f "$out"/inproc.db*
+  $bench inproc --database-url "$out/inproc.db" --duration "$duration" --pause-us 250 --json "$out/sqlite-inproc-paused-1-r$r.json" > "$out/sqlite-inproc-paused-1-r$r.out"; head -n1 "$out/sqlite-inproc-paused-1-r$r.out"
 done
 echo "sqlite_rss_kib $(rss_kib)" >> "$out/facts.txt"
 stop

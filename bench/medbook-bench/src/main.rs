@@ -5,7 +5,7 @@
 //!               [--clients N] [--duration SECS] [--warmup SECS] [--doctors N]
 //!               [--admin-email E] [--admin-password P] [--json FILE] [--no-verify] [--quiet]
 //!               [--target-url URL] [--started-file FILE] [--idempotency-keys]
-//! medbook-bench inproc --database-url URL [--duration SECS] [--doctors N]
+//! medbook-bench inproc --database-url URL [--duration SECS] [--doctors N] [--pause-us N]
 //! medbook-bench stats-overhead --database-url URL
 //! medbook-bench floor-server --database-url URL [--listen ADDR]
 //! ```
@@ -14,7 +14,9 @@
 //! warm-up whose requests are not counted), prints requests/s, latency percentiles and the
 //! status/code counts, and then checks through the API that no two active appointments of a
 //! doctor or of a patient overlap. `inproc` runs the booking transaction in a tight loop
-//! through the medbook library on one connection (the ceiling for SQLite); `stats-overhead`
+//! through the medbook library on one connection (the ceiling for SQLite; with `--pause-us` it
+//! sleeps that long before each transaction, as a one-client server's database thread sleeps
+//! between requests, and the pause is not in the latencies); `stats-overhead`
 //! measures what the lock statistics cost a booking. `floor-server` serves the `status`
 //! transaction with nothing else around it (see `floor.rs`); `--target-url` sends a
 //! scenario's measured requests there while set-up still goes through medbook at `--url`;
@@ -53,6 +55,8 @@ pub struct Options {
     pub started_file: Option<String>,
     /// Every booking carries a new `Idempotency-Key` (claimed, then completed with the booking).
     pub idempotency_keys: bool,
+    /// `inproc`: sleep this long before each transaction.
+    pub pause: Duration,
 }
 
 fn usage() -> ! {
@@ -60,7 +64,7 @@ fn usage() -> ! {
         "usage: medbook-bench [--url URL] [--scenario spread|contended|hot-doctor|status|read|mixed|ping|ping-db] \
          [--clients N] [--duration SECS] [--warmup SECS] [--doctors N] [--admin-email E] \
          [--admin-password P] [--json FILE] [--no-verify] [--quiet] [--target-url URL] [--started-file FILE] [--idempotency-keys]\n       \
-         medbook-bench inproc --database-url URL [--duration SECS] [--doctors N] [--json FILE]\n       \
+         medbook-bench inproc --database-url URL [--duration SECS] [--doctors N] [--pause-us N] [--json FILE]\n       \
          medbook-bench stats-overhead --database-url URL\n       \
          medbook-bench floor-server --database-url URL [--listen ADDR]"
     );
@@ -96,6 +100,7 @@ fn parse(args: &[String]) -> (Mode, Options) {
         listen: "127.0.0.1:8090".into(),
         started_file: None,
         idempotency_keys: false,
+        pause: Duration::ZERO,
     };
     let mut mode = Mode::Http;
     let mut it = args.iter();
@@ -144,6 +149,13 @@ fn parse(args: &[String]) -> (Mode, Options) {
             "--no-verify" => o.verify = false,
             "--quiet" => o.quiet = true,
             "--idempotency-keys" => o.idempotency_keys = true,
+            "--pause-us" => {
+                o.pause = Duration::from_micros(
+                    it.next()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or_else(|| usage()),
+                )
+            }
             _ => usage(),
         }
     }
@@ -182,9 +194,9 @@ fn main() {
 async fn run(mode: Mode, options: Options) {
     if mode != Mode::Http {
         let url = options.database_url.clone().unwrap_or_else(|| usage());
-        let (duration, doctors) = (options.duration, options.doctors);
+        let (duration, doctors, pause) = (options.duration, options.doctors, options.pause);
         let report = tokio::task::spawn_blocking(move || match mode {
-            Mode::InProcess => scenario::inproc(&url, duration, doctors),
+            Mode::InProcess => scenario::inproc(&url, duration, doctors, pause),
             _ => scenario::stats_overhead(&url),
         })
         .await

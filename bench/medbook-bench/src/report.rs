@@ -42,6 +42,15 @@ impl Report {
         sorted[rank - 1] as f64 / 1000.0
     }
 
+    /// Mean latency in milliseconds: at one client, the time a request (or transaction) takes,
+    /// which the quantiles do not give.
+    pub fn mean_ms(sorted: &[u64]) -> f64 {
+        if sorted.is_empty() {
+            return 0.0;
+        }
+        sorted.iter().sum::<u64>() as f64 / sorted.len() as f64 / 1000.0
+    }
+
     pub fn json(&self) -> Value {
         let sorted = self.sorted();
         json!({
@@ -51,6 +60,7 @@ impl Report {
             "requests": sorted.len(),
             "rate_per_s": self.rate(),
             "latency_ms": {
+                "mean": Self::mean_ms(&sorted),
                 "p50": Self::quantile_ms(&sorted, 0.50),
                 "p95": Self::quantile_ms(&sorted, 0.95),
                 "p99": Self::quantile_ms(&sorted, 0.99),
@@ -84,7 +94,8 @@ impl Report {
         )?;
         writeln!(
             out,
-            "  latency ms: p50 {:.2}  p95 {:.2}  p99 {:.2}  max {:.2}",
+            "  latency ms: mean {:.3}  p50 {:.2}  p95 {:.2}  p99 {:.2}  max {:.2}",
+            Self::mean_ms(&sorted),
             Self::quantile_ms(&sorted, 0.50),
             Self::quantile_ms(&sorted, 0.95),
             Self::quantile_ms(&sorted, 0.99),
@@ -187,6 +198,7 @@ mod tests {
         let json = report.json();
         assert_eq!(json["requests"], 4);
         assert_eq!(json["rate_per_s"], 2.0);
+        assert_eq!(json["latency_ms"]["mean"], 2.5);
         assert_eq!(json["latency_ms"]["p50"], 2.0);
         assert_eq!(json["latency_ms"]["max"], 4.0);
         assert_eq!(json["outcomes"]["409 SLOT_TAKEN"], 1);

@@ -541,8 +541,10 @@ impl InProcess {
 
 /// The booking transaction in a tight loop through the medbook library on one connection, with
 /// `spread`'s random doctor and slot, so that its mix of booked and refused requests is the one
-/// medbook sees.
-pub fn inproc(database_url: &str, duration: Duration, doctors: usize) -> Report {
+/// medbook sees. With a `pause`, the loop sleeps that long before each transaction (the
+/// latencies leave it out): the same work on a thread that sleeps between transactions, as a
+/// one-client server's database thread does between requests.
+pub fn inproc(database_url: &str, duration: Duration, doctors: usize, pause: Duration) -> Report {
     let world = InProcess::new(database_url, doctors);
     let mut conn = world.pool.get().expect("connection");
     let contention = medbook::db::Contention::default();
@@ -552,9 +554,18 @@ pub fn inproc(database_url: &str, duration: Duration, doctors: usize) -> Report 
         elapsed: duration,
         ..Report::default()
     };
+    if !pause.is_zero() {
+        report.notes.push(format!(
+            "slept {} µs before each transaction (not in its latency)",
+            pause.as_micros()
+        ));
+    }
     let mut rng = rand::thread_rng();
     let started = Instant::now();
     while started.elapsed() < duration {
+        if !pause.is_zero() {
+            std::thread::sleep(pause);
+        }
         let doctor = world.doctors[rng.gen_range(0..world.doctors.len())];
         let slot = rng.gen_range(0..RANDOM_SLOTS);
         let sent = Instant::now();
