@@ -764,23 +764,6 @@ impl SqliteWriteLock {
     }
 }
 
-/// Polls `retries` (a transaction retry counter) until it is over `before`; panics after 30 s
-/// with `what`.
-async fn wait_for_a_retry<F: std::future::Future<Output = u64>>(
-    what: &str,
-    before: u64,
-    mut retries: impl FnMut() -> F,
-) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while retries().await <= before {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what}: no retry within 30 s: the write never met the write lock as BUSY"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 /// Every write retries SQLite BUSY (before, only the booking path did; the first BUSY of any
 /// other write was `409 DEADLOCK_DETECTED`): each request below meets another connection's
 /// write lock, held until the request's first attempt has given up on it (a retry is
@@ -852,8 +835,12 @@ async fn sqlite_busy_on_every_write_is_retried() {
         let lock = SqliteWriteLock::take(&app.db_url);
         let send = app.send(req);
         tokio::pin!(send);
+        let retried = format!("{what}'s retry on BUSY");
         let answer = tokio::select! {
-            () = wait_for_a_retry(what, before, retries) => {
+            () = common::wait_until(&retried, || {
+                let now = retries();
+                async move { now.await > before }
+            }) => {
                 lock.release();
                 send.await
             }
@@ -895,7 +882,9 @@ async fn sqlite_busy_on_a_purge_batch_is_retried() {
         medbook::services::idempotency::purge_expired(&mut conn, &contention, medbook::time::now())
     });
     let purged = tokio::select! {
-        () = wait_for_a_retry("the purge", 0, || async { stats.view().retry_count }) => {
+        () = common::wait_until("the purge's retry on BUSY", || {
+            std::future::ready(stats.view().retry_count > 0)
+        }) => {
             lock.release();
             purge.await
         }

@@ -945,15 +945,10 @@ async fn kill_mid_load(
     acknowledged: impl Fn() -> usize,
 ) {
     tokio::time::sleep(after).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while acknowledged() < at_least {
-        assert!(
-            Instant::now() < deadline,
-            "{} of {at_least} requests acknowledged in 30 s",
-            acknowledged()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    common::wait_until(&format!("{at_least} acknowledged requests"), || {
+        std::future::ready(acknowledged() >= at_least)
+    })
+    .await;
     server.signal("KILL");
 }
 

@@ -810,26 +810,31 @@ pub fn metric_line(text: &str, prefix: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Polls `done` every 5 ms until it holds; panics after 30 s, saying what it waited for.
+pub async fn wait_until<F: std::future::Future<Output = bool>>(
+    waiting_for: &str,
+    mut done: impl FnMut() -> F,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done().await {
+        assert!(Instant::now() < deadline, "waited 30 s for {waiting_for}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Waits until the server at `base` runs a request's database work: one of its database
 /// threads is busy (`/metrics`). For a request whose wait the database does not show (a
 /// SQLite write waiting in its busy handler); the caller knows no other request is running.
 pub async fn wait_for_database_work(base: &str) {
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, text) = metrics_at(&client, base, None).await;
+    let client = &reqwest::Client::new();
+    wait_until("database work to start", || async move {
+        let (status, text) = metrics_at(client, base, None).await;
         assert_eq!(status, StatusCode::OK, "{text}");
         let threads = metric_line(&text, "medbook_db_threads").expect("medbook_db_threads");
         let idle = metric_line(&text, "medbook_db_threads_idle").expect("medbook_db_threads_idle");
-        if threads > idle {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no database work started in 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        threads > idle
+    })
+    .await
 }
 
 /// A client for a [`Process`]: log in, register, book.
