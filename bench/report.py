@@ -119,6 +119,27 @@ for name in ["shared-pg-contended", "shared-pg-hot-doctor", "shared-pg-mixed", "
     _, _, data = medbook(name)
     print(f"\n{name} × {data['clients']}: {data['rate_per_s']:.0f} req/s, p99 {data['latency_ms']['p99']:.2f} ms, "
           f"max {data['latency_ms']['max']:.2f} ms, outcomes {data['outcomes']}, invariant_ok={data['invariant_ok']}")
+
+
+def unsteady(spread=1.25):
+    """The cells where one contender's rounds differ by more than `spread` (fastest over
+    slowest): the tables print their mean, which says nothing of it, and a ratio made of them
+    is the host's moment as much as the code's."""
+    rates = {}
+    for path in out.glob("*-r[0-9]*.json"):
+        rates.setdefault(path.stem.rsplit("-r", 1)[0], []).append(medbook(path.stem)[0])
+    for path in out.glob("*-pgb-*-r[0-9]*.txt"):
+        rates.setdefault(path.stem.rsplit("-r", 1)[0], []).append(pgbench(path.stem)[0])
+    return [(name, sorted(r)) for name, r in sorted(rates.items())
+            if len(r) > 1 and min(r) > 0 and max(r) / min(r) > spread]
+
+
+moved = unsteady()
+if moved:
+    print("\nunsteady: cells whose rounds of one contender differ by more than 25 % "
+          "(per second, slowest to fastest):")
+    for name, r in moved:
+        print(f"  {name}: " + " / ".join(f"{x:.0f}" for x in r))
 print()
 print((out / "facts.txt").read_text())
 

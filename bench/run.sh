@@ -14,7 +14,8 @@
 # nothing else — the stack's own floor.
 # Each cell alternates medbook and its ceiling (and the floor) for --rounds rounds of
 # --duration seconds (A B A B), so that the machine's drift hits all alike; the report
-# averages the rounds, then checks every cell (no 5xx, no transport error, no retries
+# averages the rounds, lists the cells where one contender's rounds differ by more than 25 %
+# (their mean hides it), then checks every cell (no 5xx, no transport error, no retries
 # exhausted, no failed pgbench transaction, the invariant held) and exits 1 if one failed.
 # `--smoke` runs every step once, briefly, on debug builds (1 and 4 clients, 1 s per cell, its
 # own output folder and databases, dropped afterwards): CI runs it so that a change that
