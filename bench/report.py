@@ -121,8 +121,8 @@ for name in ["shared-pg-contended", "shared-pg-hot-doctor", "shared-pg-mixed", "
           f"max {data['latency_ms']['max']:.2f} ms, outcomes {data['outcomes']}, invariant_ok={data['invariant_ok']}")
 
 
-def unsteady(spread=1.25):
-    """The cells where one contender's rounds differ by more than `spread` (fastest over
+def unsteady(factor=1.25):
+    """The cells where one contender's rounds differ by more than `factor` (fastest over
     slowest): the tables print their mean, which says nothing of it, and a ratio made of them
     is the host's moment as much as the code's."""
     rates = {}
@@ -131,7 +131,7 @@ def unsteady(spread=1.25):
     for path in out.glob("*-pgb-*-r[0-9]*.txt"):
         rates.setdefault(path.stem.rsplit("-r", 1)[0], []).append(pgbench(path.stem)[0])
     return [(name, sorted(r)) for name, r in sorted(rates.items())
-            if len(r) > 1 and min(r) > 0 and max(r) / min(r) > spread]
+            if len(r) > 1 and min(r) > 0 and max(r) / min(r) > factor]
 
 
 moved = unsteady()
