@@ -124,7 +124,10 @@ for name in ["shared-pg-contended", "shared-pg-hot-doctor", "shared-pg-mixed", "
           f"max {data['latency_ms']['max']:.2f} ms, outcomes {data['outcomes']}, invariant_ok={data['invariant_ok']}")
 
 
-def unsteady(factor=1.25):
+UNSTEADY = 1.25  # fastest over slowest round of one contender
+
+
+def unsteady(factor=UNSTEADY):
     """The cells where one contender's rounds differ by more than `factor` (fastest over
     slowest): the tables print their mean, which says nothing of it, and a ratio made of them
     is the host's moment as much as the code's."""
@@ -139,7 +142,7 @@ def unsteady(factor=1.25):
 
 moved = unsteady()
 if moved:
-    print("\nunsteady: cells whose rounds of one contender differ by more than 25 % "
+    print(f"\nunsteady: cells whose rounds of one contender differ by more than {(UNSTEADY - 1) * 100:.0f} % "
           "(per second, slowest to fastest):")
     for name, r in moved:
         print(f"  {name}: " + " / ".join(f"{x:.0f}" for x in r))
