@@ -183,6 +183,13 @@ $bench --url "$base" --scenario hot-doctor --clients "$crowd" --duration "$((dur
 $bench --url "$base" --scenario mixed --clients "$crowd" --duration "$((duration * rounds))" --warmup "$warmup" --quiet --json "$out/shared-pg-mixed.json" > "$out/shared-pg-mixed.out"; head -n2 "$out/shared-pg-mixed.out"
 $bench --url "$base" --scenario spread --clients "$crowd" --duration "$(( smoke ? 1 : 3 ))" --warmup "$(( smoke ? 0 : 1 ))" --quiet --json "$out/shared-pg-verify.json" > "$out/shared-pg-verify.out"; tail -n2 "$out/shared-pg-verify.out"
 echo "pg_rss_kib $(rss_kib)" >> "$out/facts.txt"
+if [ -n "$smoke" ]; then
+  # bench/cpu-split.sh is not part of a run; the smoke checks that it still reads and prints.
+  bench/cpu-split.sh --pidfile "$out/server.pid" --db "$DATABASE_URL" --from 1 --secs 1 -- \
+    $bench --url "$base" --scenario status --clients 2 --duration 3 --warmup 0 --quiet > "$out/cpu-split.out"
+  grep -q 'per request .*WAL flushes' "$out/cpu-split.out" || { echo "bench/cpu-split.sh printed no per-request figures" >&2; cat "$out/cpu-split.out" >&2; exit 1; }
+  tail -n1 "$out/cpu-split.out"
+fi
 stop
 startup_ms pg
 
