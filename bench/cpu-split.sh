@@ -35,7 +35,9 @@ done
 hz=$(getconf CLK_TCK)
 busy() { awk '/^cpu / {print $2+$3+$4+$7+$8}' /proc/stat; }
 pidcpu() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-# Backends come and go (pgbench's end with it), so sum over the processes alive at both reads.
+# Backends come and go (pgbench's end with it): each read sums over the processes alive then, so
+# one that starts inside the window counts whole and one that ends inside it loses its share;
+# keep the window away from either end of COMMAND.
 pgcpu() { local f=() p; for p in $(pgrep -u postgres); do f+=("/proc/$p/stat"); done; awk '{s += $14 + $15} END {print s + 0}' "${f[@]}" 2>/dev/null || echo 0; }
 wal() { if [ -n "$db" ]; then psql "$db" -qtAF' ' -c "SELECT wal_records, wal_sync FROM pg_stat_wal"; else echo 0 0; fi; }
 server=0
