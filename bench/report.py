@@ -149,12 +149,21 @@ def unsteady(factor=UNSTEADY):
             if len(r) > 1 and min(r) > 0 and max(r) / min(r) > factor]
 
 
+def contender(name):
+    """Who ran a cell, by its file name: `pg` is medbook on PostgreSQL, `pgb` pgbench."""
+    for part, who in [("-pgb-", "pgbench"), ("-floor-", "the floor"), ("-pg-", "medbook"),
+                      ("sqlite-inproc", "the in-process loop"), ("sqlite-", "medbook")]:
+        if part in name:
+            return who
+    return "?"
+
+
 moved = unsteady()
 if moved:
     print(f"\nunsteady: cells whose rounds of one contender differ by more than {(UNSTEADY - 1) * 100:.0f} % "
           "(per second, slowest to fastest):")
     for name, r in moved:
-        print(f"  {name}: " + " / ".join(f"{x:.0f}" for x in r))
+        print(f"  {name} ({contender(name)}): " + " / ".join(f"{x:.0f}" for x in r))
 print()
 print((out / "facts.txt").read_text())
 
