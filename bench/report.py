@@ -174,7 +174,7 @@ def problems():
     found = []
     for path in sorted(out.glob("*.json")):
         data = json.loads(path.read_text())
-        name = path.stem
+        name = f"{path.stem} ({contender(path.stem)})"
         if data["requests"] == 0:
             found.append(f"{name}: no request was measured")
         for outcome, n in data["outcomes"].items():
@@ -182,7 +182,10 @@ def problems():
             # 409 is the answer a refused booking or a lost optimistic race is meant to get;
             # anything else outside 2xx is a failure of the bench or of the service.
             if (not status.startswith("2") and status != "409") or outcome == "409 DEADLOCK_DETECTED":
-                found.append(f"{name}: {n} × {outcome}")
+                # The slowest request tells a stall (a 503 after the pool's time-out, run
+                # AR) from answers that came at once.
+                slowest = data["latency_ms"]["max"]
+                found.append(f"{name}: {n} × {outcome} (the cell's slowest request {slowest:.0f} ms)")
         if data["invariant_ok"] is False:
             found.append(f"{name}: the invariant is broken")
     if json.loads((out / "shared-pg-verify.json").read_text())["invariant_ok"] is None:
@@ -192,9 +195,9 @@ def problems():
         processed = re.search(r"number of transactions actually processed: (\d+)", text)
         failed = re.search(r"number of failed transactions: (\d+)", text)
         if not processed or int(processed.group(1)) == 0:
-            found.append(f"{path.stem}: pgbench processed no transaction")
+            found.append(f"{path.stem} (pgbench): pgbench processed no transaction")
         if not failed or int(failed.group(1)) != 0:
-            found.append(f"{path.stem}: pgbench had failed transactions")
+            found.append(f"{path.stem} (pgbench): pgbench had failed transactions")
     facts = (out / "facts.txt").read_text()
     for fact in ["sqlite_rss_kib", "pg_rss_kib", "sqlite_startup_ms", "pg_startup_ms"]:
         if fact not in facts:
