@@ -194,10 +194,11 @@ def problems():
         text = path.read_text()
         processed = re.search(r"number of transactions actually processed: (\d+)", text)
         failed = re.search(r"number of failed transactions: (\d+)", text)
+        name = f"{path.stem} ({contender(path.stem)})"
         if not processed or int(processed.group(1)) == 0:
-            found.append(f"{path.stem} (pgbench): pgbench processed no transaction")
+            found.append(f"{name}: pgbench processed no transaction")
         if not failed or int(failed.group(1)) != 0:
-            found.append(f"{path.stem} (pgbench): pgbench had failed transactions")
+            found.append(f"{name}: pgbench had failed transactions")
     facts = (out / "facts.txt").read_text()
     for fact in ["sqlite_rss_kib", "pg_rss_kib", "sqlite_startup_ms", "pg_startup_ms"]:
         if fact not in facts:
