@@ -158,12 +158,17 @@ def contender(name):
     return "?"
 
 
+def labelled(name):
+    """A cell's file name with who ran it, as the report's lists print it."""
+    return f"{name} ({contender(name)})"
+
+
 moved = unsteady()
 if moved:
     print(f"\nunsteady: cells whose rounds of one contender differ by more than {(UNSTEADY - 1) * 100:.0f} % "
           "(per second, slowest to fastest):")
     for name, r in moved:
-        print(f"  {name} ({contender(name)}): " + " / ".join(f"{x:.0f}" for x in r))
+        print(f"  {labelled(name)}: " + " / ".join(f"{x:.0f}" for x in r))
 print()
 print((out / "facts.txt").read_text())
 
@@ -174,7 +179,7 @@ def problems():
     found = []
     for path in sorted(out.glob("*.json")):
         data = json.loads(path.read_text())
-        name = f"{path.stem} ({contender(path.stem)})"
+        name = labelled(path.stem)
         if data["requests"] == 0:
             found.append(f"{name}: no request was measured")
         for outcome, n in data["outcomes"].items():
@@ -194,7 +199,7 @@ def problems():
         text = path.read_text()
         processed = re.search(r"number of transactions actually processed: (\d+)", text)
         failed = re.search(r"number of failed transactions: (\d+)", text)
-        name = f"{path.stem} ({contender(path.stem)})"
+        name = labelled(path.stem)
         if not processed or int(processed.group(1)) == 0:
             found.append(f"{name}: pgbench processed no transaction")
         if not failed or int(failed.group(1)) != 0:
