@@ -3,7 +3,7 @@
 # build serves a training load (medbook-bench's scenarios, on SQLite and on PostgreSQL), and
 # the release build is made again with the profile it wrote. The binary goes to
 # target/pgo/medbook; `cargo build --release` stays the plain build. Measured against it with
-# bench/ab.sh: BENCHMARKS.md, "Profile-guided build".
+# bench/ab.sh: BENCHMARKS.md, "What changed", round after run BD.
 #
 # The profile is made fresh on every run and never committed: it belongs to one version of
 # the code and one LLVM version. Merging it needs llvm-profdata of rustc's own LLVM major
