@@ -1,5 +1,6 @@
 //! A thin HTTP client for medbook's API.
 
+use reqwest::header::HeaderValue;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -18,6 +19,18 @@ pub struct Api {
 pub struct User {
     pub id: i64,
     pub token: String,
+    /// `Bearer {token}`, for the timed requests (`conn.rs`).
+    pub authorization: HeaderValue,
+}
+
+impl User {
+    fn new(id: i64, token: &str) -> User {
+        User {
+            id,
+            token: token.to_owned(),
+            authorization: crate::conn::bearer(token),
+        }
+    }
 }
 
 impl Api {
@@ -94,10 +107,10 @@ impl Api {
                 StatusCode::OK,
             )
             .await;
-        User {
-            id: answer["user"]["id"].as_i64().unwrap(),
-            token: answer["token"].as_str().unwrap().to_owned(),
-        }
+        User::new(
+            answer["user"]["id"].as_i64().unwrap(),
+            answer["token"].as_str().unwrap(),
+        )
     }
 
     pub async fn register(&self, email: &str) -> User {
@@ -110,10 +123,10 @@ impl Api {
                 StatusCode::CREATED,
             )
             .await;
-        User {
-            id: answer["user"]["id"].as_i64().unwrap(),
-            token: answer["token"].as_str().unwrap().to_owned(),
-        }
+        User::new(
+            answer["user"]["id"].as_i64().unwrap(),
+            answer["token"].as_str().unwrap(),
+        )
     }
 
     pub async fn create_doctor(&self, admin: &User, email: &str) -> i64 {

@@ -24,6 +24,7 @@
 //! with `--idempotency-keys` every booking carries a new `Idempotency-Key`.
 
 mod client;
+mod conn;
 mod floor;
 mod report;
 mod scenario;

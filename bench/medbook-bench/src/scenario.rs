@@ -11,9 +11,11 @@ use futures_util::stream::{self, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::Rng;
 use reqwest::Method;
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::client::{Api, User};
+use crate::conn::{Conn, Outcome};
 use crate::report::Report;
 use crate::Options;
 
@@ -205,23 +207,37 @@ async fn setup(api: &Api, options: &Options) -> World {
     }
 }
 
-/// One request of the scenario by client `c` (its `i`-th).
-async fn request(
-    api: &Api,
-    world: &World,
-    kind: Kind,
-    c: usize,
-    i: i64,
-) -> Result<(u16, Value), reqwest::Error> {
+/// A booking's body, as a patient's app sends it.
+#[derive(Serialize)]
+struct Booking {
+    doctor_id: i64,
+    scheduled_at: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    /// Only for the floor server (see [`World::name_patient`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patient_id: Option<i64>,
+}
+
+/// The body of `status`'s update: a new reason.
+#[derive(Serialize)]
+struct Reason {
+    reason: String,
+}
+
+/// One request of the scenario by client `c` (its `i`-th), on the client's own connection.
+async fn request(conn: &mut Conn, world: &World, kind: Kind, c: usize, i: i64) -> Outcome {
     let patient = &world.patients[c];
     let booking = |doctor: i64, k: i64| {
-        let mut body = json!({"doctor_id": doctor, "scheduled_at": slot_time(world.base, k), "type": "video_consultation"});
-        if world.name_patient {
-            body["patient_id"] = patient.id.into();
-        }
-        body
+        let body = Booking {
+            doctor_id: doctor,
+            scheduled_at: slot_time(world.base, k),
+            kind: "video_consultation",
+            patient_id: world.name_patient.then_some(patient.id),
+        };
+        Some(serde_json::to_vec(&body).expect("a booking serializes"))
     };
-    let (method, path, token, body) = {
+    let (method, path, by, body) = {
         let mut rng = rand::thread_rng();
         // Half of `mixed` is `spread`'s booking; the other half is `status`'s update, by the
         // appointment's doctor instead of the admin.
@@ -229,61 +245,53 @@ async fn request(
             Kind::Mixed if rng.gen_bool(0.5) => Kind::Spread,
             kind => kind,
         };
+        const APPOINTMENTS: &str = "/api/v1/appointments";
         match kind {
             Kind::Spread => {
                 let doctor = world.doctors[rng.gen_range(0..world.doctors.len())];
-                (
-                    Method::POST,
-                    "/api/v1/appointments".to_owned(),
-                    &patient.token,
-                    Some(booking(doctor, rng.gen_range(0..RANDOM_SLOTS))),
-                )
+                let body = booking(doctor, rng.gen_range(0..RANDOM_SLOTS));
+                (Method::POST, APPOINTMENTS.to_owned(), patient, body)
             }
-            Kind::HotDoctor => (
-                Method::POST,
-                "/api/v1/appointments".to_owned(),
-                &patient.token,
-                Some(booking(world.doctors[0], rng.gen_range(0..RANDOM_SLOTS))),
-            ),
-            Kind::Contended => (
-                Method::POST,
-                "/api/v1/appointments".to_owned(),
-                &patient.token,
-                Some(booking(world.doctors[0], CONTENDED_SLOTS_FROM + i)),
-            ),
+            Kind::HotDoctor => {
+                let body = booking(world.doctors[0], rng.gen_range(0..RANDOM_SLOTS));
+                (Method::POST, APPOINTMENTS.to_owned(), patient, body)
+            }
+            Kind::Contended => {
+                let body = booking(world.doctors[0], CONTENDED_SLOTS_FROM + i);
+                (Method::POST, APPOINTMENTS.to_owned(), patient, body)
+            }
             Kind::Status | Kind::Mixed => {
                 let n = rng.gen_range(0..world.appointments.len());
                 let by = match kind {
                     Kind::Mixed => &world.doctor_users[world.appointment_doctors[n]],
                     _ => &world.admin,
                 };
-                (
-                    Method::PUT,
-                    format!("/api/v1/appointments/{}", world.appointments[n]),
-                    &by.token,
-                    Some(json!({"reason": format!("bench {c}/{i}")})),
-                )
+                let path = format!("{APPOINTMENTS}/{}", world.appointments[n]);
+                let reason = Reason {
+                    reason: format!("bench {c}/{i}"),
+                };
+                let body = Some(serde_json::to_vec(&reason).expect("a reason serializes"));
+                (Method::PUT, path, by, body)
             }
             Kind::Read => {
                 let id = world.appointments[rng.gen_range(0..world.appointments.len())];
                 (
                     Method::GET,
-                    format!("/api/v1/appointments/{id}"),
-                    &world.admin.token,
+                    format!("{APPOINTMENTS}/{id}"),
+                    &world.admin,
                     None,
                 )
             }
-            Kind::Ping => (Method::GET, "/healthz".to_owned(), &patient.token, None),
-            Kind::PingDb => (Method::GET, "/readyz".to_owned(), &patient.token, None),
+            Kind::Ping => (Method::GET, "/healthz".to_owned(), patient, None),
+            Kind::PingDb => (Method::GET, "/readyz".to_owned(), patient, None),
         }
     };
     let key = match (&world.idempotency_keys, method == Method::POST) {
         (Some(prefix), true) => Some(format!("{prefix}-{c}-{i}")),
         _ => None,
     };
-    api.call_keyed(method, &path, Some(token), body.as_ref(), key.as_deref())
+    conn.send(method, &path, &by.authorization, body, key.as_deref())
         .await
-        .map(|(s, b)| (s.as_u16(), b))
 }
 
 /// Sets up, runs the scenario, and checks the invariant.
@@ -322,22 +330,25 @@ pub async fn run(options: &Options) -> Report {
             }
         })
     };
-    // The measured requests share one HTTP client, whichever server they go to.
+    // Each client sends its measured requests on a connection of its own (`conn.rs`), to
+    // whichever server they go to.
     let target = options
         .target_url
         .as_deref()
-        .map_or_else(|| api.clone(), Api::new);
-    let results: Vec<(Vec<u64>, HashMap<String, u64>)> =
+        .unwrap_or(&options.url)
+        .to_owned();
+    let results: Vec<(Vec<u64>, HashMap<Outcome, u64>)> =
         futures_util::future::join_all((0..options.clients).map(|c| {
-            let (api, world, done) = (target.clone(), Arc::clone(&world), Arc::clone(&done));
+            let (world, done) = (Arc::clone(&world), Arc::clone(&done));
+            let mut conn = Conn::new(&target);
             let kind = options.scenario;
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
-                let mut outcomes: HashMap<String, u64> = HashMap::new();
+                let mut outcomes: HashMap<Outcome, u64> = HashMap::new();
                 let mut i = 0i64;
                 while Instant::now() < stop_at {
                     let sent = Instant::now();
-                    let result = request(&api, &world, kind, c, i).await;
+                    let outcome = request(&mut conn, &world, kind, c, i).await;
                     let took = sent.elapsed();
                     i += 1;
                     done.fetch_add(1, Ordering::Relaxed);
@@ -345,13 +356,6 @@ pub async fn run(options: &Options) -> Report {
                         continue;
                     }
                     latencies.push(took.as_micros() as u64);
-                    let outcome = match result {
-                        Ok((status, body)) => match body["code"].as_str() {
-                            Some(code) if status >= 400 => format!("{status} {code}"),
-                            _ => status.to_string(),
-                        },
-                        Err(e) => format!("error: {}", e.without_url()),
-                    };
                     *outcomes.entry(outcome).or_default() += 1;
                 }
                 (latencies, outcomes)
@@ -372,8 +376,13 @@ pub async fn run(options: &Options) -> Report {
     };
     for (latencies, outcomes) in results {
         report.latencies_us.extend(latencies);
-        for (k, n) in outcomes {
-            *report.outcomes.entry(k).or_default() += n;
+        for (outcome, n) in outcomes {
+            let key = match outcome {
+                Ok((status, Some(code))) => format!("{status} {code}"),
+                Ok((status, None)) => status.to_string(),
+                Err(e) => format!("error: {e}"),
+            };
+            *report.outcomes.entry(key).or_default() += n;
         }
     }
     if options.verify
