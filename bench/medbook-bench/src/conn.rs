@@ -241,7 +241,14 @@ mod tests {
             Ok((201, None))
         );
         // The server closed that connection: the next request goes on a new one, not an error.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let waiting = async {
+            while !conn.sender.as_ref().is_some_and(SendRequest::is_closed) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("the client sees the connection closed");
         assert_eq!(
             conn.send(
                 Method::PUT,
