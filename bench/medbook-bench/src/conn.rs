@@ -28,6 +28,17 @@ pub type Outcome = Result<(u16, Option<String>), String>;
 /// How long one request may take before it counts as failed (reqwest's timeout was the same).
 const TIMEOUT: Duration = Duration::from_secs(60);
 
+/// One request to send.
+pub struct Call<'a> {
+    pub method: Method,
+    pub path: &'a str,
+    /// `Bearer …`, from [`bearer`].
+    pub authorization: &'a HeaderValue,
+    /// A JSON body.
+    pub body: Option<Vec<u8>>,
+    pub idempotency_key: Option<&'a str>,
+}
+
 /// One client's connection to the server at a base URL (`http://host:port`).
 pub struct Conn {
     addr: String,
@@ -67,34 +78,17 @@ impl Conn {
 
     /// Sends one request and reads its whole answer. A failed request drops the connection;
     /// the next one opens a new one.
-    pub async fn send(
-        &mut self,
-        method: Method,
-        path: &str,
-        authorization: &HeaderValue,
-        body: Option<Vec<u8>>,
-        idempotency_key: Option<&str>,
-    ) -> Outcome {
-        let outcome = tokio::time::timeout(
-            TIMEOUT,
-            self.exchange(method, path, authorization, body, idempotency_key),
-        )
-        .await
-        .unwrap_or_else(|_| Err("timed out".to_owned()));
+    pub async fn send(&mut self, call: Call<'_>) -> Outcome {
+        let outcome = tokio::time::timeout(TIMEOUT, self.exchange(call))
+            .await
+            .unwrap_or_else(|_| Err("timed out".to_owned()));
         if outcome.is_err() {
             self.sender = None;
         }
         outcome
     }
 
-    async fn exchange(
-        &mut self,
-        method: Method,
-        path: &str,
-        authorization: &HeaderValue,
-        body: Option<Vec<u8>>,
-        idempotency_key: Option<&str>,
-    ) -> Outcome {
+    async fn exchange(&mut self, call: Call<'_>) -> Outcome {
         // A connection the server closed (after answering on it) is replaced before it is
         // used, so that its end does not count as a failed request.
         if self.sender.as_ref().is_some_and(SendRequest::is_closed) {
@@ -105,18 +99,18 @@ impl Conn {
             None => self.sender.insert(self.connect().await?),
         };
         let mut request = Request::builder()
-            .method(method)
-            .uri(path)
+            .method(call.method)
+            .uri(call.path)
             .header(HOST, self.host.clone())
-            .header(AUTHORIZATION, authorization.clone());
-        if let Some(key) = idempotency_key {
+            .header(AUTHORIZATION, call.authorization.clone());
+        if let Some(key) = call.idempotency_key {
             request = request.header("idempotency-key", key);
         }
-        if body.is_some() {
+        if call.body.is_some() {
             request = request.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
         let request = request
-            .body(Full::new(body.map(Bytes::from).unwrap_or_default()))
+            .body(Full::new(call.body.map(Bytes::from).unwrap_or_default()))
             .map_err(|e| e.to_string())?;
         sender.ready().await.map_err(|e| e.to_string())?;
         let response = sender
@@ -223,21 +217,26 @@ mod tests {
 
         let mut conn = Conn::new(&format!("http://{addr}"));
         let auth = bearer("tok");
-        let body = br#"{"doctor_id":3}"#.to_vec();
+        let call = |method, path, body: Option<&[u8]>, idempotency_key| Call {
+            method,
+            path,
+            authorization: &auth,
+            body: body.map(<[u8]>::to_vec),
+            idempotency_key,
+        };
+        let booking = call(
+            Method::POST,
+            "/api/v1/appointments",
+            Some(br#"{"doctor_id":3}"#),
+            Some("k-1"),
+        );
         assert_eq!(
-            conn.send(
-                Method::POST,
-                "/api/v1/appointments",
-                &auth,
-                Some(body),
-                Some("k-1")
-            )
-            .await,
+            conn.send(booking).await,
             Ok((409, Some("SLOT_TAKEN".to_owned())))
         );
         // A 2xx answer's body is not read for a code.
         assert_eq!(
-            conn.send(Method::GET, "/readyz", &auth, None, None).await,
+            conn.send(call(Method::GET, "/readyz", None, None)).await,
             Ok((201, None))
         );
         // The server closed that connection: the next request goes on a new one, not an error.
@@ -249,17 +248,8 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(10), waiting)
             .await
             .expect("the client sees the connection closed");
-        assert_eq!(
-            conn.send(
-                Method::PUT,
-                "/api/v1/appointments/5",
-                &auth,
-                Some(b"{}".to_vec()),
-                None
-            )
-            .await,
-            Ok((200, None))
-        );
+        let update = call(Method::PUT, "/api/v1/appointments/5", Some(b"{}"), None);
+        assert_eq!(conn.send(update).await, Ok((200, None)));
 
         let seen = server.await.unwrap();
         let first = seen[0].to_ascii_lowercase();
@@ -290,10 +280,16 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         drop(listener);
         let mut conn = Conn::new(&format!("http://{addr}/"));
+        let auth = bearer("t");
         for _ in 0..2 {
-            let outcome = conn
-                .send(Method::GET, "/healthz", &bearer("t"), None, None)
-                .await;
+            let ping = Call {
+                method: Method::GET,
+                path: "/healthz",
+                authorization: &auth,
+                body: None,
+                idempotency_key: None,
+            };
+            let outcome = conn.send(ping).await;
             assert!(
                 outcome.as_ref().is_err_and(|e| e.starts_with("connect: ")),
                 "{outcome:?}"

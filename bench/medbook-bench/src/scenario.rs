@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::client::{Api, User};
-use crate::conn::{Conn, Outcome};
+use crate::conn::{Call, Conn, Outcome};
 use crate::report::Report;
 use crate::Options;
 
@@ -290,8 +290,14 @@ async fn request(conn: &mut Conn, world: &World, kind: Kind, c: usize, i: i64) -
         (Some(prefix), true) => Some(format!("{prefix}-{c}-{i}")),
         _ => None,
     };
-    conn.send(method, &path, &by.authorization, body, key.as_deref())
-        .await
+    conn.send(Call {
+        method,
+        path: &path,
+        authorization: &by.authorization,
+        body,
+        idempotency_key: key.as_deref(),
+    })
+    .await
 }
 
 /// Sets up, runs the scenario, and checks the invariant.
