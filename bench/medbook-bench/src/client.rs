@@ -1,4 +1,5 @@
-//! A thin HTTP client for medbook's API.
+//! A thin HTTP client for medbook's API, for set-up and the invariant check (the timed
+//! requests go through `conn.rs`).
 
 use reqwest::header::HeaderValue;
 use reqwest::{Method, StatusCode};
@@ -53,24 +54,9 @@ impl Api {
         token: Option<&str>,
         body: Option<&Value>,
     ) -> Result<(StatusCode, Value), reqwest::Error> {
-        self.call_keyed(method, path, token, body, None).await
-    }
-
-    /// [`call`](Self::call), with an `Idempotency-Key` when `key` is given.
-    pub async fn call_keyed(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&Value>,
-        key: Option<&str>,
-    ) -> Result<(StatusCode, Value), reqwest::Error> {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(token) = token {
             req = req.bearer_auth(token);
-        }
-        if let Some(key) = key {
-            req = req.header("Idempotency-Key", key);
         }
         if let Some(body) = body {
             req = req.json(body);
