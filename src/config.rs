@@ -1,5 +1,6 @@
 //! Process configuration, read once from the environment (and `.env`).
 
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 /// Which database a `DATABASE_URL` selects.
@@ -28,6 +29,7 @@ pub struct Config {
     /// [`default_password_hashes`].
     pub password_hashes: usize,
     pub retry_attempts: u32,
+    /// HTTP worker threads; 0: actix-web's default, one per core.
     pub workers: usize,
     pub metrics_token: Option<String>,
     /// Origins that may call the API from a browser (`MEDBOOK_CORS_ORIGINS`).
@@ -38,36 +40,51 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads the configuration; a malformed number is a start-up error naming the variable.
+    /// Reads the configuration. A value that cannot mean what it says (not a number, a number
+    /// out of its range, a listen address that is not `host:port`) is a start-up error naming
+    /// the variable, found before the database is touched: taken as it was, `0` connections
+    /// or a `0` ms pool timeout panicked at start, a pool size past 2³² wrapped around to a
+    /// small one, and a lock timeout past PostgreSQL's range refused every connection.
     pub fn from_env() -> Result<Config, String> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        let millis = |name: &str, default: u64| -> Result<Duration, String> {
-            Ok(Duration::from_millis(number(name, var(name), default)?))
-        };
-        let pool_size = number(
-            "MEDBOOK_POOL_SIZE",
-            var("MEDBOOK_POOL_SIZE"),
-            default_pool_size(),
-        )? as u32;
+        let setting = |name: &str,
+                       default: u64,
+                       range: RangeInclusive<u64>|
+         -> Result<u64, String> { bounded(name, var(name), default, range) };
+        let millis =
+            |name: &str, default: u64, range: RangeInclusive<u64>| -> Result<Duration, String> {
+                setting(name, default, range).map(Duration::from_millis)
+            };
+        let pool_size =
+            setting("MEDBOOK_POOL_SIZE", default_pool_size(), 1..=MAX_POOL_SIZE)? as u32;
+        let listen = var("MEDBOOK_LISTEN").unwrap_or_else(|| "127.0.0.1:8080".to_owned());
+        check_listen(&listen)?;
         Ok(Config {
             database_url: var("DATABASE_URL").unwrap_or_else(|| "medbook.db".to_owned()),
-            listen: var("MEDBOOK_LISTEN").unwrap_or_else(|| "127.0.0.1:8080".to_owned()),
+            listen,
             admin_email: var("MEDBOOK_ADMIN_EMAIL"),
             admin_password: var("MEDBOOK_ADMIN_PASSWORD"),
             pool_size,
-            pool_timeout: millis("MEDBOOK_POOL_TIMEOUT_MS", 2_000)?,
-            pg_lock_timeout: millis("MEDBOOK_LOCK_TIMEOUT_MS", 5_000)?,
-            pg_statement_timeout: millis("MEDBOOK_STATEMENT_TIMEOUT_MS", 15_000)?,
-            sqlite_busy_timeout: millis("MEDBOOK_SQLITE_BUSY_TIMEOUT_MS", 5_000)?,
+            pool_timeout: millis("MEDBOOK_POOL_TIMEOUT_MS", 2_000, 1..=u64::MAX)?,
+            pg_lock_timeout: millis("MEDBOOK_LOCK_TIMEOUT_MS", 5_000, 0..=MAX_TIMEOUT_MS)?,
+            pg_statement_timeout: millis(
+                "MEDBOOK_STATEMENT_TIMEOUT_MS",
+                15_000,
+                0..=MAX_TIMEOUT_MS,
+            )?,
+            sqlite_busy_timeout: millis(
+                "MEDBOOK_SQLITE_BUSY_TIMEOUT_MS",
+                5_000,
+                0..=MAX_TIMEOUT_MS,
+            )?,
             sqlite_memory_mib: number(
                 "MEDBOOK_SQLITE_MEMORY_MIB",
                 var("MEDBOOK_SQLITE_MEMORY_MIB"),
                 default_sqlite_memory_mib(pool_size),
             )?,
             password_hashes: password_hashes(var("MEDBOOK_PASSWORD_HASHES"))?,
-            retry_attempts: number("MEDBOOK_RETRY_ATTEMPTS", var("MEDBOOK_RETRY_ATTEMPTS"), 3)?
-                as u32,
-            workers: number("MEDBOOK_WORKERS", var("MEDBOOK_WORKERS"), 0)? as usize,
+            retry_attempts: setting("MEDBOOK_RETRY_ATTEMPTS", 3, 0..=MAX_RETRY_ATTEMPTS)? as u32,
+            workers: setting("MEDBOOK_WORKERS", 0, 1..=MAX_WORKERS)? as usize,
             metrics_token: var("MEDBOOK_METRICS_TOKEN"),
             cors: crate::cors::AllowedOrigins::parse(var("MEDBOOK_CORS_ORIGINS").as_deref())?,
             token_ttl: token_ttl(var("MEDBOOK_TOKEN_TTL_HOURS"))?,
@@ -131,14 +148,21 @@ pub fn default_password_hashes(cores: usize) -> usize {
     (cores / 2).max(1)
 }
 
+/// Most passwords hashed at once: each hash holds 19 MiB, so 256 is near 5 GiB (and a
+/// semaphore of 2⁶¹ permits or more panicked at start).
+pub const MAX_PASSWORD_HASHES: u64 = 256;
+
 /// `MEDBOOK_PASSWORD_HASHES`: unset, [`default_password_hashes`]; 0 is an error (no login
 /// could ever finish).
 fn password_hashes(value: Option<String>) -> Result<usize, String> {
     let default = default_password_hashes(cores()) as u64;
-    match number("MEDBOOK_PASSWORD_HASHES", value, default)? {
-        0 => Err("MEDBOOK_PASSWORD_HASHES must be at least 1".to_owned()),
-        n => usize::try_from(n).map_err(|_| format!("MEDBOOK_PASSWORD_HASHES is too large: {n}")),
-    }
+    bounded(
+        "MEDBOOK_PASSWORD_HASHES",
+        value,
+        default,
+        1..=MAX_PASSWORD_HASHES,
+    )
+    .map(|n| n as usize)
 }
 
 /// The longest token lifetime `MEDBOOK_TOKEN_TTL_HOURS` takes: ten years.
@@ -194,6 +218,55 @@ fn number(name: &str, value: Option<String>, default: u64) -> Result<u64, String
     }
 }
 
+/// Most database connections (and database threads) a process takes: each connection has a
+/// thread, and PostgreSQL's own default `max_connections` is 100 for all processes together.
+pub const MAX_POOL_SIZE: u64 = 1024;
+
+/// Longest lock, statement and busy timeout, in ms: PostgreSQL's `lock_timeout` and
+/// `statement_timeout` and SQLite's `busy_timeout` are 32-bit (about 24.8 days).
+pub const MAX_TIMEOUT_MS: u64 = i32::MAX as u64;
+
+/// Most retries of a transaction: the backoff doubles each time, so the tenth already waits
+/// 51–77 s, with the request's connection held.
+pub const MAX_RETRY_ATTEMPTS: u64 = 10;
+
+/// Most HTTP worker threads (actix-web's own limit).
+pub const MAX_WORKERS: u64 = 512;
+
+/// [`number`], and in `range`: outside it is an error naming the variable and the range. The
+/// default is taken as it is.
+fn bounded(
+    name: &str,
+    value: Option<String>,
+    default: u64,
+    range: RangeInclusive<u64>,
+) -> Result<u64, String> {
+    let given = value.is_some();
+    let n = number(name, value, default)?;
+    if !given || range.contains(&n) {
+        return Ok(n);
+    }
+    Err(match (*range.start(), *range.end()) {
+        (min, u64::MAX) => format!("{name} must be at least {min}, got {n}"),
+        (min, max) => format!("{name} must be between {min} and {max}, got {n}"),
+    })
+}
+
+/// `MEDBOOK_LISTEN` must be an address to listen on: `host:port` or `[v6]:port`, the host
+/// an IP address or a name that resolves.
+fn check_listen(listen: &str) -> Result<(), String> {
+    use std::net::ToSocketAddrs;
+    match listen.to_socket_addrs().map(|mut addrs| addrs.next()) {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(format!(
+            "MEDBOOK_LISTEN {listen:?} names no address to listen on"
+        )),
+        Err(e) => Err(format!(
+            "MEDBOOK_LISTEN must be host:port (e.g. 127.0.0.1:8080), got {listen:?}: {e}"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,6 +284,87 @@ mod tests {
         let err = number("MEDBOOK_POOL_SIZE", Some("many".into()), 8).unwrap_err();
         assert!(err.contains("MEDBOOK_POOL_SIZE"));
         assert_eq!(number("X", None, 8).unwrap(), 8);
+    }
+
+    #[test]
+    fn numbers_out_of_their_range_name_the_variable_and_the_range() {
+        let pool = |v: &str| bounded("MEDBOOK_POOL_SIZE", Some(v.into()), 8, 1..=MAX_POOL_SIZE);
+        assert_eq!(pool("12"), Ok(12));
+        assert_eq!(pool("1024"), Ok(1024));
+        assert_eq!(
+            pool("0"),
+            Err("MEDBOOK_POOL_SIZE must be between 1 and 1024, got 0".to_owned())
+        );
+        // Past 2^32 it wrapped around to 1 when cast.
+        assert!(pool("4294967297")
+            .unwrap_err()
+            .contains("between 1 and 1024"));
+        let timeout = |v: &str| {
+            bounded(
+                "MEDBOOK_POOL_TIMEOUT_MS",
+                Some(v.into()),
+                2000,
+                1..=u64::MAX,
+            )
+        };
+        assert_eq!(
+            timeout("0"),
+            Err("MEDBOOK_POOL_TIMEOUT_MS must be at least 1, got 0".to_owned())
+        );
+        assert_eq!(timeout("18446744073709551615"), Ok(u64::MAX));
+        let lock = |v: &str| {
+            bounded(
+                "MEDBOOK_LOCK_TIMEOUT_MS",
+                Some(v.into()),
+                5000,
+                0..=MAX_TIMEOUT_MS,
+            )
+        };
+        assert_eq!(lock("0"), Ok(0));
+        assert_eq!(lock("2147483647"), Ok(2147483647));
+        assert!(lock("2147483648").is_err());
+        // Unset: the default, whatever the range.
+        assert_eq!(bounded("MEDBOOK_WORKERS", None, 0, 1..=MAX_WORKERS), Ok(0));
+        assert!(bounded("MEDBOOK_WORKERS", Some("0".into()), 0, 1..=MAX_WORKERS).is_err());
+        assert!(bounded("MEDBOOK_WORKERS", Some("513".into()), 0, 1..=MAX_WORKERS).is_err());
+        assert!(bounded(
+            "MEDBOOK_RETRY_ATTEMPTS",
+            Some("11".into()),
+            3,
+            0..=MAX_RETRY_ATTEMPTS
+        )
+        .is_err());
+        assert!(bounded(
+            "MEDBOOK_RETRY_ATTEMPTS",
+            Some("-1".into()),
+            3,
+            0..=MAX_RETRY_ATTEMPTS
+        )
+        .unwrap_err()
+        .contains("non-negative integer"));
+    }
+
+    #[test]
+    fn the_listen_address_is_checked_before_anything_starts() {
+        for good in [
+            "127.0.0.1:0",
+            "0.0.0.0:8080",
+            "[::1]:8080",
+            "localhost:8080",
+        ] {
+            assert_eq!(check_listen(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "notanaddr",
+            "127.0.0.1",
+            "127.0.0.1:99999",
+            ":8080",
+            "127.0.0.1:http",
+        ] {
+            let err = check_listen(bad).unwrap_err();
+            assert!(err.starts_with("MEDBOOK_LISTEN"), "{bad}: {err}");
+            assert!(err.contains(&format!("{bad:?}")), "{bad}: {err}");
+        }
     }
 
     #[test]
@@ -242,6 +396,8 @@ mod tests {
         assert_eq!(password_hashes(Some("2".into())), Ok(2));
         let zero = password_hashes(Some("0".into())).unwrap_err();
         assert!(zero.contains("MEDBOOK_PASSWORD_HASHES"), "{zero}");
+        assert_eq!(password_hashes(Some("256".into())), Ok(256));
+        assert!(password_hashes(Some("18446744073709551615".into())).is_err());
         assert!(password_hashes(Some("two".into())).is_err());
     }
 }

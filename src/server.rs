@@ -8,7 +8,7 @@ use actix_web::dev::Server;
 use actix_web::http::header;
 use actix_web::{middleware, web, App, HttpServer};
 
-use crate::config::Config;
+use crate::config::{Backend, Config};
 use crate::db::{build_pool, check_database, run_migrations, Contention, DbPool, RetryPolicy};
 use crate::telemetry::Telemetry;
 use crate::{auth, routes, services};
@@ -34,24 +34,16 @@ pub struct AppState {
 pub fn prepare(config: &Config) -> Result<web::Data<AppState>, String> {
     let telemetry = Arc::new(Telemetry::default());
     let pool = build_pool(config, Arc::clone(&telemetry));
-    let mut conn = pool
-        .get()
-        .map_err(|e| format!("cannot connect to the database: {e}"))?;
+    let mut conn = pool.get().map_err(|e| cannot_connect(config, &e))?;
     check_database(&mut conn)?;
     run_migrations(&mut conn)?;
-    if let (Some(email), Some(password)) = (&config.admin_email, &config.admin_password) {
-        let exists = crate::models::user::find_by_email(&mut conn, email)
-            .map_err(|e| format!("bootstrap admin lookup failed: {e}"))?
-            .is_some();
-        if !exists {
-            // Hashed with no transaction open; `ensure_admin` still tolerates a concurrent start.
-            let hash = auth::hash_password(password).map_err(|e| format!("{e:?}"))?;
-            if services::users::ensure_admin(&mut conn, email, &hash)
-                .map_err(|e| format!("{e:?}"))?
-            {
-                log::info!("created bootstrap admin {email}");
-            }
-        }
+    match (&config.admin_email, &config.admin_password) {
+        (Some(email), Some(password)) => bootstrap_admin(&mut conn, email, password)?,
+        (Some(_), None) | (None, Some(_)) => log::warn!(
+            "only one of MEDBOOK_ADMIN_EMAIL and MEDBOOK_ADMIN_PASSWORD is set: \
+             no bootstrap admin is created (it takes both)"
+        ),
+        (None, None) => {}
     }
     Ok(web::Data::new(AppState {
         pool,
@@ -70,6 +62,64 @@ pub fn prepare(config: &Config) -> Result<web::Data<AppState>, String> {
             .and_then(|ttl| chrono::Duration::from_std(ttl).ok()),
         password_hashing: tokio::sync::Semaphore::new(config.password_hashes),
     }))
+}
+
+/// Start-up's answer to a database it cannot open. PostgreSQL's message names the server and
+/// the database; SQLite's ("Unable to open the database file") names nothing, so the path is
+/// added, and a URL of another scheme (`mysql://…`, `postgress://…`) is told which schemes
+/// select PostgreSQL: anything else is a SQLite file path, as API.md says.
+fn cannot_connect(config: &Config, err: &impl std::fmt::Display) -> String {
+    let url = &config.database_url;
+    if config.backend() == Backend::Postgres {
+        return format!("cannot connect to the database: {err}");
+    }
+    let mut message = format!("cannot open the SQLite database {url:?}: {err}");
+    let scheme = url
+        .split_once("://")
+        .map(|(scheme, _)| scheme)
+        .filter(|scheme| {
+            *scheme != "sqlite"
+                && !scheme.is_empty()
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        });
+    if let Some(scheme) = scheme {
+        message.push_str(&format!(
+            " ({scheme}:// selects no database: postgres:// and postgresql:// select \
+             PostgreSQL, anything else is a SQLite file path)"
+        ));
+    }
+    message
+}
+
+/// Creates the bootstrap admin if no user has `email` yet. The email and password must pass
+/// the checks a registration's pass: an admin with a password the API would refuse to any
+/// user stops the start instead.
+fn bootstrap_admin(
+    conn: &mut crate::db::DbConn,
+    email: &str,
+    password: &str,
+) -> Result<(), String> {
+    let email = email.trim();
+    let exists = crate::models::user::find_by_email(conn, email)
+        .map_err(|e| format!("bootstrap admin lookup failed: {e}"))?
+        .is_some();
+    if exists {
+        return Ok(());
+    }
+    let mut problems = services::validate::Problems::default();
+    problems.email("MEDBOOK_ADMIN_EMAIL", email);
+    problems.password("MEDBOOK_ADMIN_PASSWORD", password);
+    problems
+        .into_text()
+        .map_err(|problems| format!("the bootstrap admin cannot be created: {problems}"))?;
+    // Hashed with no transaction open; `ensure_admin` still tolerates a concurrent start.
+    let hash = auth::hash_password(password).map_err(|e| format!("{e:?}"))?;
+    if services::users::ensure_admin(conn, email, &hash).map_err(|e| format!("{e:?}"))? {
+        log::info!("created bootstrap admin {email}");
+    }
+    Ok(())
 }
 
 /// Binds the HTTP server; returns it (not yet awaited) and the bound addresses.
@@ -167,5 +217,86 @@ mod tests {
             let state = prepare(&config).unwrap();
             assert_eq!(state.password_hashing.available_permits(), hashes);
         }
+    }
+
+    fn users(config: &Config) -> Vec<(String, String)> {
+        use diesel::prelude::*;
+        let pool = build_pool(config, Arc::default());
+        crate::schema::users::table
+            .select((crate::schema::users::email, crate::schema::users::role))
+            .load(&mut **pool.get().unwrap())
+            .unwrap()
+    }
+
+    #[test]
+    fn a_bootstrap_admin_the_api_would_refuse_stops_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::for_database(dir.path().join("admin.db").to_str().unwrap());
+        config.admin_email = Some("root@medbook.test".to_owned());
+        config.admin_password = Some("short".to_owned());
+        let refused = prepare(&config).map(|_| ()).unwrap_err();
+        assert_eq!(
+            refused,
+            "the bootstrap admin cannot be created: \
+             MEDBOOK_ADMIN_PASSWORD must be at least 8 characters"
+        );
+        config.admin_email = Some("root".to_owned());
+        let refused = prepare(&config).map(|_| ()).unwrap_err();
+        assert!(
+            refused.contains("MEDBOOK_ADMIN_EMAIL must be an email address")
+                && refused.contains("MEDBOOK_ADMIN_PASSWORD must be at least 8"),
+            "{refused}"
+        );
+        assert_eq!(users(&config), vec![], "nothing was created");
+
+        // A good one is created (its email trimmed, as a registration's is) ...
+        config.admin_email = Some(" root@medbook.test ".to_owned());
+        config.admin_password = Some("long enough".to_owned());
+        prepare(&config).unwrap();
+        let admin = vec![("root@medbook.test".to_owned(), "admin".to_owned())];
+        assert_eq!(users(&config), admin);
+        // ... and once it exists the variables are not used: a restart with another password
+        // starts, and changes nothing.
+        config.admin_password = Some("short".to_owned());
+        prepare(&config).unwrap();
+        config.admin_password = None;
+        prepare(&config).unwrap();
+        assert_eq!(users(&config), admin);
+    }
+
+    #[test]
+    fn a_sqlite_database_that_cannot_be_opened_is_named_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-such-dir").join("medbook.db");
+        let mut config = Config::for_database(missing.to_str().unwrap());
+        config.pool_timeout = std::time::Duration::from_millis(200);
+        let refused = prepare(&config).map(|_| ()).unwrap_err();
+        assert!(
+            refused.starts_with(&format!("cannot open the SQLite database {missing:?}: ")),
+            "{refused}"
+        );
+        assert!(!refused.contains("selects no database"), "{refused}");
+
+        let err = "Unable to open the database file";
+        for (url, scheme) in [
+            ("mysql://root@127.0.0.1/test", Some("mysql")),
+            ("postgress://u@h/db", Some("postgress")),
+            ("sqlite://data/medbook.db", None),
+            ("data/medbook.db", None),
+        ] {
+            let said = cannot_connect(&Config::for_database(url), &err);
+            assert!(said.contains(url) && said.contains(err), "{said}");
+            let hint = scheme.map(|s| {
+                format!(
+                    "({s}:// selects no database: postgres:// and postgresql:// select PostgreSQL"
+                )
+            });
+            match hint {
+                Some(hint) => assert!(said.contains(&hint), "{said}"),
+                None => assert!(!said.contains("selects no database"), "{said}"),
+            }
+        }
+        let postgres = cannot_connect(&Config::for_database("postgres://u@h/db"), &"refused");
+        assert_eq!(postgres, "cannot connect to the database: refused");
     }
 }

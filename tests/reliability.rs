@@ -1274,3 +1274,127 @@ async fn sigkill_with_idempotency_keys_neither_loses_nor_repeats_work(app: TestA
     );
     assert_no_overlaps_in(app.backend, &app.db_url);
 }
+
+/// A setting that cannot mean what it says stops the process at once, with exit code 2 and a
+/// line naming the variable and what it takes, before the database is touched (no file is
+/// created). Taken as they were, `0` connections and a `0` ms pool timeout panicked at start,
+/// 100 000 workers and 2⁶⁴ − 1 password hashes at once panicked after the migrations, a
+/// pool size past 2³² wrapped around to 1, and a lock timeout past PostgreSQL's range
+/// refused every connection until start-up gave up.
+#[test]
+fn settings_that_cannot_mean_what_they_say_stop_the_start_before_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("medbook.db");
+    for (name, value, said) in [
+        (
+            "MEDBOOK_POOL_SIZE",
+            "0",
+            "must be between 1 and 1024, got 0",
+        ),
+        (
+            "MEDBOOK_POOL_SIZE",
+            "4294967297",
+            "must be between 1 and 1024",
+        ),
+        ("MEDBOOK_POOL_TIMEOUT_MS", "0", "must be at least 1, got 0"),
+        ("MEDBOOK_WORKERS", "100000", "must be between 1 and 512"),
+        (
+            "MEDBOOK_LOCK_TIMEOUT_MS",
+            "99999999999",
+            "between 0 and 2147483647",
+        ),
+        (
+            "MEDBOOK_STATEMENT_TIMEOUT_MS",
+            "-5",
+            "must be a non-negative integer",
+        ),
+        (
+            "MEDBOOK_SQLITE_BUSY_TIMEOUT_MS",
+            "3000000000",
+            "between 0 and 2147483647",
+        ),
+        (
+            "MEDBOOK_RETRY_ATTEMPTS",
+            "4294967297",
+            "must be between 0 and 10",
+        ),
+        (
+            "MEDBOOK_PASSWORD_HASHES",
+            "18446744073709551615",
+            "must be between 1 and 256",
+        ),
+        (
+            "MEDBOOK_LISTEN",
+            "notanaddr",
+            "must be host:port (e.g. 127.0.0.1:8080), got \"notanaddr\"",
+        ),
+        (
+            "MEDBOOK_LISTEN",
+            "127.0.0.1:99999",
+            "got \"127.0.0.1:99999\"",
+        ),
+    ] {
+        let (code, stderr) = run_to_exit(&[
+            ("DATABASE_URL", db.to_str().unwrap()),
+            ("MEDBOOK_LISTEN", "127.0.0.1:0"),
+            (name, value),
+        ]);
+        assert_eq!(code, Some(2), "{name}={value}: {stderr}");
+        assert!(
+            stderr.contains(&format!("configuration: {name} ")) && stderr.contains(said),
+            "{name}={value}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{name}={value}: {stderr}");
+        assert!(!db.exists(), "{name}={value} touched the database");
+    }
+
+    // One of the two bootstrap-admin variables without the other is said at start, not
+    // silently ignored.
+    let process = Process::start(
+        db.to_str().unwrap(),
+        &[
+            ("MEDBOOK_ADMIN_PASSWORD", ""),
+            ("MEDBOOK_ADMIN_EMAIL", "root@medbook.test"),
+        ],
+    );
+    assert!(
+        process
+            .log()
+            .contains("only one of MEDBOOK_ADMIN_EMAIL and MEDBOOK_ADMIN_PASSWORD is set"),
+        "{}",
+        process.log()
+    );
+}
+
+/// Runs `medbook` with `env` until it exits (at most 20 s: one still running then is killed
+/// and fails the test); its exit code and stderr.
+fn run_to_exit(env: &[(&str, &str)]) -> (Option<i32>, String) {
+    use std::io::Read;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_medbook"))
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("medbook runs");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("medbook {env:?} was still running after 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status.code(), stderr)
+}

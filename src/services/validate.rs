@@ -72,6 +72,20 @@ impl Problems {
         }
     }
 
+    /// `Ok` if nothing was recorded, else every problem as `field must …; field must …` (for
+    /// settings checked at start-up, whose fields are environment variables).
+    pub fn into_text(self) -> Result<(), String> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        let problems: Vec<String> = self
+            .0
+            .into_iter()
+            .map(|(field, message)| format!("{field} {message}"))
+            .collect();
+        Err(problems.join("; "))
+    }
+
     /// `Ok` if nothing was recorded, else 422 `VALIDATION_FAILED` with every problem.
     pub fn finish(self) -> Result<(), AppError> {
         if self.0.is_empty() {
@@ -97,6 +111,20 @@ mod tests {
             AppError::Validation { details, .. } => assert_eq!(details.len(), 4),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn problems_read_as_one_line_for_start_up() {
+        assert_eq!(Problems::default().into_text(), Ok(()));
+        let mut p = Problems::default();
+        p.password("MEDBOOK_ADMIN_PASSWORD", "short");
+        p.email("MEDBOOK_ADMIN_EMAIL", "root");
+        assert_eq!(
+            p.into_text(),
+            Err("MEDBOOK_ADMIN_EMAIL must be an email address; \
+                 MEDBOOK_ADMIN_PASSWORD must be at least 8 characters"
+                .to_owned())
+        );
     }
 
     #[test]
