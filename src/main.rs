@@ -18,6 +18,12 @@ fn tune_allocator() {
     }
 }
 
+const USAGE: &str = "usage: medbook [serve | openapi | --help | --version]
+  serve     run the migrations and serve the API (the default)
+  openapi   print the OpenAPI document
+Configuration comes from the environment and a .env file (DATABASE_URL, MEDBOOK_LISTEN, ...;
+see the README).";
+
 #[actix_web::main]
 async fn main() -> ExitCode {
     tune_allocator();
@@ -32,6 +38,14 @@ async fn main() -> ExitCode {
         .as_slice()
     {
         [] | ["serve"] => {}
+        ["--help" | "-h" | "help"] => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        ["--version" | "-V"] => {
+            println!("medbook {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
         ["openapi"] => {
             // The document served at /api/v1/openapi.json, for validators and client generators.
             let doc = <medbook::routes::openapi::ApiDoc as utoipa::OpenApi>::openapi();
@@ -47,9 +61,7 @@ async fn main() -> ExitCode {
             };
         }
         _ => {
-            eprintln!(
-                "usage: medbook [serve | openapi]\n(configuration comes from the environment; see README)"
-            );
+            eprintln!("medbook: unknown arguments {args:?}\n{USAGE}");
             return ExitCode::from(2);
         }
     }

@@ -1366,6 +1366,41 @@ fn settings_that_cannot_mean_what_they_say_stop_the_start_before_the_database() 
     );
 }
 
+/// `--help` and `--version` answer on stdout with exit code 0, as an operator expects; an
+/// argument medbook does not take is named, with the usage, and exit code 2.
+#[test]
+fn the_binary_answers_help_and_version_and_names_an_unknown_argument() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_medbook"))
+            .args(args)
+            .env("DATABASE_URL", "/nonexistent/never-opened.db")
+            .output()
+            .expect("medbook runs");
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    for flag in ["--help", "-h"] {
+        let (code, stdout, _) = run(&[flag]);
+        assert_eq!(code, Some(0), "{flag}");
+        assert!(
+            stdout.starts_with("usage: medbook [serve | openapi"),
+            "{stdout}"
+        );
+    }
+    for flag in ["--version", "-V"] {
+        let (code, stdout, _) = run(&[flag]);
+        assert_eq!(code, Some(0), "{flag}");
+        assert_eq!(stdout, format!("medbook {}\n", env!("CARGO_PKG_VERSION")));
+    }
+    let (code, stdout, stderr) = run(&["--port", "80"]);
+    assert_eq!(code, Some(2));
+    assert_eq!(stdout, "");
+    assert!(
+        stderr.starts_with("medbook: unknown arguments [\"--port\", \"80\"]\nusage: medbook"),
+        "{stderr}"
+    );
+}
+
 /// Runs `medbook` with `env` until it exits (at most 20 s: one still running then is killed
 /// and fails the test); its exit code and stderr.
 fn run_to_exit(env: &[(&str, &str)]) -> (Option<i32>, String) {
