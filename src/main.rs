@@ -27,8 +27,9 @@ see the README).";
 #[actix_web::main]
 async fn main() -> ExitCode {
     tune_allocator();
-    // A `.env` in the working directory is read too, as the diesel CLI does.
-    let _ = dotenvy::dotenv();
+    // A `.env` in the working directory (or above it) is read too, as the diesel CLI does.
+    // Read before the logger starts, as it may set RUST_LOG; judged below.
+    let dotenv = dotenvy::dotenv();
     medbook::telemetry::logging::init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args
@@ -62,6 +63,15 @@ async fn main() -> ExitCode {
         }
         _ => {
             eprintln!("medbook: unknown arguments {args:?}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    }
+    // A `.env` that cannot be read whole is refused: its loading stops at the first line it
+    // cannot parse, and a DATABASE_URL below that line was silently dropped, so the server
+    // ran on another database (`medbook.db`) than the one configured.
+    if let Err(e) = &dotenv {
+        if !e.not_found() {
+            log::error!("configuration: cannot read .env: {e}");
             return ExitCode::from(2);
         }
     }

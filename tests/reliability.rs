@@ -1366,6 +1366,41 @@ fn settings_that_cannot_mean_what_they_say_stop_the_start_before_the_database() 
     );
 }
 
+/// A `.env` that cannot be read whole stops the start (exit code 2, the line named), before
+/// the database is touched. Its loading stops at the first line it cannot parse, and the
+/// `DATABASE_URL` below such a line was silently dropped: the server ran on `medbook.db`, a
+/// new and empty database, instead of the configured one.
+#[test]
+fn a_dotenv_that_cannot_be_read_whole_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(".env"),
+        "MEDBOOK_LISTEN=127.0.0.1:0\nBROKEN LINE\nDATABASE_URL=configured.db\n",
+    )
+    .unwrap();
+    let (code, stderr) = run_to_exit_in(dir.path(), &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("configuration: cannot read .env: ") && stderr.contains("BROKEN LINE"),
+        "{stderr}"
+    );
+    let files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(files, [".env"], "no database was created");
+
+    // Mended, it is read to its last line (whose setting is judged).
+    std::fs::write(
+        dir.path().join(".env"),
+        "MEDBOOK_LISTEN=127.0.0.1:0\nDATABASE_URL=configured.db\nMEDBOOK_POOL_SIZE=0\n",
+    )
+    .unwrap();
+    let (code, stderr) = run_to_exit_in(dir.path(), &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("configuration: MEDBOOK_POOL_SIZE must be between 1 and 1024"));
+}
+
 /// `--help` and `--version` answer on stdout with exit code 0, as an operator expects; an
 /// argument medbook does not take is named, with the usage, and exit code 2.
 #[test]
@@ -1404,8 +1439,21 @@ fn the_binary_answers_help_and_version_and_names_an_unknown_argument() {
 /// Runs `medbook` with `env` until it exits (at most 20 s: one still running then is killed
 /// and fails the test); its exit code and stderr.
 fn run_to_exit(env: &[(&str, &str)]) -> (Option<i32>, String) {
+    run_to_exit_in(std::path::Path::new("."), env)
+}
+
+/// [`run_to_exit`] in working directory `dir`, with no `DATABASE_URL` or `MEDBOOK_*` of this
+/// process's environment (a `.env` there sets them).
+fn run_to_exit_in(dir: &std::path::Path, env: &[(&str, &str)]) -> (Option<i32>, String) {
     use std::io::Read;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_medbook"))
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_medbook"));
+    for (name, _) in std::env::vars() {
+        if name == "DATABASE_URL" || name.starts_with("MEDBOOK_") {
+            command.env_remove(name);
+        }
+    }
+    let mut child = command
+        .current_dir(dir)
         .envs(env.iter().copied())
         .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::null())
