@@ -67,30 +67,36 @@ pub fn prepare(config: &Config) -> Result<web::Data<AppState>, String> {
 /// Start-up's answer to a database it cannot open. PostgreSQL's message names the server and
 /// the database; SQLite's ("Unable to open the database file") names nothing, so the path is
 /// added, and a URL of another scheme (`mysql://…`, `postgress://…`) is told which schemes
-/// select PostgreSQL: anything else is a SQLite file path, as API.md says.
+/// select PostgreSQL: anything else is a SQLite file path, as API.md says. Such a URL's
+/// password is not shown.
 fn cannot_connect(config: &Config, err: &impl std::fmt::Display) -> String {
     let url = &config.database_url;
     if config.backend() == Backend::Postgres {
         return format!("cannot connect to the database: {err}");
     }
-    let mut message = format!("cannot open the SQLite database {url:?}: {err}");
-    let scheme = url
-        .split_once("://")
-        .map(|(scheme, _)| scheme)
-        .filter(|scheme| {
-            *scheme != "sqlite"
-                && !scheme.is_empty()
-                && scheme
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
-        });
-    if let Some(scheme) = scheme {
-        message.push_str(&format!(
-            " ({scheme}:// selects no database: postgres:// and postgresql:// select \
-             PostgreSQL, anything else is a SQLite file path)"
-        ));
-    }
-    message
+    let other_scheme = url.split_once("://").filter(|(scheme, _)| {
+        *scheme != "sqlite"
+            && !scheme.is_empty()
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    });
+    let Some((scheme, rest)) = other_scheme else {
+        return format!("cannot open the SQLite database {url:?}: {err}");
+    };
+    // A URL meant for another server may carry its password: that stays out of the log (all
+    // up to the last `@`, should the password hold a `/` or an `@`).
+    let shown = match rest.rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}")
+        }
+        _ => url.clone(),
+    };
+    format!(
+        "cannot open the SQLite database {shown:?}: {err} ({scheme}:// selects no database: \
+         postgres:// and postgresql:// select PostgreSQL, anything else is a SQLite file path)"
+    )
 }
 
 /// Creates the bootstrap admin if no user has `email` yet. The email and password must pass
@@ -296,6 +302,11 @@ mod tests {
                 None => assert!(!said.contains("selects no database"), "{said}"),
             }
         }
+        let said = cannot_connect(&Config::for_database("mysql://root:s3cret@db:3306/x"), &err);
+        assert!(!said.contains("s3cret"), "{said}");
+        assert!(said.contains("\"mysql://root:***@db:3306/x\""), "{said}");
+        let said = cannot_connect(&Config::for_database("mysql://root:a/b@c@db/x"), &err);
+        assert!(said.contains("\"mysql://root:***@db/x\""), "{said}");
         let postgres = cannot_connect(&Config::for_database("postgres://u@h/db"), &"refused");
         assert_eq!(postgres, "cannot connect to the database: refused");
     }
