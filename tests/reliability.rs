@@ -1334,11 +1334,15 @@ fn settings_that_cannot_mean_what_they_say_stop_the_start_before_the_database() 
             "got \"127.0.0.1:99999\"",
         ),
     ] {
-        let (code, stderr) = run_to_exit(&[
-            ("DATABASE_URL", db.to_str().unwrap()),
-            ("MEDBOOK_LISTEN", "127.0.0.1:0"),
-            (name, value),
-        ]);
+        // In the scratch directory: a developer's own `.env` in the checkout stays out of it.
+        let (code, stderr) = run_to_exit_in(
+            dir.path(),
+            &[
+                ("DATABASE_URL", db.to_str().unwrap()),
+                ("MEDBOOK_LISTEN", "127.0.0.1:0"),
+                (name, value),
+            ],
+        );
         assert_eq!(code, Some(2), "{name}={value}: {stderr}");
         assert!(
             stderr.contains(&format!("configuration: {name} ")) && stderr.contains(said),
@@ -1436,14 +1440,9 @@ fn the_binary_answers_help_and_version_and_names_an_unknown_argument() {
     );
 }
 
-/// Runs `medbook` with `env` until it exits (at most 20 s: one still running then is killed
-/// and fails the test); its exit code and stderr.
-fn run_to_exit(env: &[(&str, &str)]) -> (Option<i32>, String) {
-    run_to_exit_in(std::path::Path::new("."), env)
-}
-
-/// [`run_to_exit`] in working directory `dir`, with no `DATABASE_URL` or `MEDBOOK_*` of this
-/// process's environment (a `.env` there sets them).
+/// Runs `medbook` in working directory `dir` with `env`, and none of this process's
+/// `DATABASE_URL` or `MEDBOOK_*` (a `.env` in `dir` may set them), until it exits (at most
+/// 20 s: one still running then is killed and fails the test); its exit code and stderr.
 fn run_to_exit_in(dir: &std::path::Path, env: &[(&str, &str)]) -> (Option<i32>, String) {
     use std::io::Read;
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_medbook"));
