@@ -1,6 +1,6 @@
 //! The failures diesel reports only as `Unknown` — PostgreSQL deadlocks and lock timeouts,
-//! SQLite BUSY, a full disk on either — forced for real, recognised, retried or answered with
-//! their 409 or 503.
+//! SQLite BUSY and a read-only file, a full disk on either — forced for real, recognised,
+//! retried or answered with their 409 or 503.
 
 mod common;
 
@@ -563,6 +563,25 @@ async fn postgres_errors_without_a_diesel_kind_are_classified() {
     assert_eq!(classify(&err), DbErrorClass::Unavailable, "{err}");
     let err = b.batch_execute("SELECT * FROM no_such_table").unwrap_err();
     assert_eq!(classify(&err), DbErrorClass::Other, "{err}");
+}
+
+/// A write to a SQLite file opened read-only reaches diesel as `Unknown` ("attempt to write a
+/// readonly database"): it is recognised as a database that takes no writes now.
+#[test]
+fn sqlite_a_write_to_a_database_opened_read_only_is_classified() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ro.db");
+    let mut writable = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+    writable
+        .batch_execute("CREATE TABLE t (x INTEGER)")
+        .unwrap();
+    let mut read_only =
+        SqliteConnection::establish(&format!("file:{}?mode=ro", path.display())).unwrap();
+    read_only.batch_execute("SELECT COUNT(*) FROM t").unwrap();
+    let err = read_only
+        .batch_execute("INSERT INTO t VALUES (1)")
+        .unwrap_err();
+    assert_eq!(classify(&err), DbErrorClass::Unavailable, "{err}");
 }
 
 /// The language the foreign-language tests give PostgreSQL (initdb takes `lc_messages`

@@ -773,6 +773,63 @@ async fn postgres_a_database_that_takes_no_writes_answers_them_503_and_recovers(
     assert_eq!(answer.header("idempotent-replayed"), "");
 }
 
+/// SQLite's twin of the above: a file opened read-only (`DATABASE_URL=file:…?mode=ro`, as for
+/// a copy served during maintenance) answers every write 503 with `Retry-After` and writes
+/// nothing, while reads and the tokens issued before go on. (`SQLITE_READONLY` was a 500.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_a_database_opened_read_only_answers_writes_503_and_reads_go_on() {
+    let app = TestApp::start(Backend::Sqlite).await.unwrap();
+    let (doctor, patient) = (app.doctor().await, app.patient().await);
+    let booked = app.booked(&patient, &doctor, &slot(3, 10, 0)).await;
+    let read_only = Process::start(&format!("file:{}?mode=ro", app.db_url), &[]);
+    let at = |path: &str| format!("{}{path}", read_only.base);
+    let booking =
+        json!({"doctor_id": doctor.id, "scheduled_at": slot(4, 10, 0), "type": "in_person"});
+    let post = |path: &str, token: &str, body: &Value| {
+        app.client.post(at(path)).bearer_auth(token).json(body)
+    };
+    assert_unavailable(
+        &app.send(post("/api/v1/appointments", &patient.token, &booking))
+            .await,
+        "booking",
+    );
+    assert_unavailable(
+        &app.send(
+            post("/api/v1/appointments", &patient.token, &booking).header("Idempotency-Key", "ro"),
+        )
+        .await,
+        "keyed booking",
+    );
+    let confirm = app
+        .client
+        .put(at(&format!("/api/v1/appointments/{booked}")))
+        .bearer_auth(&doctor.token)
+        .json(&json!({"status": "confirmed"}));
+    assert_unavailable(&app.send(confirm).await, "status change");
+    let login = json!({"email": common::ADMIN_EMAIL, "password": common::ADMIN_PASSWORD});
+    assert_unavailable(
+        &app.send(app.client.post(at("/api/v1/auth/login")).json(&login))
+            .await,
+        "login",
+    );
+
+    let read = app
+        .send(
+            app.client
+                .get(at(&format!("/api/v1/appointments/{booked}")))
+                .bearer_auth(&patient.token),
+        )
+        .await;
+    assert_eq!(read.status, StatusCode::OK, "{:?}", read.body);
+    assert_eq!(read.body["status"], "pending");
+    let ready = app.send(app.client.get(at("/readyz"))).await;
+    assert_eq!(ready.status, StatusCode::OK);
+    assert_eq!(app.count("SELECT COUNT(*) FROM appointments"), 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM idempotency_keys"), 0);
+    let log = read_only.log();
+    assert!(!log.contains("INTERNAL"), "{log}");
+}
+
 /// A PostgreSQL database whose encoding cannot hold every script is refused at start, with
 /// what to change (on a LATIN1 database a registration with a Chinese name was a 500); a
 /// UTF-8 one of the same server starts.

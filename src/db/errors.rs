@@ -26,8 +26,9 @@ pub enum DbErrorClass {
     LockTimeout,
     /// The statement ran past `statement_timeout`, the connection is gone, or the database
     /// takes no writes now (PostgreSQL's read-only transaction: a standby after a fail-over,
-    /// or a database set `default_transaction_read_only`): 503, and the pool drops the
-    /// connection, so the next one may reach the new primary.
+    /// or a database set `default_transaction_read_only`; SQLite's `SQLITE_READONLY`: a file
+    /// opened `?mode=ro`): 503, and the pool drops the connection, so the next one may reach
+    /// the new primary.
     Unavailable,
     /// The database's disk is full: SQLite's `SQLITE_FULL`, or PostgreSQL could not extend a
     /// table's file (SQLSTATE 53100). 503 like an unreachable database: nothing was written,
@@ -87,13 +88,14 @@ const SQLITE_ENDS_AT_GUARD: &str = "appointments_ends_at_check";
 /// The one unavoidable look at message text.
 ///
 /// diesel 2.3 reports PostgreSQL's deadlock (SQLSTATE 40P01), lock timeout (55P03), query
-/// cancellation (57014) and full disk (53100), and SQLite's `SQLITE_BUSY` and `SQLITE_FULL`,
-/// only as `DatabaseErrorKind::Unknown` without the SQLSTATE or result code, so the primary
-/// message is all there is. These are the servers' fixed primary messages; PostgreSQL
-/// translates its messages into the session's `lc_messages`, so every PostgreSQL connection
-/// is made to report them in English first ([`english_messages`]). `tests/db_errors.rs`
-/// proves on real databases that each one is recognised (a full disk on a small disk filled
-/// up), on a database whose sessions default to German as well.
+/// cancellation (57014) and full disk (53100), and SQLite's `SQLITE_BUSY`, `SQLITE_FULL` and
+/// `SQLITE_READONLY`, only as `DatabaseErrorKind::Unknown` without the SQLSTATE or result
+/// code, so the primary message is all there is. These are the servers' fixed primary
+/// messages; PostgreSQL translates its messages into the session's `lc_messages`, so every
+/// PostgreSQL connection is made to report them in English first ([`english_messages`]).
+/// `tests/db_errors.rs` proves on real databases that each one is recognised (a full disk on
+/// a small disk filled up, a SQLite file opened read-only), on a database whose sessions
+/// default to German as well.
 ///
 /// SQLite has no exclusion constraints and cannot add a CHECK to an existing table; the
 /// triggers of migration `2026-12-02-000005_overlap_guards` stand for PostgreSQL's, and
@@ -123,6 +125,8 @@ fn classify_unknown(message: &str) -> DbErrorClass {
     } else if message == "database or disk is full" || message.starts_with("could not extend file")
     {
         DbErrorClass::StorageFull
+    } else if message == "attempt to write a readonly database" {
+        DbErrorClass::Unavailable
     } else {
         DbErrorClass::Other
     }
@@ -276,6 +280,10 @@ mod tests {
             DbErrorClass::StorageFull
         );
         assert!(!DbErrorClass::StorageFull.is_retryable());
+        assert_eq!(
+            classify(&unknown("attempt to write a readonly database")),
+            DbErrorClass::Unavailable
+        );
         assert_eq!(classify(&unknown("syntax error")), DbErrorClass::Other);
         assert_eq!(
             classify(&unknown("appointments_patient_no_overlap")),
