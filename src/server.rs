@@ -271,6 +271,28 @@ mod tests {
     }
 
     #[test]
+    fn a_sqlite_database_without_a_file_is_refused_at_start() {
+        for url in [
+            ":memory:",
+            "sqlite://:memory:",
+            "file::memory:?cache=shared",
+            "file:medbook?mode=memory",
+            "sqlite://",
+        ] {
+            let refused = prepare(&Config::for_database(url)).map(|_| ()).unwrap_err();
+            assert!(
+                refused.starts_with("DATABASE_URL names a SQLite database without a file"),
+                "{url}: {refused}"
+            );
+        }
+        // A `file:` URI that names a file is a file.
+        let dir = tempfile::tempdir().unwrap();
+        let uri = format!("file:{}", dir.path().join("uri.db").display());
+        prepare(&Config::for_database(&uri)).unwrap();
+        assert!(dir.path().join("uri.db").exists());
+    }
+
+    #[test]
     fn a_sqlite_database_that_cannot_be_opened_is_named_with_its_path() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("no-such-dir").join("medbook.db");

@@ -362,21 +362,51 @@ pub fn build_pool(config: &Config, telemetry: Arc<Telemetry>) -> DbPool {
     }
 }
 
-/// Refuses a database that cannot store what medbook is sent.
+/// Refuses a database that cannot keep what medbook is sent.
 ///
 /// PostgreSQL converts text into the database's encoding, and one that is not UTF-8 has no
 /// room for most of the world's scripts: on a `LATIN1` database a registration, or a login,
-/// with a Chinese name or email was a `500` ("has no equivalent in encoding"). Checked once
-/// at start-up, before the migrations. (SQLite stores text as UTF-8 or UTF-16, either of
-/// which holds every character.)
+/// with a Chinese name or email was a `500` ("has no equivalent in encoding"). (SQLite stores
+/// text as UTF-8 or UTF-16, either of which holds every character.)
+///
+/// A SQLite database without a file (in memory: `:memory:`, `file::memory:?cache=shared`,
+/// `…?mode=memory`; or temporary: `sqlite://` names none) belongs to the connection that
+/// opened it, or at most to this process: with `:memory:` the migrations ran on one
+/// connection of the pool and every request on another met "no such table" (a `500`, while
+/// `/readyz` said ready), and whatever it held would be gone at exit.
+/// SQLite itself says whether the main database has a file (`pragma_database_list` gives an
+/// empty name for one in memory or a temporary one), however the URL spelled it.
+///
+/// Checked once at start-up, before the migrations.
 pub fn check_database(conn: &mut DbConn) -> Result<(), String> {
     #[derive(QueryableByName)]
     struct Encoding {
         #[diesel(sql_type = diesel::sql_types::Text)]
         encoding: String,
     }
-    let DbConn::Pg(pg) = conn else {
-        return Ok(());
+    #[derive(QueryableByName)]
+    struct MainFile {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        file: String,
+    }
+    let pg = match conn {
+        DbConn::Pg(pg) => pg,
+        DbConn::Sqlite(sqlite) => {
+            let MainFile { file } =
+                diesel::sql_query("SELECT file FROM pragma_database_list WHERE name = 'main'")
+                    .get_result(sqlite)
+                    .map_err(|e| format!("reading the database's file name: {e}"))?;
+            if file.is_empty() {
+                return Err(
+                    "DATABASE_URL names a SQLite database without a file (in memory, \
+                            or temporary): each of the pool's connections would see a database \
+                            of its own, and nothing would be kept at exit; give a file path (a \
+                            file on a tmpfs such as /dev/shm is kept in memory too)"
+                        .to_owned(),
+                );
+            }
+            return Ok(());
+        }
     };
     let Encoding { encoding } =
         diesel::sql_query("SELECT current_setting('server_encoding') AS encoding")
