@@ -424,33 +424,37 @@ pub fn check_database(conn: &mut DbConn) -> Result<(), String> {
 
 /// Applies the embedded migrations of the connection's backend.
 ///
-/// Several medbook processes may start at once against one PostgreSQL database: a session
-/// advisory lock lets one migrate while the others wait, then find nothing left to do.
-/// (SQLite's write lock serializes the migration transactions by itself.)
+/// Several medbook processes may start at once against one database, and diesel reads which
+/// migrations are applied before it runs each pending one in a transaction of its own: two
+/// processes read the same list and both ran the same migration, and the second one's start
+/// failed ("table users already exists", seen with three processes on a new SQLite file in
+/// most tries). So one process migrates while the others wait, then find nothing left to do:
+/// on PostgreSQL a session advisory lock is held around the whole run, on SQLite the run is
+/// one `BEGIN IMMEDIATE` transaction (the file's write lock; each migration a savepoint in
+/// it). The wait is bounded by `MEDBOOK_LOCK_TIMEOUT_MS` and `MEDBOOK_SQLITE_BUSY_TIMEOUT_MS`.
 pub fn run_migrations(conn: &mut DbConn) -> Result<(), String> {
     const MIGRATION_LOCK: i64 = 0x006d_6564_626f_6f6b; // "medbook" in ASCII
-    let migrations = match conn {
-        DbConn::Pg(_) => PG_MIGRATIONS,
-        DbConn::Sqlite(_) => SQLITE_MIGRATIONS,
+                                                       // The versions applied, as text: diesel's borrow the connection.
+    let names = |versions: Vec<diesel::migration::MigrationVersion>| {
+        versions.iter().map(ToString::to_string).collect::<Vec<_>>()
     };
-    let is_pg = matches!(conn, DbConn::Pg(_));
-    if is_pg {
-        conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
-            .map_err(|e| format!("migration lock: {e}"))?;
+    let applied = match conn {
+        DbConn::Pg(pg) => {
+            pg.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+                .map_err(|e| format!("migration lock: {e}"))?;
+            let applied = pg.run_pending_migrations(PG_MIGRATIONS).map(names);
+            pg.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
+                .map_err(|e| format!("migration unlock: {e}"))?;
+            applied
+        }
+        DbConn::Sqlite(sqlite) => sqlite.immediate_transaction(|sqlite| {
+            sqlite.run_pending_migrations(SQLITE_MIGRATIONS).map(names)
+        }),
+    };
+    for version in applied.map_err(|e| format!("migrations failed: {e}"))? {
+        log::info!("applied migration {version}");
     }
-    let result = conn
-        .run_pending_migrations(migrations)
-        .map(|applied| {
-            for version in applied {
-                log::info!("applied migration {version}");
-            }
-        })
-        .map_err(|e| format!("migrations failed: {e}"));
-    if is_pg {
-        conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
-            .map_err(|e| format!("migration unlock: {e}"))?;
-    }
-    result
+    Ok(())
 }
 
 /// Runs blocking database work on the pool's own threads, never on an async worker.
