@@ -39,6 +39,16 @@ async fn postgres_two_processes_keep_every_invariant_and_every_answer() {
     mixed_load(&app, vec![app.base.clone(), other.base.clone()]).await;
 }
 
+/// The same load through two medbook processes on one SQLite file, as during a restart that
+/// starts the new process before the old one has stopped: every write takes the file's write
+/// lock, whichever process it comes from, so the answers and the invariants are the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_two_processes_on_one_file_keep_every_invariant_and_every_answer() {
+    let app = TestApp::start(common::Backend::Sqlite).await.unwrap();
+    let other = common::Process::start(&app.db_url, &[]);
+    mixed_load(&app, vec![app.base.clone(), other.base.clone()]).await;
+}
+
 async fn a_mixed_load_keeps_every_invariant_and_every_answer(app: TestApp) {
     mixed_load(&app, vec![app.base.clone()]).await;
 }
