@@ -24,6 +24,22 @@ const USAGE: &str = "usage: medbook [serve | openapi | --help | --version]
 Configuration comes from the environment and a .env file (DATABASE_URL, MEDBOOK_LISTEN, ...;
 see the README).";
 
+/// Writes `text` and a newline to stdout. A reader that stops early (`medbook openapi | head`)
+/// ends the output quietly: `println!` panicked on the broken pipe, with a backtrace and exit
+/// code 101. Any other write error (`> /dev/full`) is reported, with exit code 1.
+fn print(text: &str) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("medbook: cannot write to stdout: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 #[actix_web::main]
 async fn main() -> ExitCode {
     tune_allocator();
@@ -39,22 +55,13 @@ async fn main() -> ExitCode {
         .as_slice()
     {
         [] | ["serve"] => {}
-        ["--help" | "-h" | "help"] => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        ["--version" | "-V"] => {
-            println!("medbook {}", env!("CARGO_PKG_VERSION"));
-            return ExitCode::SUCCESS;
-        }
+        ["--help" | "-h" | "help"] => return print(USAGE),
+        ["--version" | "-V"] => return print(&format!("medbook {}", env!("CARGO_PKG_VERSION"))),
         ["openapi"] => {
             // The document served at /api/v1/openapi.json, for validators and client generators.
             let doc = <medbook::routes::openapi::ApiDoc as utoipa::OpenApi>::openapi();
             return match doc.to_pretty_json() {
-                Ok(json) => {
-                    println!("{json}");
-                    ExitCode::SUCCESS
-                }
+                Ok(json) => print(&json),
                 Err(e) => {
                     eprintln!("{e}");
                     ExitCode::FAILURE

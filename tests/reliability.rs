@@ -1532,6 +1532,35 @@ fn the_binary_answers_help_and_version_and_names_an_unknown_argument() {
         stderr.starts_with("medbook: unknown arguments [\"--port\", \"80\"]\nusage: medbook"),
         "{stderr}"
     );
+
+    // A reader that stops early (`medbook openapi | head`) ends the output quietly (it was a
+    // panic with a backtrace, exit code 101); one that cannot take it is told, exit code 1.
+    let openapi = |stdout: std::process::Stdio| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_medbook"))
+            .arg("openapi")
+            .stdout(stdout)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("medbook runs");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = openapi(std::process::Stdio::piped());
+    assert_eq!((code, stderr.as_str()), (Some(0), ""));
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let (code, stderr) = openapi(full.into());
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("medbook: cannot write to stdout: "),
+        "{stderr}"
+    );
 }
 
 /// Runs `medbook` in working directory `dir` with `env`, and none of this process's
