@@ -60,16 +60,22 @@ pub struct Options {
     pub pause: Duration,
 }
 
-fn usage() -> ! {
-    eprintln!(
-        "usage: medbook-bench [--url URL] [--scenario spread|contended|hot-doctor|status|read|mixed|ping|ping-db] \
-         [--clients N] [--duration SECS] [--warmup SECS] [--doctors N] [--admin-email E] \
-         [--admin-password P] [--json FILE] [--no-verify] [--quiet] [--target-url URL] [--started-file FILE] [--idempotency-keys]\n       \
-         medbook-bench inproc --database-url URL [--duration SECS] [--doctors N] [--pause-us N] [--json FILE]\n       \
-         medbook-bench stats-overhead --database-url URL\n       \
-         medbook-bench floor-server --database-url URL [--listen ADDR]"
-    );
+const USAGE: &str = "usage: medbook-bench [--url URL] [--scenario spread|contended|hot-doctor|status|read|mixed|ping|ping-db] \
+     [--clients N] [--duration SECS] [--warmup SECS] [--doctors N] [--admin-email E] \
+     [--admin-password P] [--json FILE] [--no-verify] [--quiet] [--target-url URL] [--started-file FILE] [--idempotency-keys]\n       \
+     medbook-bench inproc --database-url URL [--duration SECS] [--doctors N] [--pause-us N] [--json FILE]\n       \
+     medbook-bench stats-overhead --database-url URL\n       \
+     medbook-bench floor-server --database-url URL [--listen ADDR]";
+
+/// Stops with what was wrong about the arguments, and the usage (exit code 2).
+fn usage_error(what: &str) -> ! {
+    eprintln!("medbook-bench: {what}\n{USAGE}");
     std::process::exit(2)
+}
+
+/// An option without a value, or with one it cannot take.
+fn bad_value(option: &str) -> ! {
+    usage_error(&format!("{option} needs a valid value"))
 }
 
 /// What to run.
@@ -105,47 +111,54 @@ fn parse(args: &[String]) -> (Mode, Options) {
     };
     let mut mode = Mode::Http;
     let mut it = args.iter();
-    let secs = |v: Option<&String>| {
-        Duration::from_secs_f64(v.and_then(|v| v.parse().ok()).unwrap_or_else(|| usage()))
+    let secs = |option: &str, v: Option<&String>| {
+        Duration::from_secs_f64(
+            v.and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| bad_value(option)),
+        )
     };
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "inproc" => mode = Mode::InProcess,
             "stats-overhead" => mode = Mode::StatsOverhead,
             "floor-server" => mode = Mode::FloorServer,
-            "--target-url" => o.target_url = Some(it.next().cloned().unwrap_or_else(|| usage())),
-            "--listen" => o.listen = it.next().cloned().unwrap_or_else(|| usage()),
-            "--started-file" => {
-                o.started_file = Some(it.next().cloned().unwrap_or_else(|| usage()))
+            "--target-url" => {
+                o.target_url = Some(it.next().cloned().unwrap_or_else(|| bad_value(arg)))
             }
-            "--url" => o.url = it.next().cloned().unwrap_or_else(|| usage()),
+            "--listen" => o.listen = it.next().cloned().unwrap_or_else(|| bad_value(arg)),
+            "--started-file" => {
+                o.started_file = Some(it.next().cloned().unwrap_or_else(|| bad_value(arg)))
+            }
+            "--url" => o.url = it.next().cloned().unwrap_or_else(|| bad_value(arg)),
             "--scenario" => {
                 o.scenario = it
                     .next()
                     .and_then(|s| scenario::Kind::parse(s))
-                    .unwrap_or_else(|| usage())
+                    .unwrap_or_else(|| bad_value(arg))
             }
             "--clients" => {
                 o.clients = it
                     .next()
                     .and_then(|v| v.parse().ok())
                     .filter(|n| *n > 0)
-                    .unwrap_or_else(|| usage())
+                    .unwrap_or_else(|| bad_value(arg))
             }
-            "--duration" => o.duration = secs(it.next()),
-            "--warmup" => o.warmup = secs(it.next()),
+            "--duration" => o.duration = secs(arg, it.next()),
+            "--warmup" => o.warmup = secs(arg, it.next()),
             "--doctors" => {
                 o.doctors = it
                     .next()
                     .and_then(|v| v.parse().ok())
                     .filter(|n| *n > 0)
-                    .unwrap_or_else(|| usage())
+                    .unwrap_or_else(|| bad_value(arg))
             }
-            "--admin-email" => o.admin_email = it.next().cloned().unwrap_or_else(|| usage()),
-            "--admin-password" => o.admin_password = it.next().cloned().unwrap_or_else(|| usage()),
-            "--json" => o.json = Some(it.next().cloned().unwrap_or_else(|| usage())),
+            "--admin-email" => o.admin_email = it.next().cloned().unwrap_or_else(|| bad_value(arg)),
+            "--admin-password" => {
+                o.admin_password = it.next().cloned().unwrap_or_else(|| bad_value(arg))
+            }
+            "--json" => o.json = Some(it.next().cloned().unwrap_or_else(|| bad_value(arg))),
             "--database-url" => {
-                o.database_url = Some(it.next().cloned().unwrap_or_else(|| usage()))
+                o.database_url = Some(it.next().cloned().unwrap_or_else(|| bad_value(arg)))
             }
             "--no-verify" => o.verify = false,
             "--quiet" => o.quiet = true,
@@ -154,10 +167,14 @@ fn parse(args: &[String]) -> (Mode, Options) {
                 o.pause = Duration::from_micros(
                     it.next()
                         .and_then(|v| v.parse().ok())
-                        .unwrap_or_else(|| usage()),
+                        .unwrap_or_else(|| bad_value(arg)),
                 )
             }
-            _ => usage(),
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0)
+            }
+            other => usage_error(&format!("unknown argument {other:?}")),
         }
     }
     (mode, o)
@@ -181,7 +198,10 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (mode, options) = parse(&args);
     if mode == Mode::FloorServer {
-        let url = options.database_url.clone().unwrap_or_else(|| usage());
+        let url = options
+            .database_url
+            .clone()
+            .unwrap_or_else(|| usage_error("this mode needs --database-url"));
         floor::serve(&url, &options.listen).expect("floor server");
         return;
     }
@@ -194,7 +214,10 @@ fn main() {
 
 async fn run(mode: Mode, options: Options) {
     if mode != Mode::Http {
-        let url = options.database_url.clone().unwrap_or_else(|| usage());
+        let url = options
+            .database_url
+            .clone()
+            .unwrap_or_else(|| usage_error("this mode needs --database-url"));
         let (duration, doctors, pause) = (options.duration, options.doctors, options.pause);
         let report = tokio::task::spawn_blocking(move || match mode {
             Mode::InProcess => scenario::inproc(&url, duration, doctors, pause),
