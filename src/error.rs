@@ -88,6 +88,18 @@ pub enum AppError {
 }
 
 impl AppError {
+    /// What the server's log says of this error: with the detail its response leaves out (the
+    /// database's message, what was unavailable).
+    pub fn detail(&self) -> String {
+        match self {
+            AppError::Database(e) => format!("database error: {e}"),
+            AppError::Internal(detail) | AppError::Unavailable(detail) if !detail.is_empty() => {
+                detail.clone()
+            }
+            other => other.to_string(),
+        }
+    }
+
     /// 409 with `code`.
     pub fn conflict(code: ConflictCode, message: impl Into<String>) -> Self {
         AppError::Conflict {
@@ -238,15 +250,10 @@ impl ResponseError for AppError {
 
     fn error_response(&self) -> HttpResponse {
         let (status, code) = self.resolved();
-        match self {
-            AppError::Database(e) if status.is_server_error() => {
-                log::error!("{code}: database error: {e}")
-            }
-            AppError::Database(e) => log::debug!("{code}: database error: {e}"),
-            AppError::Internal(detail) | AppError::Unavailable(detail) => {
-                log::error!("{code}: {detail}")
-            }
-            other => log::debug!("{code}: {other}"),
+        if status.is_server_error() {
+            log::error!("{code}: {}", self.detail());
+        } else {
+            log::debug!("{code}: {}", self.detail());
         }
         let (details, current) = match self {
             AppError::Validation { details, .. } => (Some(details), None),
@@ -363,6 +370,27 @@ mod tests {
         assert!(!body.to_string().contains("appointments"));
         let err = AppError::internal("SELECT secret FROM users");
         assert!(!body_contains(&err, "SELECT"));
+    }
+
+    /// The log has what the body leaves out (a purge that failed said only "database error").
+    #[test]
+    fn the_log_detail_has_what_the_body_leaves_out() {
+        let err = db(
+            DatabaseErrorKind::Unknown,
+            "attempt to write a readonly database",
+        );
+        assert_eq!(
+            err.detail(),
+            "database error: attempt to write a readonly database"
+        );
+        assert!(!body_contains(&err, "readonly"));
+        let err = AppError::Unavailable("connection pool: timed out".into());
+        assert_eq!(err.detail(), "connection pool: timed out");
+        assert_eq!(
+            AppError::Unavailable(String::new()).detail(),
+            "Service temporarily unavailable, try again shortly"
+        );
+        assert_eq!(AppError::NotFound.detail(), "Not found");
     }
 
     fn body_contains(err: &AppError, needle: &str) -> bool {

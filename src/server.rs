@@ -191,7 +191,7 @@ pub fn spawn_purger(state: web::Data<AppState>) {
             match purged {
                 Ok(0) => {}
                 Ok(n) => log::info!("ATOMIC purged {n} expired idempotency keys"),
-                Err(e) => log::warn!("purging idempotency keys failed: {e}"),
+                Err(e) => log::warn!("purging idempotency keys failed: {}", e.detail()),
             }
             let Some(ttl) = state.token_ttl else {
                 continue;
@@ -204,7 +204,7 @@ pub fn spawn_purger(state: web::Data<AppState>) {
             match purged {
                 Ok(0) => {}
                 Ok(n) => log::info!("purged {n} expired tokens"),
-                Err(e) => log::warn!("purging expired tokens failed: {e}"),
+                Err(e) => log::warn!("purging expired tokens failed: {}", e.detail()),
             }
         }
     });

@@ -124,7 +124,10 @@ fn release_failed(telemetry: &Telemetry, err: &AppError) {
     telemetry
         .idempotency_failures
         .fetch_add(1, Ordering::Relaxed);
-    log::error!("could not release an idempotency key after a failure: {err}");
+    log::error!(
+        "could not release an idempotency key after a failure: {}",
+        err.detail()
+    );
 }
 
 /// Runs `work` (one service call that builds its response) as the caller; with an
@@ -196,7 +199,8 @@ where
                         Err(record) => {
                             telemetry.idempotency_failures.fetch_add(1, Ordering::Relaxed);
                             log::error!(
-                                "could not store a final error under an idempotency key, releasing it: {record}"
+                                "could not store a final error under an idempotency key, releasing it: {}",
+                                record.detail()
                             );
                             record.db_class() == Some(DbErrorClass::Unavailable)
                         }
