@@ -292,6 +292,28 @@ mod tests {
         assert!(dir.path().join("uri.db").exists());
     }
 
+    /// A new SQLite database holds prescriptions and password hashes: it is not left readable
+    /// by every local user (SQLite created it `0644`).
+    #[cfg(unix)]
+    #[test]
+    fn a_new_sqlite_database_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode =
+            |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("owner.db");
+        let config = Config::for_database(path.to_str().unwrap());
+        let state = prepare(&config).unwrap();
+        for file in ["owner.db", "owner.db-wal", "owner.db-shm"] {
+            assert_eq!(mode(&dir.path().join(file)), 0o600, "{file}");
+        }
+        drop(state);
+        // An existing database keeps the mode its operator gave it.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let _state = prepare(&config).unwrap();
+        assert_eq!(mode(&path), 0o640);
+    }
+
     #[test]
     fn a_sqlite_database_that_cannot_be_opened_is_named_with_its_path() {
         let dir = tempfile::tempdir().unwrap();

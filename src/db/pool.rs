@@ -377,6 +377,8 @@ pub fn build_pool(config: &Config, telemetry: Arc<Telemetry>) -> DbPool {
 /// SQLite itself says whether the main database has a file (`pragma_database_list` gives an
 /// empty name for one in memory or a temporary one), however the URL spelled it.
 ///
+/// A new SQLite file is made readable by its owner only ([`keep_to_owner`]).
+///
 /// Checked once at start-up, before the migrations.
 pub fn check_database(conn: &mut DbConn) -> Result<(), String> {
     #[derive(QueryableByName)]
@@ -388,6 +390,11 @@ pub fn check_database(conn: &mut DbConn) -> Result<(), String> {
     struct MainFile {
         #[diesel(sql_type = diesel::sql_types::Text)]
         file: String,
+    }
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        count: i64,
     }
     let pg = match conn {
         DbConn::Pg(pg) => pg,
@@ -405,6 +412,12 @@ pub fn check_database(conn: &mut DbConn) -> Result<(), String> {
                         .to_owned(),
                 );
             }
+            let Count { count } = diesel::sql_query("SELECT COUNT(*) AS count FROM sqlite_schema")
+                .get_result(sqlite)
+                .map_err(|e| format!("reading the database's schema: {e}"))?;
+            if count == 0 {
+                keep_to_owner(&file);
+            }
             return Ok(());
         }
     };
@@ -420,6 +433,30 @@ pub fn check_database(conn: &mut DbConn) -> Result<(), String> {
          medbook is sent; create it with ENCODING 'UTF8' (CREATE DATABASE … ENCODING 'UTF8' \
          TEMPLATE template0)"
     ))
+}
+
+/// Makes a new SQLite database file, and its `-wal` and `-shm` files, readable and writable by
+/// their owner only. SQLite creates them as the umask allows (`0644` as a rule: readable by
+/// every local user), and this file holds prescriptions and password hashes; PostgreSQL keeps
+/// its data directory `0700`. SQLite gives a `-wal` or `-shm` file it creates later the
+/// database file's mode. Only a database with nothing in it yet is changed: an operator's
+/// `chmod` of an existing one stays. A file whose mode cannot be changed is logged, not fatal.
+fn keep_to_owner(file: &str) {
+    #[cfg(unix)]
+    for path in [
+        file.to_owned(),
+        format!("{file}-wal"),
+        format!("{file}-shm"),
+    ] {
+        use std::os::unix::fs::PermissionsExt;
+        let set = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+        match set {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                log::warn!("could not make {path} readable by its owner only: {e}");
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Applies the embedded migrations of the connection's backend.
