@@ -373,9 +373,9 @@ pub fn build_pool(config: &Config, telemetry: Arc<Telemetry>) -> DbPool {
 /// `…?mode=memory`; or temporary: `sqlite://` names none) belongs to the connection that
 /// opened it, or at most to this process: with `:memory:` the migrations ran on one
 /// connection of the pool and every request on another met "no such table" (a `500`, while
-/// `/readyz` said ready), and whatever it held would be gone at exit.
-/// SQLite itself says whether the main database has a file (`pragma_database_list` gives an
-/// empty name for one in memory or a temporary one), however the URL spelled it.
+/// `/readyz` said ready), and whatever it held would be gone at exit. SQLite itself says
+/// whether the main database has a file (`pragma_database_list` gives an empty name for one
+/// in memory or a temporary one), however the URL spelled it.
 ///
 /// A new SQLite file is made readable by its owner only ([`keep_to_owner`]).
 ///
@@ -405,10 +405,10 @@ pub fn check_database(conn: &mut DbConn) -> Result<(), String> {
                     .map_err(|e| format!("reading the database's file name: {e}"))?;
             if file.is_empty() {
                 return Err(
-                    "DATABASE_URL names a SQLite database without a file (in memory, \
-                            or temporary): each of the pool's connections would see a database \
-                            of its own, and nothing would be kept at exit; give a file path (a \
-                            file on a tmpfs such as /dev/shm is kept in memory too)"
+                    "DATABASE_URL names a SQLite database without a file (in memory, or \
+                     temporary): each of the pool's connections would see a database of its own, \
+                     and nothing would be kept at exit; give a file path (a file on a tmpfs such \
+                     as /dev/shm is kept in memory too)"
                         .to_owned(),
                 );
             }
@@ -470,8 +470,9 @@ fn keep_to_owner(file: &str) {
 /// one `BEGIN IMMEDIATE` transaction (the file's write lock; each migration a savepoint in
 /// it). The wait is bounded by `MEDBOOK_LOCK_TIMEOUT_MS` and `MEDBOOK_SQLITE_BUSY_TIMEOUT_MS`.
 pub fn run_migrations(conn: &mut DbConn) -> Result<(), String> {
-    const MIGRATION_LOCK: i64 = 0x006d_6564_626f_6f6b; // "medbook" in ASCII
-                                                       // The versions applied, as text: diesel's borrow the connection.
+    // "medbook" in ASCII.
+    const MIGRATION_LOCK: i64 = 0x006d_6564_626f_6f6b;
+    // The versions applied, as text: diesel's own borrow the connection.
     let names = |versions: Vec<diesel::migration::MigrationVersion>| {
         versions.iter().map(ToString::to_string).collect::<Vec<_>>()
     };
