@@ -830,6 +830,46 @@ async fn sqlite_a_database_opened_read_only_answers_writes_503_and_reads_go_on()
     assert!(!log.contains("INTERNAL"), "{log}");
 }
 
+/// In a database shared with other applications medbook can keep to a schema of its own
+/// (`?options=-csearch_path%3Dmedbook`, README): its tables, `btree_gist` and the migrations'
+/// table all go there, and the booking path's locks and constraints work as in `public`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_medbook_keeps_to_a_schema_of_its_own() {
+    let Some(app) = TestApp::start_with(Backend::Postgres, |c| {
+        let mut conn = PgConnection::establish(&c.database_url).unwrap();
+        conn.batch_execute("CREATE SCHEMA medbook").unwrap();
+        c.database_url = format!("{}?options=-csearch_path%3Dmedbook", c.database_url);
+    })
+    .await
+    else {
+        return;
+    };
+    let (doctor, patient) = (app.doctor().await, app.patient().await);
+    let at = slot(3, 10, 0);
+    app.booked(&patient, &doctor, &at).await;
+    let other = app.patient().await;
+    let taken = app.book(&other, &doctor, &at, 30).await;
+    assert_eq!(taken.code(), "SLOT_TAKEN", "{:?}", taken.body);
+    let tables = |schema: &str| {
+        app.count(&format!(
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = '{schema}'"
+        ))
+    };
+    assert_eq!(tables("public"), 0);
+    assert_eq!(
+        tables("medbook"),
+        8,
+        "7 tables and __diesel_schema_migrations"
+    );
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace \
+             WHERE e.extname = 'btree_gist' AND n.nspname = 'medbook'"
+        ),
+        1
+    );
+}
+
 /// A PostgreSQL database whose encoding cannot hold every script is refused at start, with
 /// what to change (on a LATIN1 database a registration with a Chinese name was a 500); a
 /// UTF-8 one of the same server starts.
