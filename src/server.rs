@@ -108,10 +108,12 @@ fn bootstrap_admin(
     password: &str,
 ) -> Result<(), String> {
     let email = email.trim();
-    let exists = crate::models::user::find_by_email(conn, email)
-        .map_err(|e| format!("bootstrap admin lookup failed: {e}"))?
-        .is_some();
-    if exists {
+    let existing = crate::models::user::find_by_email(conn, email)
+        .map_err(|e| format!("bootstrap admin lookup failed: {e}"))?;
+    if let Some(user) = existing {
+        if let Some(warning) = not_an_admin(&user) {
+            log::warn!("{warning}");
+        }
         return Ok(());
     }
     let mut problems = services::validate::Problems::default();
@@ -126,6 +128,28 @@ fn bootstrap_admin(
         log::info!("created bootstrap admin {email}");
     }
     Ok(())
+}
+
+/// What start-up says when `MEDBOOK_ADMIN_EMAIL` names a user who is not an active admin:
+/// the operator asked for an admin and has none by that email, and the start should not pass
+/// for having one. (API.md creates the admin only where no user has the email.)
+fn not_an_admin(user: &crate::models::user::User) -> Option<String> {
+    let (what, remedy) = match (user.role.as_str(), user.is_active) {
+        ("admin", true) => return None,
+        ("admin", false) => (
+            "a deactivated admin".to_owned(),
+            "an active admin may reactivate it, or set an email no user has",
+        ),
+        (role, _) => (
+            format!("a {role}, not an admin"),
+            "a role does not change; set an email no user has",
+        ),
+    };
+    Some(format!(
+        "MEDBOOK_ADMIN_EMAIL names an existing user (id {}) who is {what}: no admin is created \
+         ({remedy})",
+        user.id
+    ))
 }
 
 /// Binds the HTTP server; returns it (not yet awaited) and the bound addresses.
@@ -268,6 +292,41 @@ mod tests {
         config.admin_password = None;
         prepare(&config).unwrap();
         assert_eq!(users(&config), admin);
+    }
+
+    #[test]
+    fn an_admin_email_of_a_user_who_is_no_active_admin_is_warned_of() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::for_database(dir.path().join("roles.db").to_str().unwrap());
+        config.admin_email = Some("root@medbook.test".to_owned());
+        config.admin_password = Some("long enough".to_owned());
+        prepare(&config).unwrap();
+        let user = |email: &str| {
+            let pool = build_pool(&config, Arc::default());
+            let mut conn = pool.get().unwrap();
+            crate::models::user::find_by_email(&mut conn, email)
+                .unwrap()
+                .unwrap()
+        };
+        let mut admin = user("root@medbook.test");
+        assert_eq!(not_an_admin(&admin), None);
+        admin.is_active = false;
+        let said = not_an_admin(&admin).unwrap();
+        assert!(
+            said.contains("who is a deactivated admin: no admin is created"),
+            "{said}"
+        );
+        let mut patient = admin.clone();
+        patient.role = "patient".to_owned();
+        patient.is_active = true;
+        let said = not_an_admin(&patient).unwrap();
+        assert!(
+            said.starts_with(&format!(
+                "MEDBOOK_ADMIN_EMAIL names an existing user (id {}) who is a patient, not an admin",
+                patient.id
+            )),
+            "{said}"
+        );
     }
 
     #[test]
