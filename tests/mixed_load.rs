@@ -45,7 +45,14 @@ async fn postgres_two_processes_keep_every_invariant_and_every_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_two_processes_on_one_file_keep_every_invariant_and_every_answer() {
     let app = TestApp::start(common::Backend::Sqlite).await.unwrap();
-    let other = common::Process::start(&app.db_url, &[]);
+    // As generous as the test app's own (tests run in parallel on a shared machine).
+    let other = common::Process::start(
+        &app.db_url,
+        &[
+            ("MEDBOOK_POOL_TIMEOUT_MS", "15000"),
+            ("MEDBOOK_SQLITE_BUSY_TIMEOUT_MS", "15000"),
+        ],
+    );
     mixed_load(&app, vec![app.base.clone(), other.base.clone()]).await;
 }
 
