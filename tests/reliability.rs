@@ -1271,7 +1271,9 @@ fn sqlite_processes_started_together_on_a_new_file_all_migrate_and_serve() {
         let started: Vec<_> = (0..3)
             .map(|_| {
                 let url = url.clone();
-                std::thread::spawn(move || Process::start(&url, &[]))
+                // Waiting for another's migrations as long as the test app would.
+                let wait = [("MEDBOOK_SQLITE_BUSY_TIMEOUT_MS", "15000")];
+                std::thread::spawn(move || Process::start(&url, &wait))
             })
             .collect();
         let servers: Vec<Process> = started
