@@ -377,7 +377,7 @@ pub fn build_pool(config: &Config, telemetry: Arc<Telemetry>) -> DbPool {
 /// whether the main database has a file (`pragma_database_list` gives an empty name for one
 /// in memory or a temporary one), however the URL spelled it.
 ///
-/// A new SQLite file is made readable by its owner only ([`keep_to_owner`]).
+/// A new SQLite file is made readable by its owner only (`keep_to_owner`).
 ///
 /// Checked once at start-up, before the migrations.
 pub fn check_database(conn: &mut DbConn) -> Result<(), String> {
