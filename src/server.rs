@@ -9,7 +9,9 @@ use actix_web::http::header;
 use actix_web::{middleware, web, App, HttpServer};
 
 use crate::config::{Backend, Config};
-use crate::db::{build_pool, check_database, run_migrations, Contention, DbPool, RetryPolicy};
+use crate::db::{
+    build_pool, check_database, check_sqlite_file, run_migrations, Contention, DbPool, RetryPolicy,
+};
 use crate::telemetry::Telemetry;
 use crate::{auth, routes, services};
 
@@ -29,9 +31,15 @@ pub struct AppState {
     pub password_hashing: tokio::sync::Semaphore,
 }
 
-/// Builds the pool, checks the database ([`check_database`]), applies migrations and creates
-/// the bootstrap admin if configured.
+/// Builds the pool, checks the database ([`check_sqlite_file`], [`check_database`]), applies
+/// migrations and creates the bootstrap admin if configured.
 pub fn prepare(config: &Config) -> Result<web::Data<AppState>, String> {
+    if config.backend() == Backend::Sqlite {
+        let path = crate::db::pool::sqlite_path(&config.database_url);
+        let mut plain = <diesel::SqliteConnection as diesel::Connection>::establish(path)
+            .map_err(|e| cannot_connect(config, &e))?;
+        check_sqlite_file(&mut plain, path, config.sqlite_busy_timeout)?;
+    }
     let telemetry = Arc::new(Telemetry::default());
     let pool = build_pool(config, Arc::clone(&telemetry));
     let mut conn = pool.get().map_err(|e| cannot_connect(config, &e))?;
@@ -371,6 +379,103 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
         let _state = prepare(&config).unwrap();
         assert_eq!(mode(&path), 0o640);
+    }
+
+    /// A SQLite file is one application's database: medbook neither moves into another
+    /// application's file nor changes it on its way to refusing it.
+    #[test]
+    fn a_sqlite_file_of_another_application_is_refused_and_left_as_it_is() {
+        use diesel::connection::SimpleConnection;
+        use diesel::prelude::*;
+        #[derive(QueryableByName, Debug, PartialEq)]
+        struct Name {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            name: String,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let read = |path: &std::path::Path, sql: &str| -> Vec<String> {
+            let mut conn = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+            let rows: Vec<Name> = diesel::sql_query(sql).load(&mut conn).unwrap();
+            rows.into_iter().map(|r| r.name).collect()
+        };
+        let tables = "SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name";
+        let journal = "SELECT journal_mode AS name FROM pragma_journal_mode";
+        // Tables of its own, one of them named as one of medbook's; and another diesel
+        // application's file, with its own migrations recorded.
+        for (file, setup) in [
+            (
+                "notes.db",
+                "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);",
+            ),
+            (
+                "users.db",
+                "CREATE TABLE users (id INTEGER PRIMARY KEY, login TEXT);",
+            ),
+            (
+                "diesel.db",
+                "CREATE TABLE __diesel_schema_migrations (version VARCHAR(50) PRIMARY KEY, \
+                 run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP); \
+                 INSERT INTO __diesel_schema_migrations (version) VALUES ('20200101000000'); \
+                 CREATE TABLE posts (id INTEGER PRIMARY KEY);",
+            ),
+        ] {
+            let path = dir.path().join(file);
+            SqliteConnection::establish(path.to_str().unwrap())
+                .unwrap()
+                .batch_execute(setup)
+                .unwrap();
+            let before = read(&path, tables);
+            let refused = prepare(&Config::for_database(path.to_str().unwrap()))
+                .map(|_| ())
+                .unwrap_err();
+            assert!(
+                refused.contains("but no record of medbook's migrations")
+                    && refused.contains(&before.last().unwrap().to_string()),
+                "{file}: {refused}"
+            );
+            assert_eq!(read(&path, tables), before, "{file}: no table added");
+            assert_eq!(
+                read(&path, journal),
+                ["delete"],
+                "{file}: not switched to WAL"
+            );
+        }
+
+        // A file that is not a database is named as such, at once.
+        let junk = dir.path().join("junk.db");
+        std::fs::write(
+            &junk,
+            "not a database, but long enough to hold a header ...",
+        )
+        .unwrap();
+        let refused = prepare(&Config::for_database(junk.to_str().unwrap()))
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(
+            refused,
+            format!(
+                "{junk:?} is not a SQLite database (file is not a database); give medbook a \
+                 file of its own"
+            )
+        );
+
+        // medbook's own file starts again, as does one with nothing in it.
+        let own = dir.path().join("own.db");
+        let config = Config::for_database(own.to_str().unwrap());
+        drop(prepare(&config).unwrap());
+        prepare(&config).unwrap();
+        let empty = dir.path().join("empty.db");
+        std::fs::File::create(&empty).unwrap();
+        prepare(&Config::for_database(empty.to_str().unwrap())).unwrap();
+
+        // A URL of another server is opened as a SQLite path, and its password is not shown.
+        let refused = prepare(&Config::for_database("mysql://root:s3cret@db/x"))
+            .map(|_| ())
+            .unwrap_err();
+        assert!(
+            refused.contains("mysql://root:***@db/x") && !refused.contains("s3cret"),
+            "{refused}"
+        );
     }
 
     #[test]

@@ -16,7 +16,9 @@ pub use backend::{
     lock_users_in_order, write_transaction, write_transaction_without_waiting_for_disk,
 };
 pub use errors::{classify, DbErrorClass};
-pub use pool::{build_pool, check_database, run_blocking, run_migrations, DbPool};
+pub use pool::{
+    build_pool, check_database, check_sqlite_file, run_blocking, run_migrations, DbPool,
+};
 pub use prepared::FixedShapeDsl;
 pub use retry::{retried_write, with_retry, Contention, RetryPolicy};
 pub use threads::ThreadCounts;

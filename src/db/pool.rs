@@ -435,6 +435,86 @@ pub fn check_database(conn: &mut DbConn) -> Result<(), String> {
     ))
 }
 
+/// Refuses a SQLite file that is not medbook's, before anything changes it.
+///
+/// A PostgreSQL database may be shared with other applications (README: a schema of
+/// medbook's own), but a SQLite file is one application's database. Pointed at another
+/// application's file (a `DATABASE_URL` meant for something else, a `.env` found in a parent
+/// directory), medbook used to switch it to WAL mode and add its tables beside the other
+/// application's, or stop half-way when a name was taken ("table users already exists"),
+/// having switched it all the same. A file that holds tables but records none of medbook's
+/// migrations is refused here, on a connection that sets nothing and writes nothing: a new
+/// file (no tables) or one medbook migrated (also with the diesel CLI) passes. A file that is not a SQLite database is named as such at once (the pool only
+/// timed out on it).
+///
+/// Checked once at start-up, before the pool opens its first connection, on a plain
+/// connection to `path` (`sqlite_path` of the URL).
+pub fn check_sqlite_file(
+    conn: &mut diesel::SqliteConnection,
+    path: &str,
+    busy_timeout: Duration,
+) -> Result<(), String> {
+    use diesel::migration::MigrationSource;
+    #[derive(QueryableByName)]
+    struct Name {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        name: String,
+    }
+    let unreadable = |e: diesel::result::Error| match e {
+        diesel::result::Error::DatabaseError(_, ref info)
+            if info.message() == "file is not a database" =>
+        {
+            format!("{path:?} is not a SQLite database ({e}); give medbook a file of its own")
+        }
+        e => format!("reading the schema of the SQLite database {path:?}: {e}"),
+    };
+    // A process migrating this file at the same moment holds its write lock; reading waits.
+    conn.batch_execute(&format!(
+        "PRAGMA busy_timeout = {}",
+        busy_timeout.as_millis()
+    ))
+    .map_err(unreadable)?;
+    let tables: Vec<String> = diesel::sql_query(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' \
+         ESCAPE '\\' AND name <> '__diesel_schema_migrations' ORDER BY name",
+    )
+    .load::<Name>(conn)
+    .map_err(unreadable)?
+    .into_iter()
+    .map(|t| t.name)
+    .collect();
+    if tables.is_empty() {
+        return Ok(());
+    }
+    let ours: Vec<String> =
+        MigrationSource::<diesel::sqlite::Sqlite>::migrations(&SQLITE_MIGRATIONS)
+            .map_err(|e| format!("reading medbook's migrations: {e}"))?
+            .iter()
+            .map(|m| m.name().version().to_string())
+            .collect();
+    let recorded: Vec<String> =
+        diesel::sql_query("SELECT version AS name FROM __diesel_schema_migrations")
+            .load::<Name>(conn)
+            .map(|rows| rows.into_iter().map(|r| r.name).collect())
+            // No such table: nothing was recorded.
+            .unwrap_or_default();
+    if recorded.iter().any(|version| ours.contains(version)) {
+        return Ok(());
+    }
+    let shown = tables
+        .iter()
+        .take(5)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    let more = if tables.len() > 5 { ", …" } else { "" };
+    Err(format!(
+        "the SQLite database {path:?} holds tables ({shown}{more}) but no record of medbook's \
+         migrations: it looks like another application's, and it was left as it is; give \
+         medbook a file of its own (a new path is created)"
+    ))
+}
+
 /// Makes a new SQLite database file, and its `-wal` and `-shm` files, readable and writable by
 /// their owner only. SQLite creates them as the umask allows (`0644` as a rule: readable by
 /// every local user), and this file holds prescriptions and password hashes; PostgreSQL keeps
