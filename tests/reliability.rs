@@ -916,6 +916,65 @@ async fn postgres_a_database_that_cannot_hold_every_script_is_refused_at_start()
     assert_eq!(app.get("/readyz", &app.admin).await.status, StatusCode::OK);
 }
 
+/// Migrations that fail leave the database as it was: here a database of another application
+/// whose `users` table stands in the way of medbook's first migration. (Each migration was a
+/// transaction of its own, and diesel's `__diesel_schema_migrations` was left behind, empty.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_migrations_that_fail_leave_the_database_as_it_was() {
+    let Some(_app) = TestApp::start(Backend::Postgres).await else {
+        return;
+    };
+    let name = format!("medbook_other_{}", std::process::id());
+    let mut admin = PgConnection::establish(&pg_admin_url()).unwrap();
+    for statement in [
+        format!("DROP DATABASE IF EXISTS {name}"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        admin.batch_execute(&statement).unwrap();
+    }
+    let admin_url = pg_admin_url();
+    let (base, _) = admin_url.rsplit_once('/').unwrap();
+    let url = format!("{base}/{name}");
+    PgConnection::establish(&url)
+        .unwrap()
+        .batch_execute("CREATE TABLE users (id serial PRIMARY KEY, login text)")
+        .unwrap();
+    let config = medbook::config::Config::for_database(&url);
+    let refused =
+        tokio::task::spawn_blocking(move || medbook::server::prepare(&config).map(|_| ()))
+            .await
+            .unwrap()
+            .expect_err("medbook's users table cannot be created");
+    assert!(
+        refused.starts_with("migrations failed")
+            && refused.contains("relation \"users\" already exists"),
+        "{refused}"
+    );
+    let count = |query| count_in(Backend::Postgres, &url, query);
+    assert_eq!(
+        count(
+            "SELECT COUNT(*) FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'users'"
+        ),
+        0,
+        "no table left behind"
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM pg_extension WHERE extname = 'btree_gist'"),
+        0
+    );
+    assert_eq!(
+        count(
+            "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        ),
+        0,
+        "the migrations' lock went with their transaction"
+    );
+    admin
+        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .unwrap();
+}
+
 /// A server that ends idle sessions (`idle_session_timeout`) does not end the pool's: they
 /// stay idle between requests by design, and a request that met one the server had ended
 /// was a 503.

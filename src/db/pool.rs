@@ -545,10 +545,18 @@ fn keep_to_owner(file: &str) {
 /// migrations are applied before it runs each pending one in a transaction of its own: two
 /// processes read the same list and both ran the same migration, and the second one's start
 /// failed ("table users already exists", seen with three processes on a new SQLite file in
-/// most tries). So one process migrates while the others wait, then find nothing left to do:
-/// on PostgreSQL a session advisory lock is held around the whole run, on SQLite the run is
-/// one `BEGIN IMMEDIATE` transaction (the file's write lock; each migration a savepoint in
-/// it). The wait is bounded by `MEDBOOK_LOCK_TIMEOUT_MS` and `MEDBOOK_SQLITE_BUSY_TIMEOUT_MS`.
+/// most tries). So one process migrates while the others wait, then find nothing left to do.
+/// The whole run is one transaction, each migration a savepoint in it: on PostgreSQL it
+/// first takes a transaction-level advisory lock (released by the commit or the rollback,
+/// whatever happened), on SQLite it is `BEGIN IMMEDIATE` (the file's write lock). The wait is
+/// bounded by `MEDBOOK_LOCK_TIMEOUT_MS` and `MEDBOOK_SQLITE_BUSY_TIMEOUT_MS`.
+///
+/// A run that fails leaves the database as it was, on both backends (their DDL is
+/// transactional): the version before can go on serving it, and a database that was never
+/// medbook's keeps no trace of it (on PostgreSQL, a failed first migration left an empty
+/// `__diesel_schema_migrations` behind). A future migration that cannot run in a transaction
+/// (`CREATE INDEX CONCURRENTLY`) is to be applied with the diesel CLI before the version that
+/// brings it starts.
 pub fn run_migrations(conn: &mut DbConn) -> Result<(), String> {
     // "medbook" in ASCII.
     const MIGRATION_LOCK: i64 = 0x006d_6564_626f_6f6b;
@@ -557,19 +565,16 @@ pub fn run_migrations(conn: &mut DbConn) -> Result<(), String> {
         versions.iter().map(ToString::to_string).collect::<Vec<_>>()
     };
     let applied = match conn {
-        DbConn::Pg(pg) => {
-            pg.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+        DbConn::Pg(pg) => pg.transaction(|pg| {
+            pg.batch_execute(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
                 .map_err(|e| format!("migration lock: {e}"))?;
-            let applied = pg.run_pending_migrations(PG_MIGRATIONS).map(names);
-            pg.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
-                .map_err(|e| format!("migration unlock: {e}"))?;
-            applied
-        }
+            pg.run_pending_migrations(PG_MIGRATIONS).map(names)
+        }),
         DbConn::Sqlite(sqlite) => sqlite.immediate_transaction(|sqlite| {
             sqlite.run_pending_migrations(SQLITE_MIGRATIONS).map(names)
         }),
     };
-    for version in applied.map_err(|e| format!("migrations failed: {e}"))? {
+    for version in applied.map_err(|e| format!("migrations failed, none was applied: {e}"))? {
         log::info!("applied migration {version}");
     }
     Ok(())
