@@ -444,8 +444,8 @@ pub fn check_database(conn: &mut DbConn) -> Result<(), String> {
 /// application's, or stop half-way when a name was taken ("table users already exists"),
 /// having switched it all the same. A file that holds tables but records none of medbook's
 /// migrations is refused here, on a connection that sets nothing and writes nothing: a new
-/// file (no tables) or one medbook migrated (also with the diesel CLI) passes. A file that is not a SQLite database is named as such at once (the pool only
-/// timed out on it).
+/// file (no tables) or one medbook migrated (also with the diesel CLI) passes. A file that is
+/// not a SQLite database is named as such at once (the pool only timed out on it).
 ///
 /// Checked once at start-up, before the pool opens its first connection, on a plain
 /// connection to `path` (`sqlite_path` of the URL).
@@ -454,12 +454,6 @@ pub fn check_sqlite_file(
     path: &str,
     busy_timeout: Duration,
 ) -> Result<(), String> {
-    use diesel::migration::MigrationSource;
-    #[derive(QueryableByName)]
-    struct Name {
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        name: String,
-    }
     let unreadable = |e: diesel::result::Error| match e {
         diesel::result::Error::DatabaseError(_, ref info)
             if info.message() == "file is not a database" =>
@@ -486,19 +480,11 @@ pub fn check_sqlite_file(
     if tables.is_empty() {
         return Ok(());
     }
-    let ours: Vec<String> =
-        MigrationSource::<diesel::sqlite::Sqlite>::migrations(&SQLITE_MIGRATIONS)
-            .map_err(|e| format!("reading medbook's migrations: {e}"))?
-            .iter()
-            .map(|m| m.name().version().to_string())
-            .collect();
-    let recorded: Vec<String> =
-        diesel::sql_query("SELECT version AS name FROM __diesel_schema_migrations")
-            .load::<Name>(conn)
-            .map(|rows| rows.into_iter().map(|r| r.name).collect())
-            // No such table: nothing was recorded.
-            .unwrap_or_default();
-    if recorded.iter().any(|version| ours.contains(version)) {
+    let ours = versions::<diesel::sqlite::Sqlite>(&SQLITE_MIGRATIONS)?;
+    if recorded_versions(conn)
+        .iter()
+        .any(|version| ours.contains(version))
+    {
         return Ok(());
     }
     let shown = tables
@@ -513,6 +499,42 @@ pub fn check_sqlite_file(
          migrations: it looks like another application's, and it was left as it is; give \
          medbook a file of its own (a new path is created)"
     ))
+}
+
+/// A name, or a version, read by `sql_query`.
+#[derive(QueryableByName)]
+struct Name {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    name: String,
+}
+
+/// The versions of a set of embedded migrations, as `__diesel_schema_migrations` records them.
+fn versions<DB: diesel::backend::Backend>(
+    source: &EmbeddedMigrations,
+) -> Result<Vec<String>, String>
+where
+    EmbeddedMigrations: diesel::migration::MigrationSource<DB>,
+{
+    let migrations = diesel::migration::MigrationSource::<DB>::migrations(source)
+        .map_err(|e| format!("reading medbook's migrations: {e}"))?;
+    Ok(migrations
+        .iter()
+        .map(|m| m.name().version().to_string())
+        .collect())
+}
+
+/// The versions the database records as applied, read without writing (diesel's own reading
+/// first creates its table); none if it has no record.
+fn recorded_versions<C>(conn: &mut C) -> Vec<String>
+where
+    C: diesel::connection::LoadConnection,
+    for<'a> diesel::query_builder::SqlQuery: diesel::query_dsl::LoadQuery<'a, C, Name>,
+{
+    diesel::sql_query("SELECT version AS name FROM __diesel_schema_migrations")
+        .load::<Name>(conn)
+        .map(|rows| rows.into_iter().map(|r| r.name).collect())
+        // No such table: nothing was recorded.
+        .unwrap_or_default()
 }
 
 /// Makes a new SQLite database file, and its `-wal` and `-shm` files, readable and writable by
@@ -556,7 +578,7 @@ fn keep_to_owner(file: &str) {
 /// medbook's keeps no trace of it (on PostgreSQL, a failed first migration left an empty
 /// `__diesel_schema_migrations` behind). A future migration that cannot run in a transaction
 /// (`CREATE INDEX CONCURRENTLY`) is to be applied with the diesel CLI before the version that
-/// brings it starts.
+/// brings it starts. A PostgreSQL that takes no writes is only read (`up_to_date_read_only`).
 pub fn run_migrations(conn: &mut DbConn) -> Result<(), String> {
     // "medbook" in ASCII.
     const MIGRATION_LOCK: i64 = 0x006d_6564_626f_6f6b;
@@ -565,11 +587,16 @@ pub fn run_migrations(conn: &mut DbConn) -> Result<(), String> {
         versions.iter().map(ToString::to_string).collect::<Vec<_>>()
     };
     let applied = match conn {
-        DbConn::Pg(pg) => pg.transaction(|pg| {
-            pg.batch_execute(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
-                .map_err(|e| format!("migration lock: {e}"))?;
-            pg.run_pending_migrations(PG_MIGRATIONS).map(names)
-        }),
+        DbConn::Pg(pg) => {
+            if takes_no_writes(pg)? {
+                return up_to_date_read_only(pg);
+            }
+            pg.transaction(|pg| {
+                pg.batch_execute(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
+                    .map_err(|e| format!("migration lock: {e}"))?;
+                pg.run_pending_migrations(PG_MIGRATIONS).map(names)
+            })
+        }
         DbConn::Sqlite(sqlite) => sqlite.immediate_transaction(|sqlite| {
             sqlite.run_pending_migrations(SQLITE_MIGRATIONS).map(names)
         }),
@@ -578,6 +605,44 @@ pub fn run_migrations(conn: &mut DbConn) -> Result<(), String> {
         log::info!("applied migration {version}");
     }
     Ok(())
+}
+
+/// Whether the PostgreSQL session takes no writes: a standby (after a fail-over, say), or a
+/// database or role set `default_transaction_read_only`.
+fn takes_no_writes(pg: &mut diesel::PgConnection) -> Result<bool, String> {
+    #[derive(QueryableByName)]
+    struct ReadOnly {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        read_only: bool,
+    }
+    diesel::sql_query("SELECT current_setting('transaction_read_only') = 'on' AS read_only")
+        .get_result::<ReadOnly>(pg)
+        .map(|r| r.read_only)
+        .map_err(|e| format!("reading whether the database takes writes: {e}"))
+}
+
+/// A PostgreSQL that takes no writes can be served as a running process serves it, reads
+/// going on and writes answering `503` until it takes them (README, "Database outages"),
+/// if it needs no migration: diesel cannot even look (it creates its table first), so the
+/// record is read here. With migrations pending the start stops and says so.
+fn up_to_date_read_only(pg: &mut diesel::PgConnection) -> Result<(), String> {
+    let recorded = recorded_versions(pg);
+    let pending: Vec<String> = versions::<diesel::pg::Pg>(&PG_MIGRATIONS)?
+        .into_iter()
+        .filter(|version| !recorded.contains(version))
+        .collect();
+    if pending.is_empty() {
+        log::warn!(
+            "the database takes no writes (a standby, or default_transaction_read_only): \
+             nothing to migrate; reads are served, and writes answer 503 until it takes them"
+        );
+        return Ok(());
+    }
+    Err(format!(
+        "the database takes no writes (a standby, or default_transaction_read_only), and it \
+         lacks medbook's migrations {}: start against the primary",
+        pending.join(", ")
+    ))
 }
 
 /// Runs blocking database work on the pool's own threads, never on an async worker.
