@@ -10,8 +10,10 @@ use actix_web::{middleware, web, App, HttpServer};
 
 use crate::config::{Backend, Config};
 use crate::db::{
-    build_pool, check_database, check_sqlite_file, run_migrations, Contention, DbPool, RetryPolicy,
+    build_pool, check_database, check_sqlite_file, run_migrations, Contention, DbErrorClass,
+    DbPool, RetryPolicy,
 };
+use crate::error::AppError;
 use crate::telemetry::Telemetry;
 use crate::{auth, routes, services};
 
@@ -131,9 +133,24 @@ fn bootstrap_admin(
         .into_text()
         .map_err(|problems| format!("the bootstrap admin cannot be created: {problems}"))?;
     // Hashed with no transaction open; `ensure_admin` still tolerates a concurrent start.
-    let hash = auth::hash_password(password).map_err(|e| format!("{e:?}"))?;
-    if services::users::ensure_admin(conn, email, &hash).map_err(|e| format!("{e:?}"))? {
-        log::info!("created bootstrap admin {email}");
+    let hash = auth::hash_password(password).map_err(|e| e.detail())?;
+    match services::users::ensure_admin(conn, email, &hash) {
+        Ok(true) => log::info!("created bootstrap admin {email}"),
+        Ok(false) => {}
+        // A database that takes no writes now (a standby, read-only) is served as it is
+        // (`db::pool::up_to_date_read_only`); the admin is for a start that can write.
+        Err(AppError::Database(e)) if crate::db::classify(&e) == DbErrorClass::Unavailable => {
+            log::warn!(
+                "the bootstrap admin {email} could not be created ({e}): it is created at the \
+                 next start on a database that takes writes"
+            );
+        }
+        Err(e) => {
+            return Err(format!(
+                "the bootstrap admin cannot be created: {}",
+                e.detail()
+            ))
+        }
     }
     Ok(())
 }

@@ -783,6 +783,18 @@ async fn postgres_a_database_that_takes_no_writes_answers_them_503_and_recovers(
         .unwrap();
     assert_eq!(write.status(), StatusCode::SERVICE_UNAVAILABLE);
     drop(late);
+    // So does one asked for a bootstrap admin it cannot create now: it says so and goes on.
+    let mut config = medbook::config::Config::for_database(&app.db_url);
+    config.admin_email = Some("later@medbook.test".to_owned());
+    config.admin_password = Some("long enough".to_owned());
+    tokio::task::spawn_blocking(move || medbook::server::prepare(&config).map(|_| ()))
+        .await
+        .unwrap()
+        .expect("starts without the admin");
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM users WHERE email = 'later@medbook.test'"),
+        0
+    );
     // With a migration not applied, the start stops and says why.
     PgConnection::establish(&app.db_url)
         .unwrap()
