@@ -415,7 +415,7 @@ mod tests {
             let rows: Vec<Name> = diesel::sql_query(sql).load(&mut conn).unwrap();
             rows.into_iter().map(|r| r.name).collect()
         };
-        let tables = "SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name";
+        let tables = "SELECT name FROM sqlite_schema WHERE type IN ('table', 'view') ORDER BY name";
         let journal = "SELECT journal_mode AS name FROM pragma_journal_mode";
         // Tables of its own, one of them named as one of medbook's; and another diesel
         // application's file, with its own migrations recorded.
@@ -428,6 +428,7 @@ mod tests {
                 "users.db",
                 "CREATE TABLE users (id INTEGER PRIMARY KEY, login TEXT);",
             ),
+            ("view.db", "CREATE VIEW today AS SELECT date('now') AS day;"),
             (
                 "diesel.db",
                 "CREATE TABLE __diesel_schema_migrations (version VARCHAR(50) PRIMARY KEY, \

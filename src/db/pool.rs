@@ -442,10 +442,11 @@ pub fn check_database(conn: &mut DbConn) -> Result<(), String> {
 /// application's file (a `DATABASE_URL` meant for something else, a `.env` found in a parent
 /// directory), medbook used to switch it to WAL mode and add its tables beside the other
 /// application's, or stop half-way when a name was taken ("table users already exists"),
-/// having switched it all the same. A file that holds tables but records none of medbook's
-/// migrations is refused here, on a connection that sets nothing and writes nothing: a new
-/// file (no tables) or one medbook migrated (also with the diesel CLI) passes. A file that is
-/// not a SQLite database is named as such at once (the pool only timed out on it).
+/// having switched it all the same. A file that holds tables (or views) but records none of
+/// medbook's migrations is refused here, on a connection that sets nothing and writes
+/// nothing: a new file (no tables) or one medbook migrated (also with the diesel CLI) passes.
+/// A file that is not a SQLite database is named as such at once (the pool only timed out on
+/// it).
 ///
 /// Checked once at start-up, before the pool opens its first connection, on a plain
 /// connection to `path` (`sqlite_path` of the URL).
@@ -469,8 +470,9 @@ pub fn check_sqlite_file(
     ))
     .map_err(unreadable)?;
     let tables: Vec<String> = diesel::sql_query(
-        "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' \
-         ESCAPE '\\' AND name <> '__diesel_schema_migrations' ORDER BY name",
+        "SELECT name FROM sqlite_schema WHERE type IN ('table', 'view') \
+         AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name <> '__diesel_schema_migrations' \
+         ORDER BY name",
     )
     .load::<Name>(conn)
     .map_err(unreadable)?
