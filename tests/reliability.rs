@@ -980,6 +980,7 @@ async fn postgres_a_database_that_cannot_hold_every_script_is_refused_at_start()
 /// Migrations that fail leave the database as it was: here a database of another application
 /// whose `users` table stands in the way of medbook's first migration. (Each migration was a
 /// transaction of its own, and diesel's `__diesel_schema_migrations` was left behind, empty.)
+/// The error adds what PostgreSQL's leaves out: the schema's tables and the remedy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_migrations_that_fail_leave_the_database_as_it_was() {
     let Some(_app) = TestApp::start(Backend::Postgres).await else {
@@ -1008,7 +1009,22 @@ async fn postgres_migrations_that_fail_leave_the_database_as_it_was() {
             .expect_err("medbook's users table cannot be created");
     assert!(
         refused.starts_with("migrations failed")
-            && refused.contains("relation \"users\" already exists"),
+            && refused.contains("relation \"users\" already exists")
+            && refused.contains("holds tables medbook did not make: public.users;")
+            && refused.contains("give medbook a schema of its own"),
+        "{refused}"
+    );
+    // A schema of its own that has not been created yet is named.
+    let config = medbook::config::Config::for_database(&format!(
+        "{url}?options=-csearch_path%3Dmedbook_missing"
+    ));
+    let refused =
+        tokio::task::spawn_blocking(move || medbook::server::prepare(&config).map(|_| ()))
+            .await
+            .unwrap()
+            .expect_err("there is no schema to create in");
+    assert!(
+        refused.contains("no schema on the search_path exists: medbook_missing;"),
         "{refused}"
     );
     let count = |query| count_in(Backend::Postgres, &url, query);

@@ -603,10 +603,65 @@ pub fn run_migrations(conn: &mut DbConn) -> Result<(), String> {
             sqlite.run_pending_migrations(SQLITE_MIGRATIONS).map(names)
         }),
     };
-    for version in applied.map_err(|e| format!("migrations failed, none was applied: {e}"))? {
+    let applied = applied.map_err(|e| {
+        let hint = match conn {
+            DbConn::Pg(pg) => shared_database_hint(pg),
+            DbConn::Sqlite(_) => None,
+        };
+        format!(
+            "migrations failed, none was applied: {e}{}",
+            hint.unwrap_or_default()
+        )
+    })?;
+    for version in applied {
         log::info!("applied migration {version}");
     }
     Ok(())
+}
+
+/// After a failed run on a PostgreSQL database new to medbook (none of its migrations
+/// recorded), what PostgreSQL's message leaves out, read from the catalog (not from the
+/// message): a schema that already holds tables wants a schema of medbook's own, in a
+/// database shared with other applications (a name medbook needs, `users` say, was taken);
+/// a `search_path` none of whose schemas exists ("no schema has been selected to create in")
+/// wants the schema created.
+fn shared_database_hint(pg: &mut diesel::PgConnection) -> Option<String> {
+    let ours = versions::<diesel::pg::Pg>(&PG_MIGRATIONS).ok()?;
+    if recorded_versions(pg).iter().any(|v| ours.contains(v)) {
+        return None;
+    }
+    let Name { name: search_path } = diesel::sql_query(
+        "SELECT CASE WHEN current_schema() IS NULL THEN current_setting('search_path') \
+         ELSE '' END AS name",
+    )
+    .get_result(pg)
+    .ok()?;
+    if !search_path.is_empty() {
+        return Some(format!(
+            " (no schema on the search_path exists: {search_path}; create medbook's schema \
+             first, CREATE SCHEMA …)"
+        ));
+    }
+    let tables: Vec<String> = diesel::sql_query(
+        "SELECT table_schema || '.' || table_name AS name FROM information_schema.tables \
+         WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' \
+         AND table_name <> '__diesel_schema_migrations' ORDER BY table_name LIMIT 6",
+    )
+    .load::<Name>(pg)
+    .ok()?
+    .into_iter()
+    .map(|t| t.name)
+    .collect();
+    if tables.is_empty() {
+        return None;
+    }
+    let more = if tables.len() > 5 { ", …" } else { "" };
+    Some(format!(
+        " (the schema already holds tables medbook did not make: {}{more}; in a database \
+         shared with other applications, give medbook a schema of its own, \
+         ?options=-csearch_path%3Dmedbook in DATABASE_URL, see the README)",
+        tables[..tables.len().min(5)].join(", ")
+    ))
 }
 
 /// Whether the PostgreSQL session takes no writes: a standby (after a fail-over, say), or a
