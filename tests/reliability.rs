@@ -697,6 +697,14 @@ async fn postgres_connections_the_server_ended_cost_one_request_not_one_each() {
     assert_eq!(statuses.last(), Some(&200), "{statuses:?}");
 }
 
+/// What a start (`medbook::server::prepare`, all it does before the server binds) answers for
+/// `config`, run off the async workers as `main` runs it.
+async fn start_with(config: medbook::config::Config) -> Result<(), String> {
+    tokio::task::spawn_blocking(move || medbook::server::prepare(&config).map(|_| ()))
+        .await
+        .unwrap()
+}
+
 /// A database that takes no writes (as a standby does after a fail-over, or a database set
 /// read-only for maintenance) answers every write 503 with `Retry-After`, writes nothing and
 /// keeps no key busy, while reads go on; a process started meanwhile serves it the same way;
@@ -787,10 +795,7 @@ async fn postgres_a_database_that_takes_no_writes_answers_them_503_and_recovers(
     let mut config = medbook::config::Config::for_database(&app.db_url);
     config.admin_email = Some("later@medbook.test".to_owned());
     config.admin_password = Some("long enough".to_owned());
-    tokio::task::spawn_blocking(move || medbook::server::prepare(&config).map(|_| ()))
-        .await
-        .unwrap()
-        .expect("starts without the admin");
+    start_with(config).await.expect("starts without the admin");
     assert_eq!(
         app.count("SELECT COUNT(*) FROM users WHERE email = 'later@medbook.test'"),
         0
@@ -804,11 +809,9 @@ async fn postgres_a_database_that_takes_no_writes_answers_them_503_and_recovers(
         )
         .unwrap();
     let config = medbook::config::Config::for_database(&app.db_url);
-    let refused =
-        tokio::task::spawn_blocking(move || medbook::server::prepare(&config).map(|_| ()))
-            .await
-            .unwrap()
-            .expect_err("a migration cannot be applied");
+    let refused = start_with(config)
+        .await
+        .expect_err("a migration cannot be applied");
     assert!(
         refused.starts_with("the database takes no writes")
             && refused.contains("lacks medbook's migration"),
@@ -952,11 +955,9 @@ async fn postgres_a_database_that_cannot_hold_every_script_is_refused_at_start()
     }
     let (base, _) = app.db_url.rsplit_once('/').unwrap();
     let config = medbook::config::Config::for_database(&format!("{base}/{name}"));
-    let refused =
-        tokio::task::spawn_blocking(move || medbook::server::prepare(&config).map(|_| ()))
-            .await
-            .unwrap()
-            .expect_err("a LATIN1 database is refused");
+    let refused = start_with(config)
+        .await
+        .expect_err("a LATIN1 database is refused");
     assert!(
         refused.contains("encoding is LATIN1") && refused.contains("ENCODING 'UTF8'"),
         "{refused}"
@@ -1002,11 +1003,9 @@ async fn postgres_migrations_that_fail_leave_the_database_as_it_was() {
         .batch_execute("CREATE TABLE users (id serial PRIMARY KEY, login text)")
         .unwrap();
     let config = medbook::config::Config::for_database(&url);
-    let refused =
-        tokio::task::spawn_blocking(move || medbook::server::prepare(&config).map(|_| ()))
-            .await
-            .unwrap()
-            .expect_err("medbook's users table cannot be created");
+    let refused = start_with(config)
+        .await
+        .expect_err("medbook's users table cannot be created");
     assert!(
         refused.starts_with("migrations failed")
             && refused.contains("relation \"users\" already exists")
@@ -1018,11 +1017,9 @@ async fn postgres_migrations_that_fail_leave_the_database_as_it_was() {
     let config = medbook::config::Config::for_database(&format!(
         "{url}?options=-csearch_path%3Dmedbook_missing"
     ));
-    let refused =
-        tokio::task::spawn_blocking(move || medbook::server::prepare(&config).map(|_| ()))
-            .await
-            .unwrap()
-            .expect_err("there is no schema to create in");
+    let refused = start_with(config)
+        .await
+        .expect_err("there is no schema to create in");
     assert!(
         refused.contains("no schema on the search_path exists: medbook_missing;"),
         "{refused}"
