@@ -382,16 +382,6 @@ pub fn build_pool(config: &Config, telemetry: Arc<Telemetry>) -> DbPool {
 /// Checked once at start-up, before the migrations.
 pub fn check_database(conn: &mut DbConn) -> Result<(), String> {
     #[derive(QueryableByName)]
-    struct Encoding {
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        encoding: String,
-    }
-    #[derive(QueryableByName)]
-    struct MainFile {
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        file: String,
-    }
-    #[derive(QueryableByName)]
     struct Count {
         #[diesel(sql_type = diesel::sql_types::BigInt)]
         count: i64,
@@ -399,10 +389,11 @@ pub fn check_database(conn: &mut DbConn) -> Result<(), String> {
     let pg = match conn {
         DbConn::Pg(pg) => pg,
         DbConn::Sqlite(sqlite) => {
-            let MainFile { file } =
-                diesel::sql_query("SELECT file FROM pragma_database_list WHERE name = 'main'")
-                    .get_result(sqlite)
-                    .map_err(|e| format!("reading the database's file name: {e}"))?;
+            let Name { name: file } = diesel::sql_query(
+                "SELECT file AS name FROM pragma_database_list WHERE name = 'main'",
+            )
+            .get_result(sqlite)
+            .map_err(|e| format!("reading the database's file name: {e}"))?;
             if file.is_empty() {
                 return Err(
                     "DATABASE_URL names a SQLite database without a file (in memory, or \
@@ -421,8 +412,8 @@ pub fn check_database(conn: &mut DbConn) -> Result<(), String> {
             return Ok(());
         }
     };
-    let Encoding { encoding } =
-        diesel::sql_query("SELECT current_setting('server_encoding') AS encoding")
+    let Name { name: encoding } =
+        diesel::sql_query("SELECT current_setting('server_encoding') AS name")
             .get_result(pg)
             .map_err(|e| format!("reading the database's encoding: {e}"))?;
     if encoding == "UTF8" {
@@ -489,18 +480,21 @@ pub fn check_sqlite_file(
     {
         return Ok(());
     }
-    let shown = tables
-        .iter()
-        .take(5)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(", ");
-    let more = if tables.len() > 5 { ", …" } else { "" };
     Err(format!(
-        "the SQLite database {path:?} holds tables ({shown}{more}) but no record of medbook's \
+        "the SQLite database {path:?} holds tables ({}) but no record of medbook's \
          migrations: it looks like another application's, and it was left as it is; give \
-         medbook a file of its own (a new path is created)"
+         medbook a file of its own (a new path is created)",
+        first_five(&tables)
     ))
+}
+
+/// The first five of `names`, and "…" if there are more.
+fn first_five(names: &[String]) -> String {
+    let mut shown = names[..names.len().min(5)].join(", ");
+    if names.len() > 5 {
+        shown.push_str(", …");
+    }
+    shown
 }
 
 /// A name, or a version, read by `sql_query`.
@@ -655,12 +649,11 @@ fn shared_database_hint(pg: &mut diesel::PgConnection) -> Option<String> {
     if tables.is_empty() {
         return None;
     }
-    let more = if tables.len() > 5 { ", …" } else { "" };
     Some(format!(
-        " (the schema already holds tables medbook did not make: {}{more}; in a database \
+        " (the schema already holds tables medbook did not make: {}; in a database \
          shared with other applications, give medbook a schema of its own, \
          ?options=-csearch_path%3Dmedbook in DATABASE_URL, see the README)",
-        tables[..tables.len().min(5)].join(", ")
+        first_five(&tables)
     ))
 }
 
@@ -806,6 +799,14 @@ mod tests {
             assert_eq!(rc, ffi::SQLITE_OK);
         }
         enabled
+    }
+
+    #[test]
+    fn a_list_of_names_shows_five_and_says_there_are_more() {
+        let names = |n: usize| (1..=n).map(|i| format!("t{i}")).collect::<Vec<_>>();
+        assert_eq!(first_five(&names(1)), "t1");
+        assert_eq!(first_five(&names(5)), "t1, t2, t3, t4, t5");
+        assert_eq!(first_five(&names(6)), "t1, t2, t3, t4, t5, …");
     }
 
     #[test]
