@@ -1,6 +1,6 @@
 //! Times: UTC `NaiveDateTime` in the database, RFC 3339 with `Z` in JSON.
 
-use chrono::{DateTime, NaiveDateTime, SecondsFormat, Timelike, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Timelike, Utc};
 use serde::{Deserialize, Deserializer, Serializer};
 
 /// Now, in UTC, at the microsecond precision both databases store.
@@ -10,8 +10,34 @@ pub fn now() -> NaiveDateTime {
         .unwrap_or(now)
 }
 
+/// The earliest time medbook takes, in UTC: the first of the four-digit years RFC 3339 writes.
+pub const EARLIEST: NaiveDateTime = utc(NaiveDate::from_ymd_opt(1, 1, 1), 0, 0, 0, 0);
+
+/// The latest time medbook takes, in UTC: the last microsecond of the year 9999.
+pub const LATEST: NaiveDateTime = utc(NaiveDate::from_ymd_opt(9999, 12, 31), 23, 59, 59, 999_999);
+
+/// A constant time (`Option::unwrap` is `const` only from Rust 1.83, past the MSRV).
+const fn utc(day: Option<NaiveDate>, h: u32, m: u32, s: u32, micros: u32) -> NaiveDateTime {
+    match day {
+        Some(day) => match day.and_hms_micro_opt(h, m, s, micros) {
+            Some(t) => t,
+            None => panic!("not a time of day"),
+        },
+        None => panic!("not a day"),
+    }
+}
+
+/// Whether `t` lies in [`EARLIEST`]..=[`LATEST`]. Outside, the two databases part ways:
+/// PostgreSQL refuses a time before 4714 BC ("timestamp out of range", which was a 500), and
+/// SQLite compares the text, in which `+10000-01-01` sorts before `2030-01-01` (a filter
+/// `to=+10000-01-01` answered an empty list).
+pub fn in_range(t: &NaiveDateTime) -> bool {
+    (EARLIEST..=LATEST).contains(t)
+}
+
 /// Parses an input time: RFC 3339 with any offset (converted to UTC), or
-/// `YYYY-MM-DD HH:MM:SS` (also with `T`), taken as UTC.
+/// `YYYY-MM-DD HH:MM:SS` (also with `T`), taken as UTC; in either form, a time in UTC between
+/// [`EARLIEST`] and [`LATEST`] (chrono's plain form also reads signed and five-digit years).
 ///
 /// A leap second (`:60`, which both forms let through) is refused: chrono keeps it as a second
 /// past `:59`, PostgreSQL folds it into the next minute and SQLite keeps its text, so the same
@@ -23,6 +49,10 @@ pub fn parse(input: &str) -> Result<NaiveDateTime, String> {
         if t.nanosecond() >= 1_000_000_000 {
             Err(format!(
                 "{input:?} is a leap second (:60), which is not accepted: use :59 or the next minute"
+            ))
+        } else if !in_range(&t) {
+            Err(format!(
+                "{input:?} is outside the years 0001 to 9999 (in UTC), the times medbook takes"
             ))
         } else {
             Ok(t)
@@ -134,6 +164,27 @@ mod tests {
             assert!(err.contains("leap second"), "{leap}: {err}");
         }
         assert!(parse("2031-06-30T23:59:59.999999Z").is_ok());
+    }
+
+    #[test]
+    fn takes_the_years_0001_to_9999_in_utc_only() {
+        assert_eq!(parse("0001-01-01T00:00:00Z").unwrap(), EARLIEST);
+        assert_eq!(parse("9999-12-31T23:59:59.999999Z").unwrap(), LATEST);
+        assert_eq!(parse("0001-01-01T01:00:00+01:00").unwrap(), EARLIEST);
+        for outside in [
+            "0000-12-31T23:59:59.999999Z",
+            // The offset moves these out of range in UTC.
+            "0001-01-01T00:30:00+01:00",
+            "9999-12-31T23:30:00-01:00",
+            // chrono's plain form reads signed and five-digit years.
+            "-5000-01-01 00:00:00",
+            "+10000-01-01 00:00:00",
+            "+262142-12-31T23:59:59",
+            "-262143-01-01T00:00:00",
+        ] {
+            let err = parse(outside).unwrap_err();
+            assert!(err.contains("0001 to 9999"), "{outside}: {err}");
+        }
     }
 
     #[test]

@@ -254,12 +254,19 @@ async fn booking_rules_answer_with_the_documented_codes(app: TestApp) {
     let at = slot(10, 10, 0);
     let book = |body: serde_json::Value| app.post("/api/v1/appointments", &patient, body);
 
-    let far = book(json!({"doctor_id": doctor.id, "scheduled_at": "9999-12-31T23:00:00-05:00", "type": "in_person"})).await;
+    let far = book(json!({"doctor_id": doctor.id, "scheduled_at": "9999-12-31T23:00:00Z", "type": "in_person"})).await;
     assert_eq!(far.code(), "VALIDATION_FAILED");
     assert!(far.body["details"]["scheduled_at"]
         .as_str()
         .unwrap()
         .contains("10 years"));
+    // In UTC the year 10000: outside the years medbook takes at all.
+    let farther = book(json!({"doctor_id": doctor.id, "scheduled_at": "9999-12-31T23:00:00-05:00", "type": "in_person"})).await;
+    assert_eq!(farther.code(), "VALIDATION_FAILED");
+    assert!(farther.body["details"]["scheduled_at"]
+        .as_str()
+        .unwrap()
+        .contains("0001 to 9999"));
     let past = book(json!({"doctor_id": doctor.id, "scheduled_at": "2001-01-01T10:00:00Z", "type": "in_person"})).await;
     assert_eq!(
         (past.status, past.code()),
@@ -430,6 +437,16 @@ async fn lists_are_scoped_to_the_caller_and_paginate(app: TestApp) {
         )
         .await;
     assert_eq!(filtered.body["items"].as_array().unwrap().len(), 2);
+    // The widest range medbook takes holds every appointment, on SQLite (which compares the
+    // text) as on PostgreSQL.
+    let widest = app
+        .get(
+            "/api/v1/appointments?from=0001-01-01T00:00:00Z&to=9999-12-31T23:59:59.999999Z",
+            &alice,
+        )
+        .await;
+    assert_eq!(widest.status, StatusCode::OK, "{:?}", widest.body);
+    assert_eq!(widest.body["items"].as_array().unwrap().len(), 5);
 
     for bad in [
         "?limit=0",
@@ -437,6 +454,10 @@ async fn lists_are_scoped_to_the_caller_and_paginate(app: TestApp) {
         "?status=done",
         "?from=yesterday",
         "?to=2031-06-30T23:59:60Z",
+        // Years outside 0001–9999: PostgreSQL refused the first (a 500), and SQLite answered
+        // the second with an empty list.
+        "?from=-5000-01-01T00:00:00",
+        "?to=%2B10000-01-01T00:00:00",
         // An empty or reversed range, as for a doctor's busy times.
         "?from=2031-06-01T10:00:00Z&to=2031-06-01T10:00:00Z",
         "?from=2031-06-02T00:00:00Z&to=2031-06-01T00:00:00Z",
@@ -512,4 +533,41 @@ async fn doctors_directory_and_busy_intervals(app: TestApp) {
         .busy(&doctor, &slot(13, 0, 0), &slot(12, 0, 0), &patient)
         .await;
     assert_eq!(reversed.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // At the ends of the years medbook takes: the week after the last day is cut at its end
+    // (it overflowed chrono past 262142 and dropped the connection), and the earliest range
+    // reaches back before the year 0001 without leaving what the databases hold.
+    let busy = |query: &str| format!("/api/v1/doctors/{}/busy?{query}", doctor.id);
+    for query in [
+        "from=9999-12-31T00:00:00Z",
+        "from=0001-01-01T00:00:00Z&to=0001-01-02T00:00:00Z",
+    ] {
+        let answer = app.get(&busy(query), &patient).await;
+        assert_eq!(
+            (answer.status, &answer.body),
+            (StatusCode::OK, &json!({"items": []})),
+            "{query}"
+        );
+    }
+    for query in [
+        "from=%2B262142-12-31T00:00:00",
+        "from=-262143-01-01T00:00:00&to=-262143-01-02T00:00:00",
+        "from=-5000-01-01T00:00:00&to=-5000-01-02T00:00:00",
+    ] {
+        let answer = app.get(&busy(query), &patient).await;
+        assert_eq!(
+            (answer.status, answer.code()),
+            (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"),
+            "{query}: {:?}",
+            answer.body
+        );
+        assert!(
+            answer.body["details"]["from"]
+                .as_str()
+                .unwrap()
+                .contains("0001 to 9999"),
+            "{query}: {:?}",
+            answer.body
+        );
+    }
 }

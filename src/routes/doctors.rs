@@ -112,7 +112,10 @@ pub(crate) async fn busy(
     let id = path_id(&req, "id")?;
     let query: BusyQuery = parse_query(&req)?;
     let from = time_param("from", query.from.as_deref())?.unwrap_or_else(crate::time::now);
-    let to = time_param("to", query.to.as_deref())?.unwrap_or(from + Duration::days(7));
+    // `from` is at most `time::LATEST`, so the week after it is a time chrono holds; past
+    // `LATEST` it would no longer compare as a time on SQLite.
+    let to = time_param("to", query.to.as_deref())?
+        .unwrap_or_else(|| (from + Duration::days(7)).min(crate::time::LATEST));
     let items = state
         .as_caller(bearer, move |conn, _| doctors::busy(conn, id, from, to))
         .await?;
