@@ -239,8 +239,24 @@ pub fn time_param(
     field: &str,
     raw: Option<&str>,
 ) -> Result<Option<chrono::NaiveDateTime>, AppError> {
-    raw.map(|raw| crate::time::parse(raw).map_err(|e| AppError::invalid(field, e)))
+    raw.map(|raw| crate::time::parse(raw).map_err(|e| AppError::invalid(field, plus_hint(raw, e))))
         .transpose()
+}
+
+/// A query string reads `+` as a space, as an HTML form sends one: an offset sent unencoded
+/// (`…T10:00:00+02:00`) arrives as `…T10:00:00 02:00`. Where the `+` put back makes a time, the
+/// message says how to send it; the time is not guessed.
+fn plus_hint(raw: &str, message: String) -> String {
+    let unencoded = raw
+        .trim()
+        .rsplit_once(' ')
+        .filter(|(time, offset)| crate::time::parse(&format!("{time}+{offset}")).is_ok());
+    match unencoded {
+        Some((_, offset)) => format!(
+            "{message}; a + in a query string reads as a space: send the offset as %2B{offset}"
+        ),
+        None => message,
+    }
 }
 
 /// A path segment that must be a positive integer id; anything else cannot name a resource: 404.
@@ -412,6 +428,26 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn an_offset_sent_with_an_unencoded_plus_is_named() {
+        let said = |raw: &str| match time_param("from", Some(raw)).unwrap_err() {
+            AppError::Validation { details, .. } => details["from"].clone(),
+            other => panic!("{other:?}"),
+        };
+        assert!(said("2030-01-20T10:00:00 02:00").ends_with("send the offset as %2B02:00"));
+        assert!(said("2030-01-20 10:00:00.5 05:30").ends_with("send the offset as %2B05:30"));
+        // Nothing to name where a + would not make a time.
+        for raw in [
+            "2030-01-20T10:00:00 99:00",
+            "next monday",
+            "2030-01-20 25:00:00",
+        ] {
+            assert!(!said(raw).contains("%2B"), "{raw}");
+        }
+        // The plain UTC form, with its space, is a time.
+        assert!(time_param("from", Some("2030-01-20 10:00:00")).is_ok());
     }
 
     #[test]

@@ -465,6 +465,22 @@ async fn lists_are_scoped_to_the_caller_and_paginate(app: TestApp) {
         let answer = app.get(&format!("/api/v1/appointments{bad}"), &alice).await;
         assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
     }
+    // An offset whose + was not encoded arrives as a space; the answer says so.
+    let plus = app
+        .get(
+            "/api/v1/appointments?from=2031-06-01T10:00:00+02:00",
+            &alice,
+        )
+        .await;
+    assert_eq!(plus.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        plus.body["details"]["from"]
+            .as_str()
+            .unwrap()
+            .ends_with("send the offset as %2B02:00"),
+        "{:?}",
+        plus.body
+    );
     for bad in ["?color=blue", "?cursor=not-a-cursor"] {
         let answer = app.get(&format!("/api/v1/appointments{bad}"), &alice).await;
         assert_eq!(
