@@ -101,7 +101,8 @@ pub(crate) async fn create(
 pub(crate) struct ListQuery {
     /// One status.
     status: Option<String>,
-    /// `scheduled_at` at or after this time.
+    /// `scheduled_at` at or after this time (RFC 3339 or `YYYY-MM-DD HH:MM:SS` UTC, in the
+    /// years 0001–9999 in UTC; an offset's `+` sent as `%2B`).
     from: Option<String>,
     /// `scheduled_at` before this time (after `from`, if both are given).
     to: Option<String>,

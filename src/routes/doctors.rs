@@ -44,7 +44,8 @@ pub(crate) struct ListQuery {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct BusyQuery {
-    /// Start of the range (RFC 3339 or `YYYY-MM-DD HH:MM:SS` UTC); default now.
+    /// Start of the range (RFC 3339 or `YYYY-MM-DD HH:MM:SS` UTC, in the years 0001–9999 in
+    /// UTC; an offset's `+` sent as `%2B`); default now.
     from: Option<String>,
     /// End of the range, exclusive; default `from` + 7 days; at most 62 days after `from`.
     to: Option<String>,
