@@ -87,6 +87,10 @@ impl Answer {
     pub fn code(&self) -> &str {
         self.body["code"].as_str().unwrap_or("")
     }
+    /// The message of a 422's `details` for `field` ("" if there is none).
+    pub fn detail(&self, field: &str) -> &str {
+        self.body["details"][field].as_str().unwrap_or("")
+    }
     pub fn id(&self) -> i64 {
         self.body["id"].as_i64().expect("body has an id")
     }
