@@ -32,9 +32,8 @@ impl Cursor {
             .map_err(|_| bad())?;
         let text = String::from_utf8(bytes).map_err(|_| bad())?;
         let (micros, id) = text.split_once(':').ok_or_else(bad)?;
-        // No appointment medbook keeps lies outside the years it takes: such a cursor was
-        // made by hand, and its time could be refused by PostgreSQL (a 500) or misread by
-        // SQLite's comparison of text (a wrong page).
+        // No appointment medbook keeps lies outside `time::in_range`: such a cursor was made
+        // by hand (that function says what its time would do to each database).
         let at = DateTime::from_timestamp_micros(micros.parse().map_err(|_| bad())?)
             .map(|at| at.naive_utc())
             .filter(crate::time::in_range)
