@@ -42,6 +42,12 @@ diesel::table! {
 }
 
 diesel::table! {
+    email_keys_pending (user_id) {
+        user_id -> Int4,
+    }
+}
+
+diesel::table! {
     idempotency_keys (id) {
         id -> Int4,
         user_id -> Int4,
@@ -105,6 +111,7 @@ diesel::table! {
 diesel::joinable!(api_tokens -> users (user_id));
 diesel::joinable!(appointment_history -> appointments (appointment_id));
 diesel::joinable!(appointment_history -> users (actor_id));
+diesel::joinable!(email_keys_pending -> users (user_id));
 diesel::joinable!(idempotency_keys -> users (user_id));
 diesel::joinable!(prescriptions -> appointments (appointment_id));
 diesel::joinable!(ratings -> appointments (appointment_id));
@@ -113,6 +120,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     api_tokens,
     appointment_history,
     appointments,
+    email_keys_pending,
     idempotency_keys,
     prescriptions,
     ratings,

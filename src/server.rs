@@ -34,7 +34,7 @@ pub struct AppState {
 }
 
 /// Builds the pool, checks the database ([`check_sqlite_file`], [`check_database`]), applies
-/// migrations and creates the bootstrap admin if configured.
+/// migrations, re-keys the emails they listed and creates the bootstrap admin if configured.
 pub fn prepare(config: &Config) -> Result<web::Data<AppState>, String> {
     if config.backend() == Backend::Sqlite {
         let path = crate::db::pool::sqlite_path(&config.database_url);
@@ -47,6 +47,7 @@ pub fn prepare(config: &Config) -> Result<web::Data<AppState>, String> {
     let mut conn = pool.get().map_err(|e| cannot_connect(config, &e))?;
     check_database(&mut conn)?;
     run_migrations(&mut conn)?;
+    rekey_pending_emails(&mut conn)?;
     match (&config.admin_email, &config.admin_password) {
         (Some(email), Some(password)) => bootstrap_admin(&mut conn, email, password)?,
         (Some(_), None) | (None, Some(_)) => log::warn!(
@@ -72,6 +73,33 @@ pub fn prepare(config: &Config) -> Result<web::Data<AppState>, String> {
             .and_then(|ttl| chrono::Duration::from_std(ttl).ok()),
         password_hashing: tokio::sync::Semaphore::new(config.password_hashes),
     }))
+}
+
+/// Re-keys the emails a migration listed ([`services::users::rekey_pending_emails`]). On a
+/// database that takes no writes now they wait, as the bootstrap admin does, for a start
+/// that can write; a login with the listed users' other spelling finds no one until then.
+fn rekey_pending_emails(conn: &mut crate::db::DbConn) -> Result<(), String> {
+    match services::users::rekey_pending_emails(conn) {
+        Ok(done) => {
+            if !done.rekeyed.is_empty() {
+                log::info!(
+                    "re-keyed the emails of {} users to lower case in Unicode's normal form",
+                    done.rekeyed.len()
+                );
+            }
+            Ok(())
+        }
+        Err(e) if crate::db::classify(&e) == DbErrorClass::Unavailable => {
+            log::warn!(
+                "the emails a migration listed could not be re-keyed ({e}): they are at the \
+                 next start on a database that takes writes"
+            );
+            Ok(())
+        }
+        Err(e) => Err(format!(
+            "re-keying the emails a migration listed failed: {e}"
+        )),
+    }
 }
 
 /// Start-up's answer to a database it cannot open. PostgreSQL's message names the server and

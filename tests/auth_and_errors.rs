@@ -11,6 +11,7 @@ use serde_json::json;
 both_backends!(
     register_login_me_logout,
     emails_are_unique_case_insensitively_even_under_races,
+    emails_keyed_by_an_earlier_version_are_rekeyed_at_start,
     admin_manages_users_with_versions,
     bad_input_gets_clear_json_errors,
     nul_characters_in_text_are_422_everywhere,
@@ -125,6 +126,108 @@ async fn emails_are_unique_case_insensitively_even_under_races(app: TestApp) {
     let me = app.get("/api/v1/me", &login).await;
     assert_eq!(me.body["id"], first.body["user"]["id"]);
     assert_eq!(me.body["email"], "Ärztin@Example.com", "stored as given");
+
+    // Unicode spells "ë" as one character or as "e" and a combining diaeresis (as some input
+    // methods send it): one address, which was two accounts.
+    let composed = register(&app, "Zoë", "zo\u{eb}@example.com").await;
+    assert_eq!(composed.status, StatusCode::CREATED, "{:?}", composed.body);
+    let decomposed = register(&app, "Zoë", "ZOE\u{308}@example.com").await;
+    assert_eq!(
+        (decomposed.status, decomposed.code()),
+        (StatusCode::CONFLICT, "EMAIL_TAKEN")
+    );
+    let login = app.login("zoe\u{308}@example.com", PASSWORD).await;
+    assert_eq!(login.id, composed.body["user"]["id"].as_i64().unwrap());
+}
+
+/// Keys an earlier version stored are brought to today's form (lower case in Unicode's
+/// normal form) when medbook starts after the migration that lists them: a key without NFC,
+/// and one from SQL's ASCII-only `lower()` (SQLite's, given by the migration that made the
+/// key), each left a user whom a login with the email as registered did not find. Two
+/// accounts for one address cannot both have it: the second keeps its key, and stays listed
+/// until an operator changes its email.
+async fn emails_keyed_by_an_earlier_version_are_rekeyed_at_start(app: TestApp) {
+    let id = |answer: common::Answer| answer.body["user"]["id"].as_i64().unwrap();
+    let zoe = id(register(&app, "Zoë", "Zoe\u{308}@example.com").await);
+    let arztin = id(register(&app, "Ärztin", "ÄRZTIN@example.com").await);
+    let emile = id(register(&app, "Émile", "\u{c9}mile@example.com").await);
+    let plain = id(register(&app, "Plain", "Plain@example.com").await);
+    // As the version before left them, and a second Émile it let register.
+    app.sql(&format!(
+        "UPDATE users SET email_key = 'zoe\u{308}@example.com' WHERE id = {zoe}; \
+         UPDATE users SET email_key = '\u{c4}rztin@example.com' WHERE id = {arztin}; \
+         INSERT INTO users (name, email, email_key, password_hash, role, created_at, updated_at) \
+         SELECT 'Émile', 'E\u{301}mile@example.com', 'e\u{301}mile@example.com', \
+                password_hash, role, created_at, updated_at FROM users WHERE id = {emile}"
+    ));
+    let emile_again = app.count("SELECT MAX(id) FROM users");
+    let migrations = match app.backend {
+        Backend::Sqlite => "migrations/sqlite",
+        Backend::Postgres => "migrations/postgres",
+    };
+    app.sql(
+        &std::fs::read_to_string(format!(
+            "{migrations}/2026-12-08-000007_email_key_nfc/down.sql"
+        ))
+        .unwrap(),
+    );
+    app.sql("DELETE FROM __diesel_schema_migrations WHERE version = '20261208000007'");
+    assert_eq!(
+        attempt_login(&app, "zo\u{eb}@example.com", PASSWORD)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED,
+        "not found before"
+    );
+
+    // The migration lists the users with an email or key that is not ASCII; a start
+    // (`server::prepare`, as `cargo run`'s) re-keys each.
+    let pool = app.service_pool();
+    let mut conn = pool.get().unwrap();
+    medbook::db::run_migrations(&mut conn).unwrap();
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM email_keys_pending"),
+        4,
+        "Plain@example.com is not listed"
+    );
+    medbook::server::prepare(&medbook::config::Config::for_database(&app.db_url)).unwrap();
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM email_keys_pending"),
+        1,
+        "only the second Émile is left"
+    );
+    for (email, user) in [
+        ("zo\u{eb}@example.com", zoe),
+        ("ZOE\u{308}@EXAMPLE.COM", zoe),
+        ("ärztin@example.com", arztin),
+        ("ÄRZTIN@example.com", arztin),
+        ("e\u{301}mile@example.com", emile),
+        ("plain@example.com", plain),
+    ] {
+        assert_eq!(app.login(email, PASSWORD).await.id, user, "{email:?}");
+    }
+
+    // The clash stays listed, at every start, until one email changes by hand.
+    let rekey = |conn: &mut medbook::db::DbConn| {
+        medbook::services::users::rekey_pending_emails(conn).unwrap()
+    };
+    let as_i32 = |id: i64| i32::try_from(id).unwrap();
+    let done = rekey(&mut conn);
+    assert!(done.rekeyed.is_empty(), "{done:?}");
+    assert_eq!(done.clashes, [(as_i32(emile_again), as_i32(emile))]);
+    app.sql(&format!(
+        "UPDATE users SET email = 'Emile.Two@example.com' WHERE id = {emile_again}"
+    ));
+    let done = rekey(&mut conn);
+    assert_eq!(
+        (done.rekeyed, done.clashes),
+        (vec![as_i32(emile_again)], vec![])
+    );
+    assert_eq!(app.count("SELECT COUNT(*) FROM email_keys_pending"), 0);
+    assert_eq!(
+        app.login("emile.two@example.com", PASSWORD).await.id,
+        emile_again
+    );
 }
 
 async fn admin_manages_users_with_versions(app: TestApp) {

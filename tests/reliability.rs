@@ -922,8 +922,8 @@ async fn postgres_medbook_keeps_to_a_schema_of_its_own() {
     assert_eq!(tables("public"), 0);
     assert_eq!(
         tables("medbook"),
-        8,
-        "7 tables and __diesel_schema_migrations"
+        9,
+        "8 tables and __diesel_schema_migrations"
     );
     assert_eq!(
         app.count(

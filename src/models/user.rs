@@ -3,6 +3,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use serde::Serialize;
+use unicode_normalization::UnicodeNormalization;
 
 use super::Versioned;
 use crate::db::DbConn;
@@ -126,10 +127,15 @@ pub fn find(conn: &mut DbConn, id: i32) -> QueryResult<Option<User>> {
 }
 
 /// What makes two emails the same address for medbook: the trimmed email in Unicode lower
-/// case. Computed here rather than by SQL's `lower()`, which folds ASCII only on SQLite and
-/// follows the locale on PostgreSQL; the unique index on `email_key` decides on it.
+/// case and in Unicode's composed normal form (NFC), so that an `é` sent as one character
+/// and one sent as `e` and a combining accent (as some systems' text input does) are one
+/// address, as RFC 6532 has it. Computed here rather than by SQL's `lower()`, which folds
+/// ASCII only on SQLite and follows the locale on PostgreSQL (and SQLite has no
+/// `normalize()`); the unique index on `email_key` decides on it. Keys stored by an earlier
+/// version are brought to this one at start-up
+/// ([`crate::services::users::rekey_pending_emails`]).
 pub fn email_key(email: &str) -> String {
-    email.trim().to_lowercase()
+    email.trim().to_lowercase().nfc().collect()
 }
 
 /// Finds a user by email, case-insensitively (backed by the unique `email_key` index).
@@ -151,4 +157,32 @@ pub fn insert(conn: &mut DbConn, new: &NewUser<'_>) -> QueryResult<User> {
         .values((new, users::email_key.eq(email_key(new.email))))
         .returning(users::all_columns)
         .get_result(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::email_key;
+
+    #[test]
+    fn one_address_has_one_key_however_unicode_spells_it() {
+        // "ë" as one character, and as "e" with a combining diaeresis; upper case of each.
+        let key = email_key("zo\u{eb}@example.com");
+        assert_eq!(key, "zo\u{eb}@example.com", "composed");
+        for spelling in [
+            "zoe\u{308}@example.com",
+            "ZOE\u{308}@EXAMPLE.COM",
+            "ZO\u{cb}@example.com",
+            "  Zo\u{eb}@example.com ",
+        ] {
+            assert_eq!(email_key(spelling), key, "{spelling:?}");
+        }
+        // The Ångström sign is canonically the letter Å.
+        assert_eq!(
+            email_key("\u{212b}ngstr\u{f6}m@example.com"),
+            email_key("\u{e5}ngstro\u{308}m@example.com")
+        );
+        // Case beyond ASCII, and what stays apart: compatibility forms are other addresses.
+        assert_eq!(email_key("\u{c4}rztin@x.io"), "\u{e4}rztin@x.io");
+        assert_ne!(email_key("\u{fb01}le@x.io"), email_key("file@x.io"));
+    }
 }

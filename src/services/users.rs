@@ -230,3 +230,70 @@ pub fn ensure_admin(conn: &mut DbConn, email: &str, password_hash: &str) -> Resu
         Err(e) => Err(e.into()),
     }
 }
+
+/// What [`rekey_pending_emails`] did: the users whose key it changed, and each user it left
+/// listed because another user holds that user's new key (its id, the other's id).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Rekeyed {
+    pub rekeyed: Vec<i32>,
+    pub clashes: Vec<(i32, i32)>,
+}
+
+/// Brings the keys of the users listed in `email_keys_pending` (by the migration
+/// `2026-12-08-000007_email_key_nfc`, which SQL alone could not do on SQLite) to
+/// [`user::email_key`]'s form. Runs at start-up, after the migrations; with nothing listed,
+/// which is every start but the first after that migration, it is one read.
+///
+/// Each user is re-keyed in a transaction of its own, and only if its email is still the one
+/// read (the key is computed from it). Processes that start together may re-key the same
+/// user: the second one writes the same key, finds the listing gone, and is done. A user
+/// whose new key another user holds (two accounts for what is one address) keeps its key and
+/// stays listed, with a warning at each start, until an operator changes one of the two
+/// emails by hand; the next start then re-keys it.
+pub fn rekey_pending_emails(conn: &mut DbConn) -> QueryResult<Rekeyed> {
+    use crate::schema::email_keys_pending as pending;
+    let listed: Vec<(i32, String, String)> = pending::table
+        .inner_join(users::table)
+        .select((users::id, users::email, users::email_key))
+        .order(users::id)
+        .load(conn)?;
+    let mut done = Rekeyed::default();
+    for (id, email, old) in listed {
+        let new = user::email_key(&email);
+        let rekeyed = write_transaction(conn, |conn| {
+            let updated = diesel::update(users::table.find(id).filter(users::email.eq(&email)))
+                .set(users::email_key.eq(&new))
+                .execute(conn)?;
+            // An email changed since it was read stays listed, for the next start.
+            if updated == 1 {
+                diesel::delete(pending::table.find(id)).execute(conn)?;
+            }
+            Ok::<_, diesel::result::Error>(updated == 1)
+        });
+        match rekeyed {
+            Ok(true) if new != old => done.rekeyed.push(id),
+            Ok(_) => {}
+            Err(e) if matches!(classify(&e), DbErrorClass::UniqueViolation { .. }) => {
+                let holder: Option<i32> = users::table
+                    .filter(users::email_key.eq(&new))
+                    .select(users::id)
+                    .first(conn)
+                    .optional()?;
+                // Users are never deleted, but should the holder's key have changed since,
+                // this one stays listed and the next start tries again.
+                let Some(holder) = holder else { continue };
+                log::warn!(
+                    "user {id}'s email {email:?} is, in lower case and Unicode's normal form, \
+                     the address of user {holder}: two accounts for one address. User {id} \
+                     keeps its old email key {old:?}, and a login with either spelling finds \
+                     user {holder}. Change one of the two emails by hand (UPDATE users SET \
+                     email = …); the next start re-keys user {id} (README, \"Behaviour the \
+                     contract leaves open\")"
+                );
+                done.clashes.push((id, holder));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
