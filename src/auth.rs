@@ -2,6 +2,7 @@
 //! [`authenticate`], which turns a token into the [`Caller`], and the middleware that answers
 //! 401 for a bad token before any other refusal ([`check_token_of_refused_request`]).
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use base64::Engine;
 use chrono::NaiveDateTime;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+use unicode_normalization::{is_nfkc_quick, IsNormalized, UnicodeNormalization};
 
 use crate::db::{run_blocking, DbConn};
 use crate::domain::Role;
@@ -27,9 +29,13 @@ use crate::models::token;
 use crate::models::user::UserStanding;
 use crate::server::AppState;
 
-/// Hashes a password with argon2id and a random salt. Slow on purpose: never call it while
-/// holding a transaction.
+/// Hashes a password with argon2id and a random salt, in the form [`normal_password`] gives
+/// it. Slow on purpose: never call it while holding a transaction.
 pub fn hash_password(password: &str) -> Result<String, AppError> {
+    hash(&normal_password(password))
+}
+
+fn hash(password: &str) -> Result<String, AppError> {
     let salt = SaltString::generate(&mut OsRng);
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
@@ -37,15 +43,44 @@ pub fn hash_password(password: &str) -> Result<String, AppError> {
         .map_err(|e| AppError::internal(format!("password hashing failed: {e}")))
 }
 
-/// Checks a password against a stored hash.
+/// A password as it is hashed and checked: in Unicode's compatibility composed form (NFKC),
+/// as NIST SP 800-63B asks, so that one password typed on two devices is one password
+/// whatever each sends (an `é` as one character or as `e` and a combining accent, a digit
+/// in full width from an East Asian input method). ASCII is its own form.
+pub fn normal_password(password: &str) -> Cow<'_, str> {
+    if is_nfkc_quick(password.chars()) == IsNormalized::Yes {
+        Cow::Borrowed(password)
+    } else {
+        Cow::Owned(password.nfkc().collect())
+    }
+}
+
+/// Checks a password against a stored hash. A hash stored before passwords were normalized
+/// holds the password as it was sent, so a password that normalizing changes is also
+/// checked as sent. (That second check can match only such a hash: a hash of a normal form
+/// never matches a password that is not in it.)
 pub fn verify_password(password: &str, stored: &str) -> bool {
-    PasswordHash::new(stored)
-        .map(|hash| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &hash)
-                .is_ok()
-        })
-        .unwrap_or(false)
+    let Ok(hash) = PasswordHash::new(stored) else {
+        return false;
+    };
+    let matches = |password: &str| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &hash)
+            .is_ok()
+    };
+    let normal = normal_password(password);
+    matches(&normal) || (normal != password && matches(password))
+}
+
+/// Costs what [`verify_password`] costs for a password that matches nothing, with no hash to
+/// check it against: a login with an unknown email costs as much as one with a wrong
+/// password, so timing does not tell which part was wrong.
+pub fn verify_nothing(password: &str) {
+    let normal = normal_password(password);
+    let _ = hash(&normal);
+    if normal != password {
+        let _ = hash(password);
+    }
 }
 
 /// A new random token (256 bits, URL-safe base64) and the hash that is stored for it.
@@ -260,6 +295,26 @@ mod tests {
         assert!(verify_password("correct horse", &hash));
         assert!(!verify_password("wrong horse", &hash));
         assert!(!verify_password("correct horse", "not a hash"));
+    }
+
+    #[test]
+    fn a_password_is_one_password_however_unicode_spells_it() {
+        // "é" as one character, and as "e" and a combining acute accent; full-width digits.
+        let composed = "caf\u{e9} 2024!";
+        let hash = hash_password(composed).unwrap();
+        assert!(verify_password("cafe\u{301} 2024!", &hash));
+        assert!(verify_password(
+            "caf\u{e9} \u{ff12}\u{ff10}\u{ff12}\u{ff14}!",
+            &hash
+        ));
+        assert!(!verify_password("cafe 2024!", &hash), "the accent counts");
+        let hash = hash_password("cafe\u{301} 2024!").unwrap();
+        assert!(verify_password(composed, &hash));
+        // A hash stored before normalizing holds the password as it was sent.
+        let before = super::hash("cafe\u{301} 2024!").unwrap();
+        assert!(verify_password("cafe\u{301} 2024!", &before));
+        assert!(!verify_password("cafe 2024!", &before));
+        assert_eq!(normal_password("plain ascii"), Cow::Borrowed("plain ascii"));
     }
 
     #[actix_web::test]

@@ -12,6 +12,7 @@ both_backends!(
     register_login_me_logout,
     emails_are_unique_case_insensitively_even_under_races,
     emails_keyed_by_an_earlier_version_are_rekeyed_at_start,
+    passwords_are_one_password_however_unicode_spells_them,
     admin_manages_users_with_versions,
     bad_input_gets_clear_json_errors,
     nul_characters_in_text_are_422_everywhere,
@@ -138,6 +139,45 @@ async fn emails_are_unique_case_insensitively_even_under_races(app: TestApp) {
     );
     let login = app.login("zoe\u{308}@example.com", PASSWORD).await;
     assert_eq!(login.id, composed.body["user"]["id"].as_i64().unwrap());
+}
+
+/// A password is one password however Unicode spells it: it is hashed and checked in NFKC,
+/// as NIST SP 800-63B asks (an "é" as one character or as "e" and a combining accent, a
+/// full-width digit), and the rule's eight characters are counted in that form.
+async fn passwords_are_one_password_however_unicode_spells_them(app: TestApp) {
+    let body = |email: &str, password: &str| json!({"name": "Chloé", "email": email, "password": password});
+    let short = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/register",
+            None,
+            Some(body("c@x.io", "cafe\u{301}xyz")),
+        )
+        .await;
+    assert_eq!(short.detail("password"), "must be at least 8 characters");
+    let chloe = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/register",
+            None,
+            Some(body("c@x.io", "caf\u{e9} 2024!")),
+        )
+        .await;
+    assert_eq!(chloe.status, StatusCode::CREATED, "{:?}", chloe.body);
+    for password in [
+        "cafe\u{301} 2024!",
+        "caf\u{e9} \u{ff12}\u{ff10}\u{ff12}\u{ff14}!",
+    ] {
+        assert_eq!(
+            app.login("c@x.io", password).await.id,
+            chloe.body["user"]["id"].as_i64().unwrap(),
+            "{password:?}"
+        );
+    }
+    assert_eq!(
+        attempt_login(&app, "c@x.io", "cafe 2024!").await.status,
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 /// Keys an earlier version stored are brought to today's form (lower case in Unicode's

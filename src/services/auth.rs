@@ -20,6 +20,8 @@ pub struct RegisterInput {
     pub name: String,
     #[schema(format = Email)]
     pub email: String,
+    /// 8 to 1024 characters, counted in Unicode's NFKC form, in which it is hashed and
+    /// checked (README).
     #[schema(min_length = 8, max_length = 1024)]
     pub password: String,
 }

@@ -55,9 +55,11 @@ impl Problems {
         }
     }
 
-    /// Checks a password: 8 to 1024 characters (the upper bound keeps hashing cheap enough).
+    /// Checks a password: 8 to 1024 characters (the upper bound keeps hashing cheap enough),
+    /// counted in the form it is hashed in ([`crate::auth::normal_password`]: an `é` sent as
+    /// `e` and a combining accent is one character).
     pub fn password(&mut self, field: &str, value: &str) {
-        let len = value.chars().count();
+        let len = crate::auth::normal_password(value).chars().count();
         if len < 8 {
             self.add(field, "must be at least 8 characters");
         } else if len > 1024 {
@@ -141,6 +143,19 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_password_is_counted_in_the_form_it_is_hashed_in() {
+        let count = |password: &str| {
+            let mut p = Problems::default();
+            p.password("password", password);
+            p.finish().is_ok()
+        };
+        // Seven letters, one sent as "e" and a combining accent: eight code points.
+        assert!(!count("cafe\u{301}xyz"));
+        assert!(count("caf\u{e9}wxyz"));
+        assert!(count("cafe\u{301}wxyz"));
     }
 
     #[test]
