@@ -55,13 +55,24 @@ pub fn normal_password(password: &str) -> Cow<'_, str> {
     }
 }
 
+/// How a password compares with a stored hash ([`check_password`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordCheck {
+    Wrong,
+    Right,
+    /// Right as sent but not in [`normal_password`]'s form: the hash was stored before
+    /// passwords were normalized. The login stores a hash of the normal form in its place
+    /// (`services::auth::issue_token`), after which every spelling of the password matches.
+    RightAsSent,
+}
+
 /// Checks a password against a stored hash. A hash stored before passwords were normalized
 /// holds the password as it was sent, so a password that normalizing changes is also
 /// checked as sent. (That second check can match only such a hash: a hash of a normal form
 /// never matches a password that is not in it.)
-pub fn verify_password(password: &str, stored: &str) -> bool {
+pub fn check_password(password: &str, stored: &str) -> PasswordCheck {
     let Ok(hash) = PasswordHash::new(stored) else {
-        return false;
+        return PasswordCheck::Wrong;
     };
     let matches = |password: &str| {
         Argon2::default()
@@ -69,10 +80,16 @@ pub fn verify_password(password: &str, stored: &str) -> bool {
             .is_ok()
     };
     let normal = normal_password(password);
-    matches(&normal) || (normal != password && matches(password))
+    if matches(&normal) {
+        PasswordCheck::Right
+    } else if normal != password && matches(password) {
+        PasswordCheck::RightAsSent
+    } else {
+        PasswordCheck::Wrong
+    }
 }
 
-/// Costs what [`verify_password`] costs for a password that matches nothing, with no hash to
+/// Costs what [`check_password`] costs for a password that matches nothing, with no hash to
 /// check it against: a login with an unknown email costs as much as one with a wrong
 /// password, so timing does not tell which part was wrong.
 pub fn verify_nothing(password: &str) {
@@ -292,9 +309,12 @@ mod tests {
     fn passwords_verify_only_against_their_hash() {
         let hash = hash_password("correct horse").unwrap();
         assert!(hash.starts_with("$argon2id$"));
-        assert!(verify_password("correct horse", &hash));
-        assert!(!verify_password("wrong horse", &hash));
-        assert!(!verify_password("correct horse", "not a hash"));
+        assert_eq!(check_password("correct horse", &hash), PasswordCheck::Right);
+        assert_eq!(check_password("wrong horse", &hash), PasswordCheck::Wrong);
+        assert_eq!(
+            check_password("correct horse", "not a hash"),
+            PasswordCheck::Wrong
+        );
     }
 
     #[test]
@@ -302,18 +322,25 @@ mod tests {
         // "é" as one character, and as "e" and a combining acute accent; full-width digits.
         let composed = "caf\u{e9} 2024!";
         let hash = hash_password(composed).unwrap();
-        assert!(verify_password("cafe\u{301} 2024!", &hash));
-        assert!(verify_password(
-            "caf\u{e9} \u{ff12}\u{ff10}\u{ff12}\u{ff14}!",
-            &hash
-        ));
-        assert!(!verify_password("cafe 2024!", &hash), "the accent counts");
+        let right =
+            |password: &str, hash: &str| check_password(password, hash) == PasswordCheck::Right;
+        assert!(right("cafe\u{301} 2024!", &hash));
+        assert!(right("caf\u{e9} \u{ff12}\u{ff10}\u{ff12}\u{ff14}!", &hash));
+        assert_eq!(
+            check_password("cafe 2024!", &hash),
+            PasswordCheck::Wrong,
+            "the accent counts"
+        );
         let hash = hash_password("cafe\u{301} 2024!").unwrap();
-        assert!(verify_password(composed, &hash));
+        assert!(right(composed, &hash));
         // A hash stored before normalizing holds the password as it was sent.
         let before = super::hash("cafe\u{301} 2024!").unwrap();
-        assert!(verify_password("cafe\u{301} 2024!", &before));
-        assert!(!verify_password("cafe 2024!", &before));
+        assert_eq!(
+            check_password("cafe\u{301} 2024!", &before),
+            PasswordCheck::RightAsSent
+        );
+        assert_eq!(check_password("cafe 2024!", &before), PasswordCheck::Wrong);
+        assert_eq!(check_password(composed, &hash), PasswordCheck::Right);
         assert_eq!(normal_password("plain ascii"), Cow::Borrowed("plain ascii"));
     }
 

@@ -83,7 +83,7 @@ fn rekey_pending_emails(conn: &mut crate::db::DbConn) -> Result<(), String> {
         Ok(done) => {
             if !done.rekeyed.is_empty() {
                 log::info!(
-                    "re-keyed the emails of {} users to lower case in Unicode's normal form",
+                    "emails re-keyed to lower case in Unicode's normal form: {} users",
                     done.rekeyed.len()
                 );
             }

@@ -181,6 +181,36 @@ async fn passwords_are_one_password_however_unicode_spells_them(app: TestApp) {
         attempt_login(&app, "c@x.io", "cafe 2024!").await.status,
         StatusCode::UNAUTHORIZED
     );
+
+    // A hash stored before passwords were normalized holds the password as it was sent: that
+    // spelling logs in, and its login stores a hash of the normal form in its place, after
+    // which every spelling does.
+    use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
+    let as_sent = "cafe\u{301} 2024!";
+    let before = argon2::Argon2::default()
+        .hash_password(as_sent.as_bytes(), &SaltString::generate(&mut OsRng))
+        .unwrap()
+        .to_string();
+    let id = chloe.body["user"]["id"].as_i64().unwrap();
+    app.sql(&format!(
+        "UPDATE users SET password_hash = '{before}' WHERE id = {id}"
+    ));
+    let composed = "caf\u{e9} 2024!";
+    assert_eq!(
+        attempt_login(&app, "c@x.io", composed).await.status,
+        StatusCode::UNAUTHORIZED,
+        "the hash from before matches the spelling it was made of only"
+    );
+    assert_eq!(app.login("c@x.io", as_sent).await.id, id);
+    assert_eq!(
+        app.count(&format!(
+            "SELECT COUNT(*) FROM users WHERE password_hash = '{before}'"
+        )),
+        0,
+        "replaced"
+    );
+    assert_eq!(app.login("c@x.io", composed).await.id, id);
+    assert_eq!(app.login("c@x.io", as_sent).await.id, id);
 }
 
 /// Keys an earlier version stored are brought to today's form (lower case in Unicode's

@@ -151,6 +151,24 @@ pub fn find_by_email(conn: &mut DbConn, email: &str) -> QueryResult<Option<User>
         .optional()
 }
 
+/// Replaces a user's password hash with `new`, only if it is still `stored`, the one the
+/// password was checked against: should another login have replaced it meanwhile, that one
+/// stands (the predicate does what a version would).
+pub fn replace_password_hash(
+    conn: &mut DbConn,
+    id: i32,
+    stored: &str,
+    new: &str,
+) -> QueryResult<usize> {
+    diesel::update(
+        users::table
+            .find(id)
+            .filter(users::password_hash.eq(stored)),
+    )
+    .set(users::password_hash.eq(new))
+    .execute(conn)
+}
+
 /// Inserts a user, with the [`email_key`] of its email, and returns the stored row.
 pub fn insert(conn: &mut DbConn, new: &NewUser<'_>) -> QueryResult<User> {
     diesel::insert_into(users::table)

@@ -6,7 +6,9 @@ use serde_json::json;
 
 use super::openapi::{AuthResponse, ErrorDoc, IfNoneMatch};
 use super::{def, RouteDef};
-use crate::auth::{hash_password, new_token, verify_nothing, verify_password, Bearer};
+use crate::auth::{
+    check_password, hash_password, new_token, verify_nothing, Bearer, PasswordCheck,
+};
 use crate::db::run_blocking;
 use crate::error::AppError;
 use crate::extract::{etag, Json, NoQuery};
@@ -108,26 +110,40 @@ pub(crate) async fn login(
     let stored_hash = found.as_ref().map(|u| u.password_hash.clone());
     let password = input.password;
     // An unknown email costs a verification too, so timing does not tell which part was wrong.
-    let verified = with_password_permit(&state.password_hashing, move || match stored_hash {
-        Some(hash) => verify_password(&password, &hash),
+    // A hash stored before passwords were normalized is replaced by one of the normal form,
+    // hashed here, with no transaction open.
+    let checked = with_password_permit(&state.password_hashing, move || match stored_hash {
+        Some(stored) => match check_password(&password, &stored) {
+            PasswordCheck::Wrong => Ok(Checked::Refused),
+            PasswordCheck::Right => Ok(Checked::Verified(None)),
+            PasswordCheck::RightAsSent => hash_password(&password)
+                .map(|normal| Checked::Verified(Some(service::NewHash { stored, normal }))),
+        },
         None => {
             verify_nothing(&password);
-            false
+            Ok(Checked::Refused)
         }
     })
-    .await?;
-    let user_id = match found {
-        Some(user) if verified => user.id,
+    .await??;
+    let (user_id, new_hash) = match (found, checked) {
+        (Some(user), Checked::Verified(new_hash)) => (user.id, new_hash),
         _ => return Err(service::invalid_credentials()),
     };
     // A deactivated account is refused there, on a read taken after the password check.
     let (token, token_hash) = new_token();
     let contention = state.contention.clone();
     let user = run_blocking(&state.pool, move |conn| {
-        service::issue_token(conn, user_id, &token_hash, &contention)
+        service::issue_token(conn, user_id, &token_hash, new_hash.as_ref(), &contention)
     })
     .await?;
     Ok(HttpResponse::Ok().json(json!({ "user": user.view(), "token": token })))
+}
+
+/// What a login's password check found: refused, or verified, with a hash to store in place
+/// of one from before passwords were normalized.
+enum Checked {
+    Refused,
+    Verified(Option<service::NewHash>),
 }
 
 /// Revokes the token used.

@@ -100,11 +100,13 @@ pub fn invalid_credentials() -> AppError {
 /// now. The user is read again here, not taken from the read before the password check: a
 /// deactivation during that check (tens of milliseconds of argon2) refuses the login. One that
 /// commits after this read moves the user's session epoch past the token's, so the token never
-/// authenticates; no lock is needed for that.
+/// authenticates; no lock is needed for that. A password that matched its hash only as sent
+/// (`new_hash`) has that hash replaced in the same transaction.
 pub fn issue_token(
     conn: &mut DbConn,
     user_id: i32,
     token_hash: &str,
+    new_hash: Option<&NewHash>,
     contention: &Contention,
 ) -> Result<User, AppError> {
     let ids = format_args!("user={user_id}");
@@ -112,6 +114,9 @@ pub fn issue_token(
         let user = user::find(conn, user_id)?.ok_or_else(invalid_credentials)?;
         if !user.is_active {
             return Err(account_deactivated());
+        }
+        if let Some(new_hash) = new_hash {
+            user::replace_password_hash(conn, user.id, &new_hash.stored, &new_hash.normal)?;
         }
         token::insert(
             conn,
@@ -122,6 +127,14 @@ pub fn issue_token(
         )?;
         Ok(user)
     })
+}
+
+/// A login's password matched its stored hash only as sent, not in its normal form
+/// ([`crate::auth::PasswordCheck::RightAsSent`]): the hash it matched, and one of the normal
+/// form to store in its place.
+pub struct NewHash {
+    pub stored: String,
+    pub normal: String,
 }
 
 /// The answer to a login with the right password for a deactivated account.
