@@ -340,7 +340,6 @@ mod tests {
             PasswordCheck::RightAsSent
         );
         assert_eq!(check_password("cafe 2024!", &before), PasswordCheck::Wrong);
-        assert_eq!(check_password(composed, &hash), PasswordCheck::Right);
         assert_eq!(normal_password("plain ascii"), Cow::Borrowed("plain ascii"));
     }
 
