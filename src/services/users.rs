@@ -233,7 +233,7 @@ pub fn ensure_admin(conn: &mut DbConn, email: &str, password_hash: &str) -> Resu
 
 /// What [`rekey_pending_emails`] did: the users whose key it changed, and each user it left
 /// listed because another user holds that user's new key (its id, the other's id).
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct Rekeyed {
     pub rekeyed: Vec<i32>,
     pub clashes: Vec<(i32, i32)>,
